@@ -1,0 +1,339 @@
+// Package dispatch is rewarm's single request handler. The Unix-socket server
+// and the in-process (gopy) binding both hand it serialized rewarm.v1.Request
+// frames and send back the serialized Response, so the two transports cannot
+// disagree.
+//
+// A Dispatcher owns the sessions; a Conn is one client's view of it and
+// enforces the handshake (Hello first, matching protocol version).
+package dispatch
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"runtime/debug"
+	"sync"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/rewarm/rewarm/internal/specfield"
+	pb "github.com/rewarm/rewarm/proto/rewarmpb"
+	"github.com/rewarm/rewarm/sched"
+)
+
+// ProtocolVersion is the wire protocol this build speaks.
+const ProtocolVersion = uint32(pb.ProtocolVersion_PROTOCOL_VERSION_CURRENT)
+
+// Limits on a single GetLR request, so one client cannot make the server
+// allocate without bound.
+const (
+	MaxCount        = 1 << 16
+	MaxGroups       = 1 << 12
+	MaxValues       = 1 << 20
+	DefaultSessions = 1 << 16
+)
+
+// Options configure a Dispatcher. The zero value is usable.
+type Options struct {
+	// Server names this process in HelloReply, for example "rewarm-sidecar/0.1.0".
+	Server string
+	// MaxSessions caps open sessions (DefaultSessions when 0).
+	MaxSessions int
+	// Logger receives handler panics and refused requests (slog.Default() when nil).
+	Logger *slog.Logger
+}
+
+// Dispatcher holds the sessions and answers requests. It is safe for
+// concurrent use by many Conns.
+type Dispatcher struct {
+	opts Options
+	log  *slog.Logger
+
+	mu       sync.Mutex
+	sessions map[uint64]*session
+	nextID   uint64
+}
+
+type session struct {
+	id   uint64
+	name string
+	spec sched.Spec
+	// step is the last step a client asked about; it only feeds status output.
+	step int64
+}
+
+// New returns an empty Dispatcher.
+func New(opts Options) *Dispatcher {
+	if opts.MaxSessions <= 0 {
+		opts.MaxSessions = DefaultSessions
+	}
+	if opts.Server == "" {
+		opts.Server = "rewarm"
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Dispatcher{opts: opts, log: log, sessions: map[uint64]*session{}}
+}
+
+// Conn is one client connection. It is not safe for concurrent use; each
+// transport connection (or in-process handle) gets its own.
+type Conn struct {
+	d       *Dispatcher
+	greeted bool
+}
+
+// NewConn starts a connection that must begin with Hello.
+func (d *Dispatcher) NewConn() *Conn { return &Conn{d: d} }
+
+// Sessions returns the number of open sessions.
+func (d *Dispatcher) Sessions() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.sessions)
+}
+
+// HandleFrame decodes one serialized Request, handles it and returns the
+// serialized Response. It never panics: a malformed frame or a handler panic
+// becomes an Error response.
+func (c *Conn) HandleFrame(frame []byte) []byte {
+	req := &pb.Request{}
+	var resp *pb.Response
+	if err := proto.Unmarshal(frame, req); err != nil {
+		resp = errorResponse(0, pb.ErrorCode_ERROR_CODE_MALFORMED, "", fmt.Sprintf("frame is not a rewarm.v1.Request: %v", err))
+	} else {
+		resp = c.Handle(req)
+	}
+	out, err := proto.Marshal(resp)
+	if err != nil {
+		out, _ = proto.Marshal(errorResponse(req.GetId(), pb.ErrorCode_ERROR_CODE_INTERNAL, "", "encode response: "+err.Error()))
+	}
+	return out
+}
+
+// Handle answers one Request. A panic in a handler is recovered, logged and
+// reported as ERROR_CODE_INTERNAL.
+func (c *Conn) Handle(req *pb.Request) (resp *pb.Response) {
+	defer func() {
+		if r := recover(); r != nil {
+			c.d.log.Error("handler panic", "panic", r, "stack", string(debug.Stack()))
+			resp = errorResponse(req.GetId(), pb.ErrorCode_ERROR_CODE_INTERNAL, "", fmt.Sprintf("internal error: %v", r))
+		}
+	}()
+	resp = c.handle(req)
+	resp.Id = req.GetId()
+	return resp
+}
+
+// status is an error that carries a wire error code and, for spec errors,
+// the field at fault.
+type status struct {
+	code  pb.ErrorCode
+	field string
+	msg   string
+}
+
+func (s *status) Error() string { return s.msg }
+
+func fail(code pb.ErrorCode, field, format string, args ...any) *status {
+	return &status{code: code, field: field, msg: fmt.Sprintf(format, args...)}
+}
+
+func errorResponse(id uint64, code pb.ErrorCode, field, msg string) *pb.Response {
+	return &pb.Response{Id: id, Body: &pb.Response_Error{Error: &pb.Error{Code: code, Message: msg, Field: field}}}
+}
+
+func toResponse(err error) *pb.Response {
+	var st *status
+	if errors.As(err, &st) {
+		return errorResponse(0, st.code, st.field, st.msg)
+	}
+	var fe *specfield.Error
+	if errors.As(err, &fe) {
+		return errorResponse(0, pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, fe.Field, err.Error())
+	}
+	return errorResponse(0, pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "", err.Error())
+}
+
+func (c *Conn) handle(req *pb.Request) *pb.Response {
+	if h, ok := req.Body.(*pb.Request_Hello); ok {
+		return c.hello(h.Hello)
+	}
+	if req.Body == nil {
+		msg := "request has no body"
+		if len(req.ProtoReflect().GetUnknown()) > 0 {
+			msg = "unknown request type: this server speaks protocol version " + fmt.Sprint(ProtocolVersion)
+		}
+		return errorResponse(0, pb.ErrorCode_ERROR_CODE_UNIMPLEMENTED, "", msg)
+	}
+	if !c.greeted {
+		return errorResponse(0, pb.ErrorCode_ERROR_CODE_HANDSHAKE_REQUIRED, "", "send Hello before any other request")
+	}
+	var (
+		resp *pb.Response
+		err  error
+	)
+	switch b := req.Body.(type) {
+	case *pb.Request_OpenSession:
+		resp, err = c.d.open(b.OpenSession)
+	case *pb.Request_GetLr:
+		resp, err = c.d.getLR(b.GetLr)
+	case *pb.Request_GetState:
+		resp, err = c.d.getState(b.GetState)
+	case *pb.Request_RestoreState:
+		resp, err = c.d.restore(b.RestoreState)
+	case *pb.Request_CloseSession:
+		resp, err = c.d.close(b.CloseSession)
+	default:
+		err = fail(pb.ErrorCode_ERROR_CODE_UNIMPLEMENTED, "", "request type %T is not implemented", b)
+	}
+	if err != nil {
+		return toResponse(err)
+	}
+	return resp
+}
+
+func (c *Conn) hello(h *pb.Hello) *pb.Response {
+	if h.GetProtocolVersion() != ProtocolVersion {
+		return errorResponse(0, pb.ErrorCode_ERROR_CODE_PROTOCOL_MISMATCH, "protocol_version",
+			fmt.Sprintf("protocol version mismatch: client %q speaks %d, server %q speaks %d",
+				h.GetClient(), h.GetProtocolVersion(), c.d.opts.Server, ProtocolVersion))
+	}
+	c.greeted = true
+	return &pb.Response{Body: &pb.Response_Hello{Hello: &pb.HelloReply{
+		ProtocolVersion: ProtocolVersion,
+		Server:          c.d.opts.Server,
+		ScheduleKinds:   sched.Kinds(),
+	}}}
+}
+
+func (d *Dispatcher) add(spec sched.Spec, name string, step int64) (*pb.Response, error) {
+	canon, err := structpb.NewStruct(sched.Canonical(spec))
+	if err != nil {
+		return nil, fail(pb.ErrorCode_ERROR_CODE_INTERNAL, "", "encode canonical spec: %v", err)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.sessions) >= d.opts.MaxSessions {
+		return nil, fail(pb.ErrorCode_ERROR_CODE_RESOURCE_EXHAUSTED, "", "too many open sessions (%d); close unused ones", len(d.sessions))
+	}
+	d.nextID++
+	s := &session{id: d.nextID, name: name, spec: spec, step: step}
+	d.sessions[s.id] = s
+	return &pb.Response{Body: &pb.Response_Session{Session: &pb.SessionInfo{
+		SessionId: s.id, Schedule: canon, Step: step, Name: name,
+	}}}, nil
+}
+
+func (d *Dispatcher) open(r *pb.OpenSession) (*pb.Response, error) {
+	if r.GetSchedule() == nil {
+		return nil, fail(pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "schedule", "open_session: missing schedule spec")
+	}
+	spec, err := sched.Parse(r.GetSchedule().AsMap())
+	if err != nil {
+		return nil, err
+	}
+	return d.add(spec, r.GetName(), 0)
+}
+
+func (d *Dispatcher) lookup(id uint64) (*session, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	s, ok := d.sessions[id]
+	if !ok {
+		return nil, fail(pb.ErrorCode_ERROR_CODE_NOT_FOUND, "session_id", "no session with id %d", id)
+	}
+	return s, nil
+}
+
+func (d *Dispatcher) getLR(r *pb.GetLR) (*pb.Response, error) {
+	s, err := d.lookup(r.GetSessionId())
+	if err != nil {
+		return nil, err
+	}
+	step := r.GetStep()
+	if step < 0 {
+		return nil, fail(pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "step", "get_lr: step = %d: must be >= 0", step)
+	}
+	count := int64(r.GetCount())
+	if count == 0 {
+		count = 1
+	}
+	if count > MaxCount {
+		return nil, fail(pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "count", "get_lr: count = %d: must be <= %d", count, MaxCount)
+	}
+	if step > math.MaxInt64-count {
+		return nil, fail(pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "step", "get_lr: step = %d: too large", step)
+	}
+	mult := r.GetMultipliers()
+	if len(mult) == 0 {
+		mult = []float64{1}
+	}
+	if len(mult) > MaxGroups || int64(len(mult))*count > MaxValues {
+		return nil, fail(pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "multipliers",
+			"get_lr: %d groups x %d steps: at most %d groups and %d values per request", len(mult), count, MaxGroups, MaxValues)
+	}
+	for g, m := range mult {
+		if math.IsNaN(m) || math.IsInf(m, 0) || m < 0 {
+			return nil, fail(pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, fmt.Sprintf("multipliers[%d]", g),
+				"get_lr: multipliers[%d] = %s: must be a finite number >= 0", g, specfield.FormatValue(m))
+		}
+	}
+	values := make([]float64, 0, int64(len(mult))*count)
+	for i := int64(0); i < count; i++ {
+		lr := s.spec.LR(step + i)
+		for _, m := range mult {
+			values = append(values, m*lr)
+		}
+	}
+	d.mu.Lock()
+	s.step = step
+	d.mu.Unlock()
+	return &pb.Response{Body: &pb.Response_Lr{Lr: &pb.LRValues{
+		Step: step, Count: uint32(count), Groups: uint32(len(mult)), Values: values,
+	}}}, nil
+}
+
+func (d *Dispatcher) getState(r *pb.GetState) (*pb.Response, error) {
+	s, err := d.lookup(r.GetSessionId())
+	if err != nil {
+		return nil, err
+	}
+	if r.GetStep() < 0 {
+		return nil, fail(pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "step", "get_state: step = %d: must be >= 0", r.GetStep())
+	}
+	blob, err := encodeSnapshot(sessionState{Spec: sched.Canonical(s.spec), Step: r.GetStep(), Name: s.name})
+	if err != nil {
+		return nil, fail(pb.ErrorCode_ERROR_CODE_INTERNAL, "", "%v", err)
+	}
+	return &pb.Response{Body: &pb.Response_State{State: &pb.StateBlob{Msgpack: blob}}}, nil
+}
+
+func (d *Dispatcher) restore(r *pb.RestoreState) (*pb.Response, error) {
+	st, err := decodeSnapshot(r.GetMsgpack())
+	if err != nil {
+		return nil, fail(pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "msgpack", "restore_state: %v", err)
+	}
+	spec, err := sched.Parse(st.Spec)
+	if err != nil {
+		return nil, fmt.Errorf("restore_state: snapshot spec: %w", err)
+	}
+	name := r.GetName()
+	if name == "" {
+		name = st.Name
+	}
+	return d.add(spec, name, st.Step)
+}
+
+func (d *Dispatcher) close(r *pb.CloseSession) (*pb.Response, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, ok := d.sessions[r.GetSessionId()]; !ok {
+		return nil, fail(pb.ErrorCode_ERROR_CODE_NOT_FOUND, "session_id", "no session with id %d", r.GetSessionId())
+	}
+	delete(d.sessions, r.GetSessionId())
+	return &pb.Response{Body: &pb.Response_Closed{Closed: &pb.Closed{}}}, nil
+}

@@ -1,0 +1,278 @@
+package dispatch
+
+import (
+	"math"
+	"strings"
+	"testing"
+
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	pb "github.com/rewarm/rewarm/proto/rewarmpb"
+)
+
+func greeted(t *testing.T) *Conn {
+	t.Helper()
+	c := New(Options{}).NewConn()
+	r := c.Handle(&pb.Request{Id: 1, Body: &pb.Request_Hello{Hello: &pb.Hello{ProtocolVersion: ProtocolVersion, Client: "test"}}})
+	if r.GetHello() == nil {
+		t.Fatalf("hello failed: %v", r)
+	}
+	return c
+}
+
+func open(t *testing.T, c *Conn, spec map[string]any) uint64 {
+	t.Helper()
+	st, err := structpb.NewStruct(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := c.Handle(&pb.Request{Body: &pb.Request_OpenSession{OpenSession: &pb.OpenSession{Schedule: st}}})
+	if r.GetSession() == nil {
+		t.Fatalf("open failed: %v", r)
+	}
+	return r.GetSession().GetSessionId()
+}
+
+func getLR(c *Conn, id uint64, step int64, count uint32, mult ...float64) *pb.Response {
+	return c.Handle(&pb.Request{Body: &pb.Request_GetLr{GetLr: &pb.GetLR{SessionId: id, Step: step, Count: count, Multipliers: mult}}})
+}
+
+var cosineSpec = map[string]any{"kind": "cosine", "peak_lr": 1.0, "min_lr": 0.1, "warmup_steps": 10.0, "total_steps": 110.0}
+
+// closed form, written out independently of package sched
+func cosineRef(n int64) float64 {
+	switch {
+	case n < 10:
+		return float64(n) / 10
+	case n > 110:
+		return 0.1
+	}
+	return 0.1 + 0.9*0.5*(1+math.Cos(math.Pi*float64(n-10)/100))
+}
+
+func TestHandshake(t *testing.T) {
+	c := New(Options{Server: "srv"}).NewConn()
+	st, _ := structpb.NewStruct(cosineSpec)
+	r := c.Handle(&pb.Request{Id: 7, Body: &pb.Request_OpenSession{OpenSession: &pb.OpenSession{Schedule: st}}})
+	if r.GetError().GetCode() != pb.ErrorCode_ERROR_CODE_HANDSHAKE_REQUIRED || r.GetId() != 7 {
+		t.Fatalf("request before hello: %v", r)
+	}
+	r = c.Handle(&pb.Request{Body: &pb.Request_Hello{Hello: &pb.Hello{ProtocolVersion: 99, Client: "cli/9"}}})
+	e := r.GetError()
+	if e.GetCode() != pb.ErrorCode_ERROR_CODE_PROTOCOL_MISMATCH || !strings.Contains(e.GetMessage(), "99") ||
+		!strings.Contains(e.GetMessage(), "speaks 1") {
+		t.Fatalf("mismatch error should name both versions: %v", r)
+	}
+	r = c.Handle(&pb.Request{Body: &pb.Request_Hello{Hello: &pb.Hello{ProtocolVersion: ProtocolVersion}}})
+	if r.GetHello().GetServer() != "srv" || len(r.GetHello().GetScheduleKinds()) == 0 {
+		t.Fatalf("hello reply: %v", r)
+	}
+}
+
+func TestGetLRMatchesClosedFormWithMultipliers(t *testing.T) {
+	c := greeted(t)
+	id := open(t, c, cosineSpec)
+	r := getLR(c, id, 5, 120, 1, 0.5, 2)
+	lr := r.GetLr()
+	if lr == nil || lr.GetCount() != 120 || lr.GetGroups() != 3 || len(lr.GetValues()) != 360 {
+		t.Fatalf("bad reply: %v", r.GetError())
+	}
+	for i := int64(0); i < 120; i++ {
+		want := cosineRef(5 + i)
+		for g, m := range []float64{1, 0.5, 2} {
+			got := lr.GetValues()[i*3+int64(g)]
+			if math.Abs(got-m*want) > 1e-15 {
+				t.Fatalf("step %d group %d: %v, want %v", 5+i, g, got, m*want)
+			}
+		}
+	}
+	if r := getLR(c, id, 0, 0); len(r.GetLr().GetValues()) != 1 || r.GetLr().GetValues()[0] != 0 {
+		t.Fatalf("count 0 means 1, no multipliers means one group at 1.0: %v", r)
+	}
+}
+
+func TestGetLRRejects(t *testing.T) {
+	c := greeted(t)
+	id := open(t, c, cosineSpec)
+	cases := []struct {
+		r     *pb.Response
+		code  pb.ErrorCode
+		field string
+	}{
+		{getLR(c, id, -1, 1), pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "step"},
+		{getLR(c, id, 0, MaxCount+1), pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "count"},
+		{getLR(c, id, 0, 1, 1, math.NaN()), pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "multipliers[1]"},
+		{getLR(c, id, 0, 1, -2), pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "multipliers[0]"},
+		{getLR(c, id, math.MaxInt64, 2), pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "step"},
+		{getLR(c, id+100, 0, 1), pb.ErrorCode_ERROR_CODE_NOT_FOUND, "session_id"},
+	}
+	for i, cs := range cases {
+		if e := cs.r.GetError(); e.GetCode() != cs.code || e.GetField() != cs.field {
+			t.Errorf("case %d: got %v, want %v on %q", i, cs.r, cs.code, cs.field)
+		}
+	}
+}
+
+func TestOpenRejectsBadSpecWithField(t *testing.T) {
+	c := greeted(t)
+	st, _ := structpb.NewStruct(map[string]any{"kind": "cosine", "peak_lr": 1.0, "total_steps": 10.0, "warmup_steps": 20.0})
+	r := c.Handle(&pb.Request{Body: &pb.Request_OpenSession{OpenSession: &pb.OpenSession{Schedule: st}}})
+	e := r.GetError()
+	if e.GetCode() != pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT || e.GetField() != "warmup_steps" || !strings.Contains(e.GetMessage(), "20") {
+		t.Fatalf("got %v", r)
+	}
+	r = c.Handle(&pb.Request{Body: &pb.Request_OpenSession{OpenSession: &pb.OpenSession{}}})
+	if r.GetError().GetField() != "schedule" {
+		t.Fatalf("missing schedule: %v", r)
+	}
+}
+
+func TestStateRoundTripAndCorruption(t *testing.T) {
+	c := greeted(t)
+	id := open(t, c, cosineSpec)
+	r := c.Handle(&pb.Request{Body: &pb.Request_GetState{GetState: &pb.GetState{SessionId: id, Step: 37}}})
+	blob := r.GetState().GetMsgpack()
+	if len(blob) == 0 {
+		t.Fatalf("no state: %v", r)
+	}
+	r2 := c.Handle(&pb.Request{Body: &pb.Request_GetState{GetState: &pb.GetState{SessionId: id, Step: 37}}})
+	if string(r2.GetState().GetMsgpack()) != string(blob) {
+		t.Fatal("snapshots of the same state differ in bytes")
+	}
+	// Restore in a different dispatcher: the schedule continues identically.
+	c2 := greeted(t)
+	rr := c2.Handle(&pb.Request{Body: &pb.Request_RestoreState{RestoreState: &pb.RestoreState{Msgpack: blob}}})
+	s := rr.GetSession()
+	if s == nil || s.GetStep() != 37 {
+		t.Fatalf("restore: %v", rr)
+	}
+	a := getLR(c, id, 37, 100).GetLr().GetValues()
+	b := getLR(c2, s.GetSessionId(), 37, 100).GetLr().GetValues()
+	for i := range a {
+		if a[i] != b[i] {
+			t.Fatalf("restored session differs at %d: %v vs %v", i, a[i], b[i])
+		}
+	}
+	for _, bad := range [][]byte{nil, []byte("junk"), flip(blob, len(blob)/2), blob[:len(blob)-3]} {
+		rr := c2.Handle(&pb.Request{Body: &pb.Request_RestoreState{RestoreState: &pb.RestoreState{Msgpack: bad}}})
+		if e := rr.GetError(); e.GetCode() != pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT || e.GetField() != "msgpack" {
+			t.Errorf("corrupt blob accepted: %v", rr)
+		}
+	}
+}
+
+func flip(b []byte, i int) []byte {
+	out := append([]byte(nil), b...)
+	out[i] ^= 0x40
+	return out
+}
+
+func TestCloseSession(t *testing.T) {
+	d := New(Options{MaxSessions: 1})
+	c := d.NewConn()
+	c.Handle(&pb.Request{Body: &pb.Request_Hello{Hello: &pb.Hello{ProtocolVersion: ProtocolVersion}}})
+	id := open(t, c, cosineSpec)
+	st, _ := structpb.NewStruct(cosineSpec)
+	r := c.Handle(&pb.Request{Body: &pb.Request_OpenSession{OpenSession: &pb.OpenSession{Schedule: st}}})
+	if r.GetError().GetCode() != pb.ErrorCode_ERROR_CODE_RESOURCE_EXHAUSTED {
+		t.Fatalf("session cap not enforced: %v", r)
+	}
+	if r := c.Handle(&pb.Request{Body: &pb.Request_CloseSession{CloseSession: &pb.CloseSession{SessionId: id}}}); r.GetClosed() == nil {
+		t.Fatalf("close: %v", r)
+	}
+	if d.Sessions() != 0 {
+		t.Fatal("session not removed")
+	}
+	if r := getLR(c, id, 0, 1); r.GetError().GetCode() != pb.ErrorCode_ERROR_CODE_NOT_FOUND {
+		t.Fatalf("closed session still answers: %v", r)
+	}
+}
+
+func TestHandleFrameMalformedAndUnknown(t *testing.T) {
+	c := greeted(t)
+	decode := func(b []byte) *pb.Response {
+		var r pb.Response
+		if err := proto.Unmarshal(b, &r); err != nil {
+			t.Fatalf("response does not parse: %v", err)
+		}
+		return &r
+	}
+	if r := decode(c.HandleFrame([]byte{0xff, 0xff, 0xff})); r.GetError().GetCode() != pb.ErrorCode_ERROR_CODE_MALFORMED {
+		t.Fatalf("malformed: %v", r)
+	}
+	// A request type from a newer protocol: field 99 inside Request.
+	unknown := protowire.AppendTag(nil, 1, protowire.VarintType)
+	unknown = protowire.AppendVarint(unknown, 5)
+	unknown = protowire.AppendTag(unknown, 99, protowire.BytesType)
+	unknown = protowire.AppendBytes(unknown, []byte{})
+	r := decode(c.HandleFrame(unknown))
+	if r.GetError().GetCode() != pb.ErrorCode_ERROR_CODE_UNIMPLEMENTED || r.GetId() != 5 {
+		t.Fatalf("unknown request: %v", r)
+	}
+	if r := decode(c.HandleFrame(nil)); r.GetError().GetCode() != pb.ErrorCode_ERROR_CODE_UNIMPLEMENTED {
+		t.Fatalf("empty request: %v", r)
+	}
+}
+
+func FuzzHandleFrame(f *testing.F) {
+	hello, _ := proto.Marshal(&pb.Request{Body: &pb.Request_Hello{Hello: &pb.Hello{ProtocolVersion: ProtocolVersion}}})
+	st, _ := structpb.NewStruct(cosineSpec)
+	openReq, _ := proto.Marshal(&pb.Request{Body: &pb.Request_OpenSession{OpenSession: &pb.OpenSession{Schedule: st}}})
+	lr, _ := proto.Marshal(&pb.Request{Body: &pb.Request_GetLr{GetLr: &pb.GetLR{SessionId: 1, Step: 3, Count: 4}}})
+	for _, s := range [][]byte{hello, openReq, lr, {}, {0x0a}} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, frame []byte) {
+		d := New(Options{})
+		c := d.NewConn()
+		c.HandleFrame(hello)
+		c.HandleFrame(openReq)
+		out := c.HandleFrame(frame)
+		var r pb.Response
+		if err := proto.Unmarshal(out, &r); err != nil {
+			t.Fatalf("response does not parse: %v", err)
+		}
+		if r.Body == nil {
+			t.Fatal("response without body")
+		}
+	})
+}
+
+func BenchmarkHandleFrameGetLR(b *testing.B) {
+	d := New(Options{})
+	c := d.NewConn()
+	hello, _ := proto.Marshal(&pb.Request{Body: &pb.Request_Hello{Hello: &pb.Hello{ProtocolVersion: ProtocolVersion}}})
+	c.HandleFrame(hello)
+	st, _ := structpb.NewStruct(cosineSpec)
+	openReq, _ := proto.Marshal(&pb.Request{Body: &pb.Request_OpenSession{OpenSession: &pb.OpenSession{Schedule: st}}})
+	c.HandleFrame(openReq)
+	req, _ := proto.Marshal(&pb.Request{Body: &pb.Request_GetLr{GetLr: &pb.GetLR{SessionId: 1, Step: 3, Count: 64, Multipliers: []float64{1, 1}}}})
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		c.HandleFrame(req)
+	}
+}
+
+type panicky struct{}
+
+func (panicky) LR(int64) float64 { panic("boom") }
+func (panicky) Kind() string     { return "panicky" }
+func (panicky) Validate() error  { return nil }
+
+func TestHandlerPanicIsRecovered(t *testing.T) {
+	d := New(Options{})
+	c := d.NewConn()
+	c.Handle(&pb.Request{Body: &pb.Request_Hello{Hello: &pb.Hello{ProtocolVersion: ProtocolVersion}}})
+	d.sessions[42] = &session{id: 42, spec: panicky{}}
+	r := getLR(c, 42, 0, 1)
+	if r.GetError().GetCode() != pb.ErrorCode_ERROR_CODE_INTERNAL || !strings.Contains(r.GetError().GetMessage(), "boom") {
+		t.Fatalf("panic not reported: %v", r)
+	}
+	// The dispatcher (and its lock) still work afterwards.
+	id := open(t, c, cosineSpec)
+	if getLR(c, id, 0, 1).GetLr() == nil {
+		t.Fatal("dispatcher unusable after a handler panic")
+	}
+}

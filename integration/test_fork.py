@@ -1,0 +1,94 @@
+"""(e) A forked child that touches the in-process backend gets a clear error
+within 5 s instead of hanging in the Go runtime."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import select
+import time
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+import rewarm
+
+SPEC = {"kind": "cosine", "peak_lr": 0.1, "total_steps": 1000}
+
+
+def _run_in_fork(fn) -> tuple[str, float]:
+    """Fork, run fn in the child, return what it reported and how long it took."""
+    r, w = os.pipe()
+    start = time.monotonic()
+    pid = os.fork()
+    if pid == 0:  # child
+        os.close(r)
+        try:
+            msg = fn()
+        except BaseException as exc:
+            msg = f"{type(exc).__name__}: {exc}"
+        os.write(w, msg.encode()[:4000])
+        os._exit(0)
+    os.close(w)
+    ready, _, _ = select.select([r], [], [], 5.0)
+    if not ready:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child hung for 5 s")
+    out = os.read(r, 4096).decode()
+    os.close(r)
+    os.waitpid(pid, 0)
+    return out, time.monotonic() - start
+
+
+def test_forked_child_gets_clear_error() -> None:
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = rewarm.wrap(torch.optim.SGD([p], lr=1.0), schedule=SPEC, backend="inprocess")
+    opt.step()
+
+    def touch_session() -> str:
+        opt.state_dict()  # needs Go
+        return "no error"
+
+    out, took = _run_in_fork(touch_session)
+    assert out.startswith("ForkError") and "fork()" in out and "backend='socket'" in out, out
+    assert took < 5
+
+    def new_backend() -> str:
+        rewarm.connect("inprocess")
+        return "no error"
+
+    out, _ = _run_in_fork(new_backend)
+    assert out.startswith("ForkError"), out
+
+    def step_past_window() -> str:
+        for _ in range(1000):  # runs past the prefetched window
+            opt.step()
+        return "no error"
+
+    out, _ = _run_in_fork(step_past_window)
+    assert out.startswith("ForkError"), out
+    # The parent is unaffected.
+    opt.step()
+    assert opt.steps_applied == 2
+
+
+class _Touch(Dataset):
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, i: int) -> int:
+        rewarm.connect("inprocess")
+        return i
+
+
+def test_dataloader_worker_fails_fast() -> None:
+    rewarm.connect("inprocess")  # the parent loads the Go runtime first
+    loader = DataLoader(
+        _Touch(), batch_size=1, num_workers=1, multiprocessing_context=mp.get_context("fork"), timeout=20
+    )
+    start = time.monotonic()
+    with pytest.raises(Exception, match=r"ForkError|forked child"):
+        list(loader)
+    assert time.monotonic() - start < 20

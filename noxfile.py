@@ -1,0 +1,172 @@
+"""Test sessions for rewarm. `nox` runs the default set (what CI runs):
+lint, go, tests, integration and demo. `nox -s bench` and `nox -s proto` run
+on request.
+
+The Python sessions share one virtual environment (.nox/_shared) holding CPU
+torch and the built package, so torch is installed once, and the package is
+rebuilt only when its sources change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).resolve().parent
+SHARED = ROOT / ".nox" / "_shared"
+TORCH = "torch>=2.1"
+TEST_DEPS = ["pytest>=8", "pyyaml>=6"]
+GRPCIO_TOOLS = "grpcio-tools==1.85.1"  # pins protoc (v35.1); regenerated code must not drift
+RUFF = "ruff==0.17.6"
+FUZZ_TARGETS = {
+    "./sched": ["FuzzParseJSON"],
+    "./dispatch": ["FuzzHandleFrame"],
+    "./sidecar": ["FuzzReadFrame"],
+}
+
+nox.options.sessions = ["lint", "go", "tests", "integration", "demo"]
+nox.options.error_on_external_run = False
+
+
+def _source_digest() -> str:
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    h = hashlib.sha256()
+    for f in sorted(files):
+        p = ROOT / f
+        if p.is_file() and (
+            p.suffix in {".go", ".py", ".proto", ".toml", ".mod", ".sum", ".pyi"} or f == "setup.py"
+        ):
+            h.update(f.encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def shared_python(session: nox.Session) -> str:
+    """The shared environment's interpreter, with torch and the current
+    package installed."""
+    py = SHARED / "bin" / "python"
+    if not py.exists():
+        session.run(sys.executable, "-m", "venv", str(SHARED))
+        session.run(str(py), "-m", "pip", "install", "-q", "--upgrade", "pip")
+    session.run(str(py), "-m", "pip", "install", "-q", TORCH, *TEST_DEPS)
+    stamp = SHARED / "rewarm-build.sha256"
+    digest = _source_digest()
+    if not stamp.exists() or stamp.read_text() != digest:
+        session.log("building and installing rewarm (Go binary + gopy extension)")
+        session.run(str(py), "-m", "pip", "install", "-q", "--force-reinstall", "--no-deps", str(ROOT))
+        stamp.write_text(digest)
+    session.env["PATH"] = f"{SHARED / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
+    session.env["OMP_NUM_THREADS"] = "1"
+    return str(py)
+
+
+@nox.session(venv_backend="none")
+def go(session: nox.Session) -> None:
+    """go vet, go test -race, and a short run of every fuzz target."""
+    session.run("go", "vet", "./...")
+    session.run("go", "test", "-race", "-count=1", "./...")
+    fuzztime = os.environ.get("REWARM_FUZZTIME", "5s")
+    for pkg, targets in FUZZ_TARGETS.items():
+        for t in targets:
+            session.run("go", "test", "-run=^$", f"-fuzz=^{t}$", f"-fuzztime={fuzztime}", pkg)
+
+
+@nox.session(venv_backend="none")
+def tests(session: nox.Session) -> None:
+    """Python unit tests against the installed package (both backends)."""
+    py = shared_python(session)
+    session.run(py, "-P", "-m", "pytest", "-q", "tests", *session.posargs)
+
+
+@nox.session(venv_backend="none")
+def integration(session: nox.Session) -> None:
+    """CPU torch end to end: closed form, torch parity, torchrun, resume, fork, socket robustness."""
+    py = shared_python(session)
+    session.run(py, "-P", "-m", "pytest", "-q", "integration", *session.posargs)
+
+
+@nox.session(venv_backend="none")
+def demo(session: nox.Session) -> None:
+    """The main job: a small CPU training driven by rewarm (both backends)."""
+    shared_python(session)
+    session.run("rewarm", "demo", "--steps", "300")
+    session.run("rewarm", "demo", "--steps", "100", "--backend", "socket", "--log-every", "50")
+
+
+@nox.session(venv_backend="none", default=False)
+def bench(session: nox.Session) -> None:
+    """Per-step overhead against torch's schedulers, side by side (not run by CI)."""
+    py = shared_python(session)
+    session.run(py, "bench/bench_step.py", *session.posargs)
+    session.run("go", "test", "-run=^$", "-bench=.", "-benchmem", "./sched", "./dispatch")
+
+
+def _generate(session: nox.Session, go_out: Path, py_out: Path) -> None:
+    session.install(GRPCIO_TOOLS)
+    with tempfile.TemporaryDirectory(prefix="rewarm-protoc-gen-go-") as tools:
+        session.run(
+            "go", "build", "-o", tools + os.sep, "google.golang.org/protobuf/cmd/protoc-gen-go", external=True
+        )
+        session.run(
+            "python",
+            "-m",
+            "grpc_tools.protoc",
+            "-Iproto",
+            f"--plugin=protoc-gen-go={Path(tools) / 'protoc-gen-go'}",
+            f"--go_out={go_out}",
+            "--go_opt=paths=source_relative",
+            f"--python_out={py_out}",
+            f"--pyi_out={py_out}",
+            "proto/rewarm.proto",
+        )
+
+
+@nox.session(default=False)
+def proto(session: nox.Session) -> None:
+    """Regenerate the committed Go and Python protobuf code from proto/rewarm.proto."""
+    _generate(session, ROOT / "proto" / "rewarmpb", ROOT / "python" / "rewarm" / "_proto")
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """gofmt, go vet, ruff, and a check that the generated protobuf code is current."""
+    unformatted = subprocess.run(
+        ["gofmt", "-l", "."], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    unformatted = "\n".join(line for line in unformatted.splitlines() if not line.startswith("build/"))
+    if unformatted:
+        session.error(f"gofmt would reformat:\n{unformatted}")
+    session.run("go", "vet", "./...", external=True)
+    session.install(RUFF)
+    session.run("ruff", "check", "python", "tests", "integration", "bench", "noxfile.py", "setup.py")
+    session.run(
+        "ruff", "format", "--check", "python", "tests", "integration", "bench", "noxfile.py", "setup.py"
+    )
+    with tempfile.TemporaryDirectory(prefix="rewarm-proto-check-") as tmp:
+        go_out, py_out = Path(tmp) / "go", Path(tmp) / "py"
+        go_out.mkdir()
+        py_out.mkdir()
+        _generate(session, go_out, py_out)
+        stale = [
+            str(committed.relative_to(ROOT))
+            for fresh, committed in [
+                (go_out / "rewarm.pb.go", ROOT / "proto" / "rewarmpb" / "rewarm.pb.go"),
+                (py_out / "rewarm_pb2.py", ROOT / "python" / "rewarm" / "_proto" / "rewarm_pb2.py"),
+                (py_out / "rewarm_pb2.pyi", ROOT / "python" / "rewarm" / "_proto" / "rewarm_pb2.pyi"),
+            ]
+            if not committed.exists() or fresh.read_bytes() != committed.read_bytes()
+        ]
+        if stale:
+            session.error(
+                f"generated protobuf code is stale: {', '.join(stale)}; run `nox -s proto` and commit"
+            )
+    shutil.rmtree(ROOT / ".ruff_cache", ignore_errors=True)

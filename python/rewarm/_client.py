@@ -1,0 +1,133 @@
+"""A typed client over either transport. It speaks only rewarm.v1 messages and
+turns Error responses into exceptions; all schedule maths happens in Go."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from google.protobuf import json_format
+
+from rewarm._errors import ProtocolError, RewarmError, SessionNotFound, SpecError
+from rewarm._proto import rewarm_pb2 as pb
+from rewarm._transport import InProcessTransport, SocketTransport
+from rewarm._version import __version__
+
+PROTOCOL_VERSION: int = pb.PROTOCOL_VERSION_CURRENT
+Backend = Literal["auto", "inprocess", "socket"]
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    session_id: int
+    schedule: dict[str, Any]
+    step: int
+    name: str
+
+
+def _struct_to_dict(s: Any) -> dict[str, Any]:
+    d = json_format.MessageToDict(s)
+
+    # Struct numbers are doubles; give integral ones back as ints.
+    def fix(v: Any) -> Any:
+        if isinstance(v, float) and v.is_integer() and abs(v) < 2**53:
+            return int(v)
+        if isinstance(v, dict):
+            return {k: fix(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [fix(x) for x in v]
+        return v
+
+    return fix(d)
+
+
+def _raise(err: Any) -> None:
+    code = pb.ErrorCode.Name(err.code)
+    short = code.removeprefix("ERROR_CODE_")
+    if short == "INVALID_ARGUMENT":
+        raise SpecError(err.message, code=short, field=err.field)
+    if short == "NOT_FOUND":
+        raise SessionNotFound(err.message, code=short, field=err.field)
+    if short in {"PROTOCOL_MISMATCH", "HANDSHAKE_REQUIRED", "MALFORMED", "FRAME_TOO_LARGE", "UNIMPLEMENTED"}:
+        raise ProtocolError(err.message, code=short, field=err.field)
+    raise RewarmError(err.message, code=short, field=err.field)
+
+
+class Client:
+    """Request/response calls to the dispatcher. Construct with connect()."""
+
+    def __init__(self, transport: InProcessTransport | SocketTransport) -> None:
+        self.transport = transport
+        self._ids = itertools.count(1)
+        self.server = ""
+        self.schedule_kinds: tuple[str, ...] = ()
+        self.hello()
+
+    @property
+    def kind(self) -> str:
+        return self.transport.kind
+
+    def call(self, req: pb.Request) -> pb.Response:
+        req.id = next(self._ids)
+        resp = pb.Response.FromString(self.transport.roundtrip(req.SerializeToString()))
+        if resp.WhichOneof("body") == "error":
+            _raise(resp.error)
+        if resp.id != req.id:
+            raise ProtocolError(f"response id {resp.id} does not match request id {req.id}", code="MALFORMED")
+        return resp
+
+    def hello(self) -> None:
+        req = pb.Request(hello=pb.Hello(protocol_version=PROTOCOL_VERSION, client=f"rewarm-py/{__version__}"))
+        resp = self.call(req)
+        self.server = resp.hello.server
+        self.schedule_kinds = tuple(resp.hello.schedule_kinds)
+
+    def open_session(self, schedule: Mapping[str, Any], name: str = "") -> SessionInfo:
+        req = pb.Request(open_session=pb.OpenSession(name=name))
+        try:
+            req.open_session.schedule.update(dict(schedule))
+        except (ValueError, TypeError) as exc:
+            raise SpecError(f"schedule spec cannot be encoded: {exc}", code="INVALID_ARGUMENT") from exc
+        return self._session(self.call(req).session)
+
+    @staticmethod
+    def _session(s: Any) -> SessionInfo:
+        return SessionInfo(s.session_id, _struct_to_dict(s.schedule), s.step, s.name)
+
+    def get_lr(
+        self, session_id: int, step: int, count: int = 1, multipliers: Sequence[float] = (1.0,)
+    ) -> list[float]:
+        """Learning rates for updates step+1 .. step+count, row-major [count][groups]."""
+        req = pb.Request(
+            get_lr=pb.GetLR(session_id=session_id, step=step, count=count, multipliers=multipliers)
+        )
+        return list(self.call(req).lr.values)
+
+    def get_state(self, session_id: int, step: int) -> bytes:
+        return self.call(pb.Request(get_state=pb.GetState(session_id=session_id, step=step))).state.msgpack
+
+    def restore_state(self, blob: bytes, name: str = "") -> SessionInfo:
+        req = pb.Request(restore_state=pb.RestoreState(msgpack=blob, name=name))
+        return self._session(self.call(req).session)
+
+    def close_session(self, session_id: int) -> None:
+        self.call(pb.Request(close_session=pb.CloseSession(session_id=session_id)))
+
+    def close(self) -> None:
+        self.transport.close()
+
+
+def connect(backend: Backend = "auto", socket_path: str | os.PathLike[str] | None = None) -> Client:
+    """Open a client. ``auto`` uses the sidecar when REWARM_SOCKET (or
+    socket_path) is set and the in-process extension otherwise."""
+    if backend not in ("auto", "inprocess", "socket"):
+        raise ValueError(f"backend={backend!r}: expected 'auto', 'inprocess' or 'socket'")
+    path = socket_path if socket_path is not None else os.environ.get("REWARM_SOCKET") or None
+    if backend == "socket" or (backend == "auto" and path):
+        if not path:
+            raise ValueError("backend='socket' needs a socket path: pass socket_path= or set REWARM_SOCKET")
+        return Client(SocketTransport(path))
+    return Client(InProcessTransport())

@@ -1,0 +1,41 @@
+"""Loading schedule specs from dicts and files. Validation happens in Go."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from rewarm._errors import SpecError
+
+SpecLike = Mapping[str, Any] | str | os.PathLike[str]
+
+
+def load_spec(spec: SpecLike) -> dict[str, Any]:
+    """Return a spec mapping from a dict, or from a .yaml/.yml/.json file."""
+    if isinstance(spec, Mapping):
+        return dict(spec)
+    if not isinstance(spec, (str, os.PathLike)):
+        raise TypeError(
+            f"schedule must be a mapping or a path to a .yaml/.json file, got {type(spec).__name__}"
+        )
+    path = Path(spec)
+    if not path.exists():
+        raise FileNotFoundError(f"schedule file not found: {path}")
+    text = path.read_text()
+    suffix = path.suffix.lower()
+    if suffix in (".yaml", ".yml"):
+        import yaml
+
+        data = yaml.safe_load(text)
+    elif suffix == ".json":
+        data = json.loads(text)
+    else:
+        raise SpecError(f"schedule file {path}: unknown extension {suffix!r} (use .yaml, .yml or .json)")
+    if not isinstance(data, Mapping):
+        raise SpecError(
+            f"schedule file {path}: expected a mapping at the top level, got {type(data).__name__}"
+        )
+    return dict(data)

@@ -1,0 +1,199 @@
+"""The two transports. Each moves serialized rewarm.v1 Request/Response bytes;
+neither knows what is inside them.
+
+* InProcessTransport calls the Go dispatcher compiled into this package with
+  gopy, through buffers owned by Python (one call, no per-element copies).
+* SocketTransport talks to `rewarm serve` over a Unix socket with 4-byte
+  big-endian length framing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import os
+import socket
+import struct
+import threading
+from typing import Any
+
+from rewarm._errors import ForkError, TransportError
+
+_HEADER = struct.Struct(">I")
+
+FORK_HELP = (
+    "the Go runtime does not survive fork(), so calling it here would hang. Use backend='socket' "
+    "(start `rewarm serve --socket PATH` and set REWARM_SOCKET), create DataLoader workers with "
+    "multiprocessing_context='spawn' or 'forkserver', or keep rewarm calls in the main process."
+)
+
+# pid of the process that loaded the Go runtime, or None before the first load.
+_native_pid: int | None = None
+_native_module: Any = None
+
+
+class _ForkedNative:
+    """Stands in for the gopy extension in a forked child: handle bookkeeping
+    becomes a no-op (so garbage collection cannot enter Go), anything else
+    raises ForkError instead of hanging."""
+
+    def __init__(self, parent: int) -> None:
+        self._parent = parent
+
+    def __getattr__(self, name: str) -> Any:
+        if name in {"IncRef", "DecRef"}:
+            return lambda *a, **k: None
+        raise ForkError(
+            f"rewarm: the in-process backend was loaded in process {self._parent} and this is its forked "
+            f"child (pid {os.getpid()}); {FORK_HELP}",
+            code="FORKED",
+        )
+
+
+def _after_fork_in_child() -> None:
+    if _native_pid is None or _native_module is None:
+        return
+    guard = _ForkedNative(_native_pid)
+    # The generated wrappers reach Go only through these module globals.
+    for mod in (_native_module.rewarmgo, _native_module.go):
+        mod._rewarmgo = guard
+
+
+def _load_native() -> Any:
+    global _native_pid, _native_module
+    if _native_pid is not None and _native_pid != os.getpid():
+        raise ForkError(
+            f"rewarm: the in-process backend was loaded in process {_native_pid} and this is its forked "
+            f"child (pid {os.getpid()}); {FORK_HELP}",
+            code="FORKED",
+        )
+    if _native_module is None:
+        try:
+            from rewarm import _native
+            from rewarm._native import rewarmgo  # noqa: F401
+        except ImportError as exc:
+            raise ImportError(
+                "rewarm's in-process extension (rewarm._native) is not built. Install the package with "
+                "`pip install .` (Go and a C compiler are needed at build time), or use backend='socket'."
+            ) from exc
+        # gopy v0.5.0 runs a full Go GC after every Python collection; drop it.
+        gc.callbacks[:] = [cb for cb in gc.callbacks if getattr(cb, "__name__", "") != "_gopy_gc_cb"]
+        _native_module = _native
+        _native_pid = os.getpid()
+        os.register_at_fork(after_in_child=_after_fork_in_child)
+    return _native_module.rewarmgo
+
+
+def in_forked_child() -> bool:
+    """True when the Go runtime was loaded by a parent of this process."""
+    return _native_pid is not None and _native_pid != os.getpid()
+
+
+class InProcessTransport:
+    """Calls the Go dispatcher in this process."""
+
+    kind = "inprocess"
+
+    def __init__(self, buffer_size: int = 1 << 16) -> None:
+        self._go = _load_native()
+        self._pid = os.getpid()
+        self._handle = self._go.NewHandle()
+        self._lock = threading.Lock()
+        self._in = ctypes.create_string_buffer(buffer_size)
+        self._out = ctypes.create_string_buffer(buffer_size)
+
+    def _check_fork(self) -> None:
+        if os.getpid() != self._pid:
+            raise ForkError(
+                f"rewarm: this in-process backend was created in process {self._pid} and is being used in "
+                f"its forked child (pid {os.getpid()}); {FORK_HELP}",
+                code="FORKED",
+            )
+
+    def roundtrip(self, request: bytes) -> bytes:
+        self._check_fork()
+        with self._lock:
+            n = len(request)
+            if n > len(self._in):
+                self._in = ctypes.create_string_buffer(max(n, 2 * len(self._in)))
+            ctypes.memmove(self._in, request, n)
+            out = self._out
+            got = self._handle.Call(ctypes.addressof(self._in), n, ctypes.addressof(out), len(out))
+            if got < 0:
+                self._out = out = ctypes.create_string_buffer(max(-got, 2 * len(out)))
+                got = self._handle.Take(ctypes.addressof(out), len(out))
+            return ctypes.string_at(ctypes.addressof(out), got)
+
+    def close(self) -> None:
+        pass
+
+
+class SocketTransport:
+    """A connection to `rewarm serve`. Reconnects lazily in a forked child."""
+
+    kind = "socket"
+
+    def __init__(self, path: str | os.PathLike[str], timeout: float | None = 60.0) -> None:
+        self.path = os.fspath(path)
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._sock: socket.socket | None = None
+        self._pid = -1
+        self._connect()
+
+    def _connect(self) -> None:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(self.timeout)
+        try:
+            s.connect(self.path)
+        except OSError as exc:
+            s.close()
+            raise TransportError(
+                f"rewarm: cannot connect to the sidecar at {self.path}: {exc.strerror or exc}. "
+                "Start it with `rewarm serve --socket PATH`, or unset REWARM_SOCKET to compute in-process.",
+                code="UNAVAILABLE",
+            ) from exc
+        self._sock = s
+        self._pid = os.getpid()
+
+    def _recv_exact(self, n: int) -> bytearray:
+        assert self._sock is not None
+        buf = bytearray(n)
+        view = memoryview(buf)
+        got = 0
+        while got < n:
+            k = self._sock.recv_into(view[got:], n - got)
+            if k == 0:
+                raise TransportError(
+                    f"rewarm: the sidecar at {self.path} closed the connection", code="UNAVAILABLE"
+                )
+            got += k
+        return buf
+
+    def roundtrip(self, request: bytes) -> bytes:
+        with self._lock:
+            if self._sock is None or self._pid != os.getpid():
+                # A socket inherited across fork is shared with the parent: never use it.
+                self._sock = None
+                self._connect()
+            assert self._sock is not None
+            try:
+                self._sock.sendall(_HEADER.pack(len(request)) + request)
+                (n,) = _HEADER.unpack(self._recv_exact(4))
+                return bytes(self._recv_exact(n))
+            except (OSError, TransportError) as exc:
+                self._drop()
+                if isinstance(exc, TransportError):
+                    raise
+                raise TransportError(f"rewarm: sidecar at {self.path}: {exc}", code="UNAVAILABLE") from exc
+
+    def _drop(self) -> None:
+        if self._sock is not None:
+            try:
+                self._sock.close()
+            finally:
+                self._sock = None
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()

@@ -1,0 +1,141 @@
+// Package sched holds rewarm's learning-rate schedules as pure functions.
+//
+// A schedule maps n, the number of optimizer updates already applied, to the
+// learning rate that update n+1 uses. Nothing else is state: resuming at step
+// n only needs the spec and n, the way optax schedules only need the count.
+//
+// Specs arrive as loosely typed maps (JSON, YAML, or a protobuf Struct) with a
+// "kind" key; Parse picks the kind, decodes the fields strictly and validates
+// them, so every error names the field and the value at fault.
+package sched
+
+import (
+	"fmt"
+	"math"
+	"reflect"
+	"sort"
+	"strings"
+
+	"github.com/rewarm/rewarm/internal/specfield"
+)
+
+// Schedule is a learning-rate schedule: LR(n) is the learning rate used by
+// update n+1, for n >= 0 updates already applied.
+type Schedule interface {
+	LR(n int64) float64
+}
+
+// Spec is a decoded and validated schedule of one kind.
+type Spec interface {
+	Schedule
+	// Kind is the name the spec is registered under, for example "cosine".
+	Kind() string
+	// Validate checks the fields; Parse calls it after decoding.
+	Validate() error
+}
+
+// kinds maps each spec kind to a constructor of its zero value. New kinds are
+// added here and nowhere else: the dispatcher and transports only see maps.
+var kinds = map[string]func() Spec{
+	"cosine": func() Spec { return &Cosine{} },
+}
+
+// Kinds lists the registered schedule kinds, sorted.
+func Kinds() []string {
+	out := make([]string, 0, len(kinds))
+	for k := range kinds {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Parse decodes and validates a spec map. The map must carry "kind".
+func Parse(m map[string]any) (Spec, error) {
+	raw, ok := m["kind"]
+	if !ok {
+		return nil, &specfield.Error{Field: "kind", Reason: fmt.Sprintf("missing required field (one of: %s)", strings.Join(Kinds(), ", "))}
+	}
+	name, ok := raw.(string)
+	if !ok {
+		return nil, &specfield.Error{Field: "kind", Value: raw, Reason: "not a string"}
+	}
+	mk, ok := kinds[name]
+	if !ok {
+		return nil, &specfield.Error{Field: "kind", Value: name, Reason: fmt.Sprintf("unknown schedule kind (one of: %s)", strings.Join(Kinds(), ", "))}
+	}
+	s := mk()
+	if err := specfield.Decode(name, m, s, "kind"); err != nil {
+		return nil, err
+	}
+	if err := s.Validate(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Canonical renders a spec as a map with every field present (defaults filled
+// in), so two specs that mean the same schedule compare equal.
+func Canonical(s Spec) map[string]any {
+	m := specfield.Encode(s)
+	m["kind"] = s.Kind()
+	return m
+}
+
+// Diff lists the fields whose values differ between two specs, as
+// "field: a -> b" strings, sorted. An empty result means the same schedule.
+func Diff(a, b Spec) []string {
+	ma, mb := Canonical(a), Canonical(b)
+	keys := map[string]bool{}
+	for k := range ma {
+		keys[k] = true
+	}
+	for k := range mb {
+		keys[k] = true
+	}
+	var out []string
+	for k := range keys {
+		va, vb := ma[k], mb[k]
+		if !reflect.DeepEqual(va, vb) {
+			out = append(out, fmt.Sprintf("%s: %s -> %s", k, show(va), show(vb)))
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func show(v any) string {
+	if v == nil {
+		return "(absent)"
+	}
+	return specfield.FormatValue(v)
+}
+
+// checks is a small accumulator for field validation: the first failure wins.
+type checks struct {
+	kind string
+	err  error
+}
+
+func (c *checks) fail(field string, value any, format string, args ...any) {
+	if c.err == nil {
+		c.err = specfield.Errorf(c.kind, field, value, format, args...)
+	}
+}
+
+// rate requires a finite, non-negative learning rate.
+func (c *checks) rate(field string, v float64) {
+	switch {
+	case math.IsNaN(v) || math.IsInf(v, 0):
+		c.fail(field, v, "must be a finite number")
+	case v < 0:
+		c.fail(field, v, "must be >= 0")
+	}
+}
+
+// steps requires a step count >= min.
+func (c *checks) steps(field string, v, min int64) {
+	if v < min {
+		c.fail(field, v, "must be >= %d", min)
+	}
+}

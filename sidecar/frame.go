@@ -1,0 +1,57 @@
+package sidecar
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// DefaultMaxFrame caps a frame's payload unless the server is told otherwise.
+const DefaultMaxFrame = 16 << 20
+
+// HeaderSize is the length prefix: a big-endian uint32 payload size.
+const HeaderSize = 4
+
+// ErrFrameTooLarge reports a length prefix above the configured maximum.
+var ErrFrameTooLarge = errors.New("frame too large")
+
+// ReadHeader reads a length prefix and checks it against max.
+func ReadHeader(r io.Reader, max uint32) (uint32, error) {
+	var hdr [HeaderSize]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return 0, err
+	}
+	n := binary.BigEndian.Uint32(hdr[:])
+	if n > max {
+		return n, fmt.Errorf("%w: %d bytes, limit %d", ErrFrameTooLarge, n, max)
+	}
+	return n, nil
+}
+
+// ReadFrame reads one length-prefixed frame, reusing buf when it is large
+// enough.
+func ReadFrame(r io.Reader, max uint32, buf []byte) ([]byte, error) {
+	n, err := ReadHeader(r, max)
+	if err != nil {
+		return nil, err
+	}
+	if uint32(cap(buf)) < n {
+		buf = make([]byte, n)
+	}
+	buf = buf[:n]
+	if _, err := io.ReadFull(r, buf); err != nil {
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, fmt.Errorf("frame body (%d bytes): %w", n, err)
+	}
+	return buf, nil
+}
+
+// AppendFrame appends the length prefix and payload to dst, so a frame goes
+// out in one write.
+func AppendFrame(dst, payload []byte) []byte {
+	dst = binary.BigEndian.AppendUint32(dst, uint32(len(payload)))
+	return append(dst, payload...)
+}

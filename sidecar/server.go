@@ -1,0 +1,219 @@
+// Package sidecar serves rewarm's dispatcher on a Unix socket.
+//
+// Each frame is a 4-byte big-endian length followed by a serialized
+// rewarm.v1.Request; the reply uses the same framing. One connection carries
+// one client (one training process): requests on it are answered in order.
+package sidecar
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/rewarm/rewarm/dispatch"
+	pb "github.com/rewarm/rewarm/proto/rewarmpb"
+)
+
+// MaxSocketPath is the longest filesystem socket path Linux accepts
+// (sun_path is 108 bytes including the terminating NUL).
+const MaxSocketPath = 107
+
+// Server answers framed requests on a listener.
+type Server struct {
+	Dispatcher *dispatch.Dispatcher
+	// MaxFrame caps a request's payload (DefaultMaxFrame when 0).
+	MaxFrame uint32
+	// FrameTimeout bounds reading one frame once its first byte arrived, and
+	// writing one reply, so a slow or half-open client cannot pin a handler.
+	FrameTimeout time.Duration
+	// IdleTimeout closes a connection with no request for this long (0: never).
+	IdleTimeout time.Duration
+	Log         *slog.Logger
+
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
+	wg    sync.WaitGroup
+}
+
+func (s *Server) logger() *slog.Logger {
+	if s.Log != nil {
+		return s.Log
+	}
+	return slog.Default()
+}
+
+// Listen creates a Unix socket at path with mode 0600 (no chmod race: the
+// umask is set around bind). A stale socket file left by a dead server is
+// removed; a live one is an error.
+func Listen(path string) (*net.UnixListener, error) {
+	if len(path) > MaxSocketPath {
+		return nil, fmt.Errorf("socket path is %d bytes, the limit is %d: %s", len(path), MaxSocketPath, path)
+	}
+	if dir := filepath.Dir(path); dir != "" {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("create socket directory: %w", err)
+		}
+	}
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("%s exists and is not a socket; refusing to replace it", path)
+		}
+		if c, err := net.DialTimeout("unix", path, 200*time.Millisecond); err == nil {
+			_ = c.Close()
+			return nil, fmt.Errorf("a server is already listening on %s", path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("remove stale socket: %w", err)
+		}
+	}
+	old := syscall.Umask(0o177)
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	syscall.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	l.SetUnlinkOnClose(true)
+	return l, nil
+}
+
+// Serve accepts connections until ctx is cancelled, then closes the listener
+// (removing the socket file), closes open connections and waits for their
+// handlers.
+func (s *Server) Serve(ctx context.Context, l net.Listener) error {
+	s.mu.Lock()
+	s.conns = map[net.Conn]struct{}{}
+	s.mu.Unlock()
+	go func() {
+		<-ctx.Done()
+		_ = l.Close()
+	}()
+	var tempDelay time.Duration
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				break
+			}
+			// Out of file descriptors and similar: back off, keep serving.
+			if tempDelay == 0 {
+				tempDelay = 5 * time.Millisecond
+			} else if tempDelay < time.Second {
+				tempDelay *= 2
+			}
+			s.logger().Warn("accept failed", "err", err, "retry_in", tempDelay)
+			time.Sleep(tempDelay)
+			continue
+		}
+		tempDelay = 0
+		s.track(c, true)
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			defer s.track(c, false)
+			s.serveConn(c)
+		}()
+	}
+	s.mu.Lock()
+	for c := range s.conns {
+		_ = c.Close()
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		s.logger().Warn("handlers still running at shutdown")
+	}
+	return nil
+}
+
+func (s *Server) track(c net.Conn, add bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if add {
+		s.conns[c] = struct{}{}
+	} else {
+		delete(s.conns, c)
+		_ = c.Close()
+	}
+}
+
+func (s *Server) serveConn(c net.Conn) {
+	log := s.logger()
+	if uc, ok := c.(*net.UnixConn); ok {
+		uid, err := peerUID(uc)
+		if err != nil || uid != os.Getuid() {
+			log.Warn("refused connection from another user", "peer_uid", uid, "err", err)
+			return
+		}
+	}
+	maxFrame := s.MaxFrame
+	if maxFrame == 0 {
+		maxFrame = DefaultMaxFrame
+	}
+	frameTimeout := s.FrameTimeout
+	if frameTimeout == 0 {
+		frameTimeout = 30 * time.Second
+	}
+	conn := s.Dispatcher.NewConn()
+	r := bufio.NewReaderSize(c, 64<<10)
+	var (
+		buf []byte
+		out []byte
+	)
+	for {
+		var idle time.Time
+		if s.IdleTimeout > 0 {
+			idle = time.Now().Add(s.IdleTimeout)
+		}
+		_ = c.SetReadDeadline(idle)
+		if _, err := r.Peek(1); err != nil {
+			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+				log.Debug("connection closed while idle", "err", err)
+			}
+			return
+		}
+		_ = c.SetReadDeadline(time.Now().Add(frameTimeout))
+		frame, err := ReadFrame(r, maxFrame, buf)
+		if err != nil {
+			if errors.Is(err, ErrFrameTooLarge) {
+				log.Warn("refused oversized frame", "err", err)
+				s.reply(c, frameTimeout, errorFrame(pb.ErrorCode_ERROR_CODE_FRAME_TOO_LARGE, err.Error()))
+			} else {
+				log.Debug("read frame failed", "err", err)
+			}
+			return
+		}
+		buf = frame[:0]
+		out = AppendFrame(out[:0], conn.HandleFrame(frame))
+		if !s.reply(c, frameTimeout, out) {
+			return
+		}
+	}
+}
+
+func (s *Server) reply(c net.Conn, timeout time.Duration, frame []byte) bool {
+	_ = c.SetWriteDeadline(time.Now().Add(timeout))
+	if _, err := c.Write(frame); err != nil {
+		s.logger().Debug("write reply failed", "err", err)
+		return false
+	}
+	return true
+}
+
+func errorFrame(code pb.ErrorCode, msg string) []byte {
+	b, _ := proto.Marshal(&pb.Response{Body: &pb.Response_Error{Error: &pb.Error{Code: code, Message: msg}}})
+	return AppendFrame(nil, b)
+}

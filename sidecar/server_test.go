@@ -1,0 +1,249 @@
+package sidecar
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/rewarm/rewarm/dispatch"
+	pb "github.com/rewarm/rewarm/proto/rewarmpb"
+)
+
+func startServer(t *testing.T, tweak func(*Server)) (string, func()) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "s.sock")
+	l, err := Listen(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &Server{
+		Dispatcher: dispatch.New(dispatch.Options{}),
+		MaxFrame:   1 << 16,
+		Log:        slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}
+	if tweak != nil {
+		tweak(srv)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = srv.Serve(ctx, l); close(done) }()
+	return path, func() { cancel(); <-done }
+}
+
+type client struct {
+	t *testing.T
+	c net.Conn
+}
+
+func dial(t *testing.T, path string) *client {
+	t.Helper()
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return &client{t, c}
+}
+
+func (c *client) sendRaw(b []byte) {
+	c.t.Helper()
+	if _, err := c.c.Write(b); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+func (c *client) recv() (*pb.Response, error) {
+	_ = c.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	b, err := ReadFrame(c.c, 1<<24, nil)
+	if err != nil {
+		return nil, err
+	}
+	var r pb.Response
+	if err := proto.Unmarshal(b, &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+func (c *client) call(req *pb.Request) *pb.Response {
+	c.t.Helper()
+	b, _ := proto.Marshal(req)
+	c.sendRaw(AppendFrame(nil, b))
+	r, err := c.recv()
+	if err != nil {
+		c.t.Fatalf("call: %v", err)
+	}
+	return r
+}
+
+func (c *client) hello() {
+	c.t.Helper()
+	if r := c.call(&pb.Request{Body: &pb.Request_Hello{Hello: &pb.Hello{ProtocolVersion: dispatch.ProtocolVersion}}}); r.GetHello() == nil {
+		c.t.Fatalf("hello: %v", r)
+	}
+}
+
+func (c *client) openCosine() uint64 {
+	c.t.Helper()
+	st, _ := structpb.NewStruct(map[string]any{"kind": "cosine", "peak_lr": 1.0, "total_steps": 100.0})
+	r := c.call(&pb.Request{Body: &pb.Request_OpenSession{OpenSession: &pb.OpenSession{Schedule: st}}})
+	if r.GetSession() == nil {
+		c.t.Fatalf("open: %v", r)
+	}
+	return r.GetSession().GetSessionId()
+}
+
+func (c *client) works(id uint64) {
+	c.t.Helper()
+	r := c.call(&pb.Request{Body: &pb.Request_GetLr{GetLr: &pb.GetLR{SessionId: id, Step: 0, Count: 2}}})
+	if v := r.GetLr().GetValues(); len(v) != 2 || v[0] != 1 {
+		c.t.Fatalf("get_lr: %v", r)
+	}
+}
+
+func TestSocketModeAndRoundTrip(t *testing.T) {
+	path, stop := startServer(t, nil)
+	defer stop()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 || fi.Mode()&os.ModeSocket == 0 {
+		t.Fatalf("socket mode %v, want socket 0600", fi.Mode())
+	}
+	c := dial(t, path)
+	c.hello()
+	c.works(c.openCosine())
+}
+
+func TestBadFramesDoNotDisturbOtherClients(t *testing.T) {
+	path, stop := startServer(t, func(s *Server) { s.FrameTimeout = 300 * time.Millisecond })
+	defer stop()
+	good := dial(t, path)
+	good.hello()
+	id := good.openCosine()
+
+	// Malformed payload: an error response, and the connection stays usable.
+	bad := dial(t, path)
+	bad.sendRaw(AppendFrame(nil, []byte{0xff, 0xff, 0xff, 0xff}))
+	r, err := bad.recv()
+	if err != nil || r.GetError().GetCode() != pb.ErrorCode_ERROR_CODE_MALFORMED {
+		t.Fatalf("malformed: %v %v", r, err)
+	}
+	bad.hello()
+	good.works(id)
+
+	// Oversized frame: an error response, then a clean close.
+	big := dial(t, path)
+	var hdr [4]byte
+	binary.BigEndian.PutUint32(hdr[:], 1<<30)
+	big.sendRaw(hdr[:])
+	r, err = big.recv()
+	if err != nil || r.GetError().GetCode() != pb.ErrorCode_ERROR_CODE_FRAME_TOO_LARGE {
+		t.Fatalf("oversized: %v %v", r, err)
+	}
+	if _, err := big.recv(); !errors.Is(err, io.EOF) {
+		t.Fatalf("oversized frame should close the connection, got %v", err)
+	}
+	good.works(id)
+
+	// Half-open client: a header promising 100 bytes, then silence.
+	slow := dial(t, path)
+	binary.BigEndian.PutUint32(hdr[:], 100)
+	slow.sendRaw(hdr[:])
+	slow.sendRaw([]byte{1, 2, 3})
+	if _, err := slow.recv(); !errors.Is(err, io.EOF) {
+		t.Fatalf("stalled frame should be closed after the frame timeout, got %v", err)
+	}
+	good.works(id)
+
+	// A request type this server does not know.
+	unk := dial(t, path)
+	unk.sendRaw(AppendFrame(nil, []byte{0xfa, 0x05, 0x00})) // field 95, empty bytes
+	r, err = unk.recv()
+	if err != nil || r.GetError().GetCode() != pb.ErrorCode_ERROR_CODE_UNIMPLEMENTED {
+		t.Fatalf("unknown request: %v %v", r, err)
+	}
+	good.works(id)
+}
+
+func TestConcurrentClients(t *testing.T) {
+	path, stop := startServer(t, nil)
+	defer stop()
+	var wg sync.WaitGroup
+	for i := 0; i < 16; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := dial(t, path)
+			c.hello()
+			id := c.openCosine()
+			for j := 0; j < 50; j++ {
+				c.works(id)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func TestListenStaleAndLiveSocket(t *testing.T) {
+	path, stop := startServer(t, nil)
+	if _, err := Listen(path); err == nil || !strings.Contains(err.Error(), "already listening") {
+		t.Fatalf("second server on a live socket: %v", err)
+	}
+	stop()
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Fatalf("socket file left after shutdown: %v", err)
+	}
+	// A stale socket file (no listener) is replaced.
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.SetUnlinkOnClose(false)
+	_ = l.Close()
+	l2, err := Listen(path)
+	if err != nil {
+		t.Fatalf("stale socket not replaced: %v", err)
+	}
+	_ = l2.Close()
+	// A regular file is never removed.
+	f := filepath.Join(t.TempDir(), "file")
+	_ = os.WriteFile(f, []byte("x"), 0o600)
+	if _, err := Listen(f); err == nil {
+		t.Fatal("Listen replaced a regular file")
+	}
+	if _, err := Listen("/tmp/" + strings.Repeat("x", 120)); err == nil || !strings.Contains(err.Error(), "limit") {
+		t.Fatalf("overlong path: %v", err)
+	}
+}
+
+func FuzzReadFrame(f *testing.F) {
+	f.Add(AppendFrame(nil, []byte("hello")))
+	f.Add([]byte{0, 0, 0})
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 1})
+	f.Add(AppendFrame(AppendFrame(nil, nil), []byte{1}))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		b, err := ReadFrame(bytes.NewReader(data), 1<<10, nil)
+		if err != nil {
+			return
+		}
+		n := binary.BigEndian.Uint32(data)
+		if uint32(len(b)) != n || n > 1<<10 || !bytes.Equal(b, data[4:4+n]) {
+			t.Fatalf("frame %x from %x", b, data)
+		}
+	})
+}

@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+import math
+import socket
+import struct
+
+import pytest
+
+import rewarm
+from rewarm._proto import rewarm_pb2 as pb
+from tests.reference import cosine_ref
+
+SPEC = {"kind": "cosine", "peak_lr": 1.0, "min_lr": 0.1, "warmup_steps": 10, "total_steps": 110}
+
+
+def test_hello_reports_server_and_kinds(client: rewarm.Client) -> None:
+    assert "cosine" in client.schedule_kinds
+    assert client.server.startswith("rewarm")
+
+
+def test_open_and_get_lr_window(client: rewarm.Client) -> None:
+    info = client.open_session(SPEC)
+    assert info.schedule == {**SPEC, "warmup_start_lr": 0}
+    vals = client.get_lr(info.session_id, 3, count=150, multipliers=[1.0, 0.5])
+    assert len(vals) == 300
+    for i in range(150):
+        want = cosine_ref(3 + i, 1.0, 110, 10, 0.1)
+        assert math.isclose(vals[2 * i], want, rel_tol=1e-12, abs_tol=1e-15)
+        assert math.isclose(vals[2 * i + 1], 0.5 * want, rel_tol=1e-12, abs_tol=1e-15)
+
+
+@pytest.mark.parametrize(
+    ("spec", "field", "text"),
+    [
+        ({**SPEC, "warmup_steps": 200}, "warmup_steps", "200"),
+        ({**SPEC, "min_lr": float("nan")}, "min_lr", "NaN"),
+        ({**SPEC, "peak_lr": -1.0}, "peak_lr", "-1"),
+        ({**SPEC, "warmup": 3}, "warmup", "unknown field"),
+        ({"kind": "cosinus"}, "kind", "cosinus"),
+        ({**SPEC, "min_lr": 5.0}, "min_lr", "5"),
+    ],
+)
+def test_bad_specs_name_field_and_value(client: rewarm.Client, spec: dict, field: str, text: str) -> None:
+    with pytest.raises(rewarm.SpecError) as ei:
+        client.open_session(spec)
+    assert ei.value.field == field
+    assert field in str(ei.value) and text in str(ei.value)
+
+
+def test_unknown_session_and_bad_step(client: rewarm.Client) -> None:
+    with pytest.raises(rewarm.SessionNotFound):
+        client.get_lr(10**9, 0)
+    info = client.open_session(SPEC)
+    with pytest.raises(rewarm.SpecError, match="step"):
+        client.get_lr(info.session_id, -1)
+
+
+def test_state_blob_round_trip(client: rewarm.Client) -> None:
+    info = client.open_session(SPEC)
+    blob = client.get_state(info.session_id, 42)
+    restored = client.restore_state(blob)
+    assert restored.step == 42 and restored.schedule == info.schedule
+    assert client.get_lr(restored.session_id, 42, 70) == client.get_lr(info.session_id, 42, 70)
+    broken = bytearray(blob)
+    broken[len(broken) // 2] ^= 0x40
+    with pytest.raises(rewarm.SpecError, match=r"checksum|not a rewarm state blob"):
+        client.restore_state(bytes(broken))
+
+
+def test_protocol_mismatch_names_both_versions(sidecar: rewarm.Sidecar) -> None:
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(sidecar.path)
+    body = pb.Request(id=1, hello=pb.Hello(protocol_version=999, client="future/1")).SerializeToString()
+    s.sendall(struct.pack(">I", len(body)) + body)
+    (n,) = struct.unpack(">I", s.recv(4, socket.MSG_WAITALL))
+    resp = pb.Response.FromString(s.recv(n, socket.MSG_WAITALL))
+    s.close()
+    assert resp.error.code == pb.ERROR_CODE_PROTOCOL_MISMATCH
+    assert "999" in resp.error.message and f"speaks {rewarm.PROTOCOL_VERSION}" in resp.error.message
+
+
+def test_connect_arguments(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ValueError, match="backend"):
+        rewarm.connect("grpc")  # type: ignore[arg-type]
+    monkeypatch.delenv("REWARM_SOCKET", raising=False)
+    with pytest.raises(ValueError, match="REWARM_SOCKET"):
+        rewarm.connect("socket")
+    with pytest.raises(rewarm.TransportError, match="rewarm serve"):
+        rewarm.connect("socket", socket_path="/nonexistent/rewarm.sock")
+    assert rewarm.connect("auto").kind == "inprocess"
+
+
+def test_auto_uses_socket_when_env_set(monkeypatch: pytest.MonkeyPatch, sidecar: rewarm.Sidecar) -> None:
+    monkeypatch.setenv("REWARM_SOCKET", sidecar.path)
+    assert rewarm.connect("auto").kind == "socket"
