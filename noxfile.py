@@ -62,7 +62,9 @@ def shared_python(session: nox.Session) -> str:
     digest = _source_digest()
     if not stamp.exists() or stamp.read_text() != digest:
         session.log("building and installing rewarm (Go binary + gopy extension)")
-        session.run(str(py), "-m", "pip", "install", "-q", "--force-reinstall", "--no-deps", str(ROOT))
+        # A local project directory is always rebuilt and reinstalled; its
+        # dependencies are only checked.
+        session.run(str(py), "-m", "pip", "install", "-q", str(ROOT))
         stamp.write_text(digest)
     session.env["PATH"] = f"{SHARED / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
     session.env["OMP_NUM_THREADS"] = "1"
@@ -98,8 +100,9 @@ def integration(session: nox.Session) -> None:
 def demo(session: nox.Session) -> None:
     """The main job: a small CPU training driven by rewarm (both backends)."""
     shared_python(session)
-    session.run("rewarm", "demo", "--steps", "300")
-    session.run("rewarm", "demo", "--steps", "100", "--backend", "socket", "--log-every", "50")
+    rewarm = str(SHARED / "bin" / "rewarm")
+    session.run(rewarm, "demo", "--steps", "300")
+    session.run(rewarm, "demo", "--steps", "100", "--backend", "socket", "--log-every", "50")
 
 
 @nox.session(venv_backend="none", default=False)
