@@ -22,7 +22,7 @@ import nox
 ROOT = Path(__file__).resolve().parent
 SHARED = ROOT / ".nox" / "_shared"
 TORCH = "torch>=2.1"
-TEST_DEPS = ["pytest>=8", "pyyaml>=6"]
+TEST_DEPS = ["pytest>=8", "pyyaml>=6", "numpy"]
 GRPCIO_TOOLS = "grpcio-tools==1.85.1"  # pins protoc (v35.1); regenerated code must not drift
 RUFF = "ruff==0.17.6"
 FUZZ_TARGETS = {

@@ -44,7 +44,8 @@ def _run_in_fork(fn) -> tuple[str, float]:
 
 def test_forked_child_gets_clear_error() -> None:
     p = torch.nn.Parameter(torch.zeros(1))
-    opt = rewarm.wrap(torch.optim.SGD([p], lr=1.0), schedule=SPEC, backend="inprocess")
+    # A small window, so the child below runs past the values fetched before fork.
+    opt = rewarm.wrap(torch.optim.SGD([p], lr=1.0), schedule=SPEC, backend="inprocess", window=16)
     opt.step()
 
     def touch_session() -> str:
@@ -63,7 +64,7 @@ def test_forked_child_gets_clear_error() -> None:
     assert out.startswith("ForkError"), out
 
     def step_past_window() -> str:
-        for _ in range(1000):  # runs past the prefetched window
+        for _ in range(100):  # runs past the prefetched window
             opt.step()
         return "no error"
 
