@@ -23,9 +23,9 @@ from rewarm._spec import SpecLike, load_spec
 STATE_FORMAT = 1
 # Steps fetched per round trip. A socket round trip costs tens of microseconds
 # and an in-process call a few, and each Go call also disturbs the caches the
-# next torch steps run in; 1024 steps amortize both to a fraction of a
+# next torch steps run in; 4096 steps amortize both to a fraction of a
 # microsecond (see bench/bench_step.py).
-DEFAULT_WINDOW = 1024
+DEFAULT_WINDOW = 4096
 MAX_VALUES_PER_CALL = 1 << 16  # the dispatcher's per-request cap on count
 
 
@@ -65,9 +65,9 @@ class RewarmOptimizer(Optimizer):
         self._window = int(window or DEFAULT_WINDOW)
         if not 1 <= self._window <= MAX_VALUES_PER_CALL:
             raise ValueError(f"window={window}: must be between 1 and {MAX_VALUES_PER_CALL}")
-        self._cache: list[float] = []
+        # rows[i] holds the per-group rates of update cache_start+i+1.
+        self._rows: list[list[float]] = []
         self._cache_start = 0
-        self._cache_end = 0
         self._inprocess = self._client.kind == "inprocess"
         self._last_lrs: list[float] = self.lrs_at(0)
         self._scheduler: RewarmLRScheduler | None = None
@@ -99,18 +99,23 @@ class RewarmOptimizer(Optimizer):
             return list(self._fixed_mult)
         return [float(g.get("lr_mult", 1.0)) for g in groups]
 
+    def _invalidate(self) -> None:
+        self._rows = []
+
     def _fill(self, n: int) -> None:
-        count = max(1, min(self._window, MAX_VALUES_PER_CALL // max(1, len(self._mult))))
-        self._cache = self._client.get_lr(self._session, n, count, self._mult)
+        g = len(self._mult)
+        count = max(1, min(self._window, MAX_VALUES_PER_CALL // max(1, g)))
+        values = self._client.get_lr(self._session, n, count, self._mult)
+        self._rows = [values[i : i + g] for i in range(0, len(values), g)]
         self._cache_start = n
-        self._cache_end = n + count
 
     def lrs_at(self, n: int) -> list[float]:
         """The per-group learning rates that update n+1 uses."""
         if len(self._mult) != len(self.optimizer.param_groups):
             self._mult = self._multipliers()
-            self._cache_end = self._cache_start  # invalidate
-        if not (self._cache_start <= n < self._cache_end):
+            self._invalidate()
+        i = n - self._cache_start
+        if not 0 <= i < len(self._rows):
             if self._inprocess and _transport.in_forked_child():
                 raise ForkError(
                     f"rewarm: this optimizer's in-process backend was loaded by a parent of process "
@@ -118,9 +123,8 @@ class RewarmOptimizer(Optimizer):
                     code="FORKED",
                 )
             self._fill(n)
-        g = len(self._mult)
-        i = (n - self._cache_start) * g
-        return self._cache[i : i + g]
+            i = 0
+        return self._rows[i]
 
     def get_last_lr(self) -> list[float]:
         """The learning rates the most recent update used (f(0) before any)."""
@@ -154,10 +158,15 @@ class RewarmOptimizer(Optimizer):
 
     def step(self, closure: Callable[[], float] | None = None) -> Any:  # type: ignore[override]
         """Set each group's lr for update n+1, run the inner step, count it."""
-        lrs = self.lrs_at(self._n)
-        for group, lr in zip(self.optimizer.param_groups, lrs, strict=True):
+        inner = self.optimizer
+        groups = inner.param_groups
+        i = self._n - self._cache_start
+        rows = self._rows
+        # Hot path: the rates are already fetched and the groups unchanged.
+        lrs = rows[i] if 0 <= i < len(rows) and len(groups) == len(self._mult) else self.lrs_at(self._n)
+        for group, lr in zip(groups, lrs):  # noqa: B905 - lengths checked above
             group["lr"] = lr
-        loss = self.optimizer.step() if closure is None else self.optimizer.step(closure)
+        loss = inner.step() if closure is None else inner.step(closure)
         self._last_lrs = lrs
         self._n += 1
         return loss
@@ -168,7 +177,7 @@ class RewarmOptimizer(Optimizer):
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         self.optimizer.add_param_group(param_group)
         self._mult = self._multipliers()
-        self._cache_end = self._cache_start
+        self._invalidate()
 
     def register_step_pre_hook(self, hook: Callable[..., Any]) -> Any:
         return self.optimizer.register_step_pre_hook(hook)
@@ -204,7 +213,7 @@ class RewarmOptimizer(Optimizer):
         old, self._session = self._session, info.session_id
         self._client.close_session(old)
         self._n = int(info.step)
-        self._cache_end = self._cache_start
+        self._invalidate()
         self._last_lrs = self.lrs_at(self._n - 1) if self._n > 0 else self.lrs_at(0)
 
     def state_dict(self) -> dict[str, Any]:  # type: ignore[override]
