@@ -59,7 +59,9 @@ type Dispatcher struct {
 type session struct {
 	id   uint64
 	name string
-	spec sched.Spec
+	// mu guards plan; the rates are a pure function of it.
+	mu   sync.Mutex
+	plan *sched.Plan
 	// step is the last step a client asked about; it only feeds status output.
 	step int64
 }
@@ -187,6 +189,12 @@ func (c *Conn) handle(req *pb.Request) *pb.Response {
 		resp, err = c.d.restore(b.RestoreState)
 	case *pb.Request_CloseSession:
 		resp, err = c.d.close(b.CloseSession)
+	case *pb.Request_Replan:
+		resp, err = c.d.replan(b.Replan)
+	case *pb.Request_Report:
+		resp, err = c.d.report(b.Report)
+	case *pb.Request_Preview:
+		resp, err = preview(b.Preview)
 	default:
 		err = fail(pb.ErrorCode_ERROR_CODE_UNIMPLEMENTED, "", "request type %T is not implemented", b)
 	}
@@ -210,8 +218,8 @@ func (c *Conn) hello(h *pb.Hello) *pb.Response {
 	}}}
 }
 
-func (d *Dispatcher) add(spec sched.Spec, name string, step int64) (*pb.Response, error) {
-	canon, err := structpb.NewStruct(sched.Canonical(spec))
+func (d *Dispatcher) add(plan *sched.Plan, name string, step int64) (*pb.Response, error) {
+	canon, err := structpb.NewStruct(plan.Config.Canonical())
 	if err != nil {
 		return nil, fail(pb.ErrorCode_ERROR_CODE_INTERNAL, "", "encode canonical spec: %v", err)
 	}
@@ -221,22 +229,30 @@ func (d *Dispatcher) add(spec sched.Spec, name string, step int64) (*pb.Response
 		return nil, fail(pb.ErrorCode_ERROR_CODE_RESOURCE_EXHAUSTED, "", "too many open sessions (%d); close unused ones", len(d.sessions))
 	}
 	d.nextID++
-	s := &session{id: d.nextID, name: name, spec: spec, step: step}
+	s := &session{id: d.nextID, name: name, plan: plan, step: step}
 	d.sessions[s.id] = s
 	return &pb.Response{Body: &pb.Response_Session{Session: &pb.SessionInfo{
-		SessionId: s.id, Schedule: canon, Step: step, Name: name,
+		SessionId: s.id, Schedule: canon, Step: step, Name: name, PlanVersion: version(plan),
 	}}}, nil
 }
+
+// version counts the changes made to a plan; cached rates from an older
+// version are stale.
+func version(p *sched.Plan) uint64 { return uint64(len(p.Replans) + len(p.Reports)) }
 
 func (d *Dispatcher) open(r *pb.OpenSession) (*pb.Response, error) {
 	if r.GetSchedule() == nil {
 		return nil, fail(pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "schedule", "open_session: missing schedule spec")
 	}
-	spec, err := sched.Parse(r.GetSchedule().AsMap())
+	cfg, err := sched.ParseConfig(r.GetSchedule().AsMap())
 	if err != nil {
 		return nil, err
 	}
-	return d.add(spec, r.GetName(), 0)
+	plan, err := sched.NewPlan(cfg, nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	return d.add(plan, r.GetName(), 0)
 }
 
 func (d *Dispatcher) lookup(id uint64) (*session, error) {
@@ -247,6 +263,48 @@ func (d *Dispatcher) lookup(id uint64) (*session, error) {
 		return nil, fail(pb.ErrorCode_ERROR_CODE_NOT_FOUND, "session_id", "no session with id %d", id)
 	}
 	return s, nil
+}
+
+func finite(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
+
+func groupsOf(in []*pb.Group) ([]sched.Group, error) {
+	if len(in) == 0 {
+		return []sched.Group{{Multiplier: 1, WDMult: 1}}, nil
+	}
+	out := make([]sched.Group, len(in))
+	for i, g := range in {
+		field := fmt.Sprintf("groups[%d]", i)
+		if !finite(g.GetMultiplier()) || g.GetMultiplier() < 0 {
+			return nil, fail(pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, field+".multiplier",
+				"get_lr: %s.multiplier = %s: must be a finite number >= 0", field, specfield.FormatValue(g.GetMultiplier()))
+		}
+		if !finite(g.GetWdMult()) || g.GetWdMult() < 0 {
+			return nil, fail(pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, field+".wd_mult",
+				"get_lr: %s.wd_mult = %s: must be a finite number >= 0", field, specfield.FormatValue(g.GetWdMult()))
+		}
+		out[i] = sched.Group{Multiplier: g.GetMultiplier(), WDMult: g.GetWdMult()}
+		for _, b := range []struct {
+			name string
+			set  bool
+			v    float64
+			dst  **float64
+		}{{"min_lr", g.MinLr != nil, g.GetMinLr(), &out[i].MinLR}, {"peak_lr", g.PeakLr != nil, g.GetPeakLr(), &out[i].PeakLR}} {
+			if !b.set {
+				continue
+			}
+			if !finite(b.v) || b.v < 0 {
+				return nil, fail(pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, field+"."+b.name,
+					"get_lr: %s.%s = %s: must be a finite number >= 0", field, b.name, specfield.FormatValue(b.v))
+			}
+			v := b.v
+			*b.dst = &v
+		}
+		if out[i].MinLR != nil && out[i].PeakLR != nil && *out[i].MinLR > *out[i].PeakLR {
+			return nil, fail(pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, field+".min_lr",
+				"get_lr: %s.min_lr = %g: must be <= its peak_lr (%g)", field, *out[i].MinLR, *out[i].PeakLR)
+		}
+	}
+	return out, nil
 }
 
 func (d *Dispatcher) getLR(r *pb.GetLR) (*pb.Response, error) {
@@ -268,33 +326,160 @@ func (d *Dispatcher) getLR(r *pb.GetLR) (*pb.Response, error) {
 	if step > math.MaxInt64-count {
 		return nil, fail(pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "step", "get_lr: step = %d: too large", step)
 	}
-	mult := r.GetMultipliers()
-	if len(mult) == 0 {
-		mult = []float64{1}
+	if len(r.GetGroups()) > MaxGroups || int64(len(r.GetGroups()))*count > MaxValues {
+		return nil, fail(pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "groups",
+			"get_lr: %d groups x %d steps: at most %d groups and %d values per request", len(r.GetGroups()), count, MaxGroups, MaxValues)
 	}
-	if len(mult) > MaxGroups || int64(len(mult))*count > MaxValues {
-		return nil, fail(pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "multipliers",
-			"get_lr: %d groups x %d steps: at most %d groups and %d values per request", len(mult), count, MaxGroups, MaxValues)
+	groups, err := groupsOf(r.GetGroups())
+	if err != nil {
+		return nil, err
 	}
-	for g, m := range mult {
-		if math.IsNaN(m) || math.IsInf(m, 0) || m < 0 {
-			return nil, fail(pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, fmt.Sprintf("multipliers[%d]", g),
-				"get_lr: multipliers[%d] = %s: must be a finite number >= 0", g, specfield.FormatValue(m))
-		}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	plan := s.plan
+	ng := int64(len(groups))
+	out := &pb.LRValues{Step: step, Count: uint32(count), Groups: uint32(ng), PlanVersion: version(plan),
+		Values: make([]float64, 0, ng*count)}
+	_, hasMom := plan.Momentum(step)
+	_, hasWD := plan.WeightDecay(step)
+	if hasMom {
+		out.Momentum = make([]float64, 0, count)
 	}
-	values := make([]float64, 0, int64(len(mult))*count)
+	if hasWD {
+		out.WeightDecay = make([]float64, 0, ng*count)
+	}
 	for i := int64(0); i < count; i++ {
-		lr := s.spec.LR(step + i)
-		for _, m := range mult {
-			values = append(values, m*lr)
+		n := step + i
+		lr := plan.LR(n)
+		for _, g := range groups {
+			out.Values = append(out.Values, plan.GroupLR(lr, g))
+		}
+		if hasMom {
+			m, _ := plan.Momentum(n)
+			out.Momentum = append(out.Momentum, m)
+		}
+		if hasWD {
+			wd, _ := plan.WeightDecay(n)
+			for _, g := range groups {
+				out.WeightDecay = append(out.WeightDecay, g.WDMult*wd)
+			}
 		}
 	}
-	d.mu.Lock()
 	s.step = step
-	d.mu.Unlock()
-	return &pb.Response{Body: &pb.Response_Lr{Lr: &pb.LRValues{
-		Step: step, Count: uint32(count), Groups: uint32(len(mult)), Values: values,
+	return &pb.Response{Body: &pb.Response_Lr{Lr: out}}, nil
+}
+
+func (d *Dispatcher) replan(r *pb.Replan) (*pb.Response, error) {
+	s, err := d.lookup(r.GetSessionId())
+	if err != nil {
+		return nil, err
+	}
+	rp := sched.Replan{At: r.GetAtStep()}
+	switch op := r.Op.(type) {
+	case *pb.Replan_Extend:
+		rp.Op, rp.Total, rp.Mode = sched.OpExtend, op.Extend.GetTotalSteps(), op.Extend.GetMode()
+	case *pb.Replan_Anneal:
+		rp.Op, rp.Steps, rp.Shape = sched.OpAnneal, op.Anneal.GetSteps(), op.Anneal.GetShape()
+		if op.Anneal.MinLr != nil {
+			v := op.Anneal.GetMinLr()
+			rp.MinLR = &v
+		}
+	case *pb.Replan_NewStage:
+		if op.NewStage.GetSchedule() == nil {
+			return nil, fail(pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "new_stage.schedule", "replan: new_stage needs a schedule")
+		}
+		rp.Op, rp.Spec = sched.OpNewStage, op.NewStage.GetSchedule().AsMap()
+	default:
+		return nil, fail(pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "op", "replan: give extend, anneal or new_stage")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.plan.Replan(rp); err != nil {
+		return nil, err
+	}
+	return d.info(s)
+}
+
+func (d *Dispatcher) report(r *pb.Report) (*pb.Response, error) {
+	s, err := d.lookup(r.GetSessionId())
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.plan.Report(sched.Report{Step: r.GetStep(), Metric: r.GetMetric()}); err != nil {
+		return nil, err
+	}
+	return &pb.Response{Body: &pb.Response_Ack{Ack: &pb.Ack{PlanVersion: version(s.plan)}}}, nil
+}
+
+// info describes a session; the caller holds s.mu.
+func (d *Dispatcher) info(s *session) (*pb.Response, error) {
+	canon, err := structpb.NewStruct(s.plan.Config.Canonical())
+	if err != nil {
+		return nil, fail(pb.ErrorCode_ERROR_CODE_INTERNAL, "", "encode canonical spec: %v", err)
+	}
+	return &pb.Response{Body: &pb.Response_Session{Session: &pb.SessionInfo{
+		SessionId: s.id, Schedule: canon, Step: s.step, Name: s.name, PlanVersion: version(s.plan),
 	}}}, nil
+}
+
+// MaxPreview caps the points of one Preview request.
+const MaxPreview = 1 << 20
+
+func preview(r *pb.Preview) (*pb.Response, error) {
+	if r.GetSchedule() == nil {
+		return nil, fail(pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "schedule", "preview: missing schedule spec")
+	}
+	cfg, err := sched.ParseConfig(r.GetSchedule().AsMap())
+	if err != nil {
+		return nil, err
+	}
+	plan, err := sched.NewPlan(cfg, nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	steps := r.GetSteps()
+	if len(steps) == 0 {
+		stride := r.GetStride()
+		if stride == 0 {
+			stride = 1
+		}
+		if stride < 0 || r.GetStart() < 0 {
+			return nil, fail(pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "stride", "preview: start and stride must be >= 0")
+		}
+		count := int64(r.GetCount())
+		if count > MaxPreview {
+			return nil, fail(pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "count", "preview: count = %d: at most %d points", count, MaxPreview)
+		}
+		if count > 0 && r.GetStart() > (math.MaxInt64-r.GetStart())/count/stride {
+			return nil, fail(pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "start", "preview: steps overflow")
+		}
+		steps = make([]int64, count)
+		for i := range steps {
+			steps[i] = r.GetStart() + int64(i)*stride
+		}
+	}
+	if len(steps) > MaxPreview {
+		return nil, fail(pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "steps", "preview: %d steps: at most %d points", len(steps), MaxPreview)
+	}
+	out := &pb.PreviewValues{Steps: steps, Lr: make([]float64, len(steps))}
+	for i, n := range steps {
+		if n < 0 {
+			return nil, fail(pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, fmt.Sprintf("steps[%d]", i), "preview: steps[%d] = %d: must be >= 0", i, n)
+		}
+		out.Lr[i] = plan.LR(n)
+		if m, ok := plan.Momentum(n); ok {
+			out.Momentum = append(out.Momentum, m)
+		}
+		if wd, ok := plan.WeightDecay(n); ok {
+			out.WeightDecay = append(out.WeightDecay, wd)
+		}
+	}
+	for _, ph := range plan.Phases() {
+		out.Phases = append(out.Phases, &pb.Phase{Name: ph.Name, Start: ph.Start})
+	}
+	return &pb.Response{Body: &pb.Response_Preview{Preview: out}}, nil
 }
 
 func (d *Dispatcher) getState(r *pb.GetState) (*pb.Response, error) {
@@ -305,7 +490,11 @@ func (d *Dispatcher) getState(r *pb.GetState) (*pb.Response, error) {
 	if r.GetStep() < 0 {
 		return nil, fail(pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "step", "get_state: step = %d: must be >= 0", r.GetStep())
 	}
-	blob, err := encodeSnapshot(sessionState{Spec: sched.Canonical(s.spec), Step: r.GetStep(), Name: s.name})
+	s.mu.Lock()
+	st := sessionState{Spec: s.plan.Config.Canonical(), Replans: s.plan.Replans, Reports: s.plan.Reports,
+		Step: r.GetStep(), Name: s.name}
+	blob, err := encodeSnapshot(st)
+	s.mu.Unlock()
 	if err != nil {
 		return nil, fail(pb.ErrorCode_ERROR_CODE_INTERNAL, "", "%v", err)
 	}
@@ -317,15 +506,19 @@ func (d *Dispatcher) restore(r *pb.RestoreState) (*pb.Response, error) {
 	if err != nil {
 		return nil, fail(pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "msgpack", "restore_state: %v", err)
 	}
-	spec, err := sched.Parse(st.Spec)
+	cfg, err := sched.ParseConfig(st.Spec)
 	if err != nil {
 		return nil, fmt.Errorf("restore_state: snapshot spec: %w", err)
+	}
+	plan, err := sched.NewPlan(cfg, st.Replans, st.Reports)
+	if err != nil {
+		return nil, fmt.Errorf("restore_state: snapshot re-plans: %w", err)
 	}
 	name := r.GetName()
 	if name == "" {
 		name = st.Name
 	}
-	return d.add(spec, name, st.Step)
+	return d.add(plan, name, st.Step)
 }
 
 func (d *Dispatcher) close(r *pb.CloseSession) (*pb.Response, error) {

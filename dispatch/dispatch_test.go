@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	pb "github.com/rewarm/rewarm/proto/rewarmpb"
+	"github.com/rewarm/rewarm/sched"
 )
 
 func greeted(t *testing.T) *Conn {
@@ -36,7 +37,11 @@ func open(t *testing.T, c *Conn, spec map[string]any) uint64 {
 }
 
 func getLR(c *Conn, id uint64, step int64, count uint32, mult ...float64) *pb.Response {
-	return c.Handle(&pb.Request{Body: &pb.Request_GetLr{GetLr: &pb.GetLR{SessionId: id, Step: step, Count: count, Multipliers: mult}}})
+	var groups []*pb.Group
+	for _, m := range mult {
+		groups = append(groups, &pb.Group{Multiplier: m, WdMult: 1})
+	}
+	return c.Handle(&pb.Request{Body: &pb.Request_GetLr{GetLr: &pb.GetLR{SessionId: id, Step: step, Count: count, Groups: groups}}})
 }
 
 var cosineSpec = map[string]any{"kind": "cosine", "peak_lr": 1.0, "min_lr": 0.1, "warmup_steps": 10.0, "total_steps": 110.0}
@@ -103,8 +108,8 @@ func TestGetLRRejects(t *testing.T) {
 	}{
 		{getLR(c, id, -1, 1), pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "step"},
 		{getLR(c, id, 0, MaxCount+1), pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "count"},
-		{getLR(c, id, 0, 1, 1, math.NaN()), pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "multipliers[1]"},
-		{getLR(c, id, 0, 1, -2), pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "multipliers[0]"},
+		{getLR(c, id, 0, 1, 1, math.NaN()), pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "groups[1].multiplier"},
+		{getLR(c, id, 0, 1, -2), pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "groups[0].multiplier"},
 		{getLR(c, id, math.MaxInt64, 2), pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "step"},
 		{getLR(c, id+100, 0, 1), pb.ErrorCode_ERROR_CODE_NOT_FOUND, "session_id"},
 	}
@@ -248,7 +253,8 @@ func BenchmarkHandleFrameGetLR(b *testing.B) {
 	st, _ := structpb.NewStruct(cosineSpec)
 	openReq, _ := proto.Marshal(&pb.Request{Body: &pb.Request_OpenSession{OpenSession: &pb.OpenSession{Schedule: st}}})
 	c.HandleFrame(openReq)
-	req, _ := proto.Marshal(&pb.Request{Body: &pb.Request_GetLr{GetLr: &pb.GetLR{SessionId: 1, Step: 3, Count: 64, Multipliers: []float64{1, 1}}}})
+	req, _ := proto.Marshal(&pb.Request{Body: &pb.Request_GetLr{GetLr: &pb.GetLR{SessionId: 1, Step: 3, Count: 64,
+		Groups: []*pb.Group{{Multiplier: 1, WdMult: 1}, {Multiplier: 1, WdMult: 1}}}}})
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		c.HandleFrame(req)
@@ -265,7 +271,11 @@ func TestHandlerPanicIsRecovered(t *testing.T) {
 	d := New(Options{})
 	c := d.NewConn()
 	c.Handle(&pb.Request{Body: &pb.Request_Hello{Hello: &pb.Hello{ProtocolVersion: ProtocolVersion}}})
-	d.sessions[42] = &session{id: 42, spec: panicky{}}
+	plan, err := sched.NewPlan(&sched.Config{LR: panicky{}}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.sessions[42] = &session{id: 42, plan: plan}
 	r := getLR(c, 42, 0, 1)
 	if r.GetError().GetCode() != pb.ErrorCode_ERROR_CODE_INTERNAL || !strings.Contains(r.GetError().GetMessage(), "boom") {
 		t.Fatalf("panic not reported: %v", r)

@@ -7,6 +7,8 @@ import (
 	"hash/crc32"
 
 	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/rewarm/rewarm/sched"
 )
 
 // snapshotFormat is bumped when the payload layout changes incompatibly.
@@ -20,12 +22,14 @@ type envelope struct {
 	CRC32   uint32 `msgpack:"crc32"`
 }
 
-// sessionState is everything needed to recreate a session: the LR is a pure
-// function of (spec, step).
+// sessionState is everything needed to recreate a session: the rates are a
+// pure function of (spec, re-plans, reports, step).
 type sessionState struct {
-	Spec map[string]any `msgpack:"spec"`
-	Step int64          `msgpack:"step"`
-	Name string         `msgpack:"name"`
+	Spec    map[string]any `msgpack:"spec"`
+	Replans []sched.Replan `msgpack:"replans"`
+	Reports []sched.Report `msgpack:"reports"`
+	Step    int64          `msgpack:"step"`
+	Name    string         `msgpack:"name"`
 }
 
 // marshalSorted encodes with map keys sorted, so equal states give equal bytes.

@@ -1,7 +1,6 @@
 package sched
 
 import (
-	"encoding/json"
 	"errors"
 	"math"
 	"strings"
@@ -154,47 +153,4 @@ func TestCanonicalFillsDefaultsAndDiff(t *testing.T) {
 	if d := Diff(a, mustParse(t, m)); len(d) != 0 {
 		t.Fatalf("round trip differs: %v", d)
 	}
-}
-
-func FuzzParseJSON(f *testing.F) {
-	for _, s := range []string{
-		`{"kind":"cosine","peak_lr":1,"total_steps":10}`,
-		`{"kind":"cosine","peak_lr":0.001,"min_lr":0.0001,"warmup_steps":5,"warmup_start_lr":0,"total_steps":100}`,
-		`{"kind":"cosine","peak_lr":1,"total_steps":1e300}`,
-		`{"kind":"nope"}`,
-		`{"kind":"cosine","peak_lr":[1],"total_steps":{}}`,
-	} {
-		f.Add([]byte(s))
-	}
-	f.Fuzz(func(t *testing.T, data []byte) {
-		var m map[string]any
-		if json.Unmarshal(data, &m) != nil {
-			return
-		}
-		s, err := Parse(m)
-		if err != nil {
-			if err.Error() == "" {
-				t.Fatal("empty error message")
-			}
-			return
-		}
-		c := s.(*Cosine)
-		lo := math.Min(c.MinLR, c.WarmupStartLR)
-		hi := math.Max(c.PeakLR, c.WarmupStartLR)
-		for _, n := range []int64{0, 1, c.WarmupSteps, c.TotalSteps / 2, c.TotalSteps, c.TotalSteps + 1} {
-			v := s.LR(n)
-			if math.IsNaN(v) || v < lo*(1-1e-12) || v > hi*(1+1e-12) {
-				t.Fatalf("LR(%d) = %v outside [%v, %v] for %v", n, v, lo, hi, m)
-			}
-		}
-	})
-}
-
-func BenchmarkCosineLR(b *testing.B) {
-	s := &Cosine{PeakLR: 3e-4, MinLR: 3e-5, WarmupSteps: 1000, TotalSteps: 100000}
-	var sink float64
-	for i := 0; i < b.N; i++ {
-		sink += s.LR(int64(i % 120000))
-	}
-	_ = sink
 }

@@ -34,10 +34,88 @@ type Spec interface {
 	Validate() error
 }
 
-// kinds maps each spec kind to a constructor of its zero value. New kinds are
-// added here and nowhere else: the dispatcher and transports only see maps.
+// Phase names a part of a schedule starting at a step, for previews.
+type Phase struct {
+	Name  string
+	Start int64
+}
+
+// kinds maps each spec kind to a constructor of its value with defaults
+// filled in. New kinds are added here and nowhere else: the dispatcher and
+// the transports only see maps.
 var kinds = map[string]func() Spec{
-	"cosine": func() Spec { return &Cosine{} },
+	"constant":     func() Spec { return &Constant{} },
+	"cosine":       func() Spec { return &Cosine{} },
+	"linear":       func() Spec { return &Linear{} },
+	"polynomial":   func() Spec { return &Polynomial{Power: 1} },
+	"rex":          func() Spec { return &Rex{Beta: 0.5, Sampling: 1} },
+	"cosine_power": func() Spec { return &CosinePower{ExponentOrder: 10} },
+	"wsd": func() Spec {
+		return &WSD{WarmupShape: "linear", DecayShape: "1-sqrt", Power: 0.5, ExpRate: 0.5}
+	},
+	"infinite": func() Spec {
+		return &Infinite{CooldownShape: "cosine", Timescale: 10, AnnealShape: "exp"}
+	},
+	"inv_sqrt":    func() Spec { return &InvSqrt{Form: "hf"} },
+	"step":        func() Spec { return &Step{Gamma: 0.1} },
+	"multistep":   func() Spec { return &MultiStep{Gamma: 0.1} },
+	"exponential": func() Spec { return &Exponential{} },
+	"onecycle": func() Spec {
+		return &OneCycle{PctStart: 0.3, AnnealStrategy: "cos", DivFactor: 25, FinalDivFactor: 1e4,
+			CycleMomentum: true, BaseMomentum: 0.85, MaxMomentum: 0.95}
+	},
+	"cyclic": func() Spec {
+		return &Cyclic{StepSizeUp: 2000, Mode: "triangular", Gamma: 1, CycleMomentum: true,
+			BaseMomentum: 0.8, MaxMomentum: 0.9}
+	},
+	"sgdr": func() Spec { return &SGDR{CycleMul: 1, CycleDecay: 1, KDecay: 1} },
+	"plateau": func() Spec {
+		return &Plateau{Mode: "min", Factor: 0.1, Patience: 10, Threshold: 1e-4, ThresholdMode: "rel", Eps: 1e-8}
+	},
+	"refined":  func() Spec { return &Refined{Norm: "l2", FilterWidth: 0.1} },
+	"sequence": func() Spec { return &Sequence{} },
+	"stages":   func() Spec { return &Stages{} },
+}
+
+func hasField(s Spec, name string) bool {
+	for _, f := range specfield.Fields(reflect.TypeOf(s)) {
+		if f == name {
+			return true
+		}
+	}
+	return false
+}
+
+// ranger is implemented by kinds with a reference [min, peak] range, which
+// per-group absolute min_lr / peak_lr remap.
+type ranger interface{ lrRange() (float64, float64) }
+
+// floorer is implemented by kinds with a floor rate (min_lr), the default
+// target of a triggered anneal.
+type floorer interface{ floor() float64 }
+
+// phaser is implemented by kinds that can name their phases.
+type phaser interface{ Phases() []Phase }
+
+func rangeOf(s Schedule) (float64, float64) {
+	if r, ok := s.(ranger); ok {
+		return r.lrRange()
+	}
+	return 0, s.LR(0)
+}
+
+func floorOf(s Schedule) float64 {
+	if f, ok := s.(floorer); ok {
+		return f.floor()
+	}
+	return 0
+}
+
+func phasesOf(s Schedule) []Phase {
+	if p, ok := s.(phaser); ok {
+		return p.Phases()
+	}
+	return []Phase{{"schedule", 0}}
 }
 
 // Kinds lists the registered schedule kinds, sorted.
@@ -137,5 +215,24 @@ func (c *checks) rate(field string, v float64) {
 func (c *checks) steps(field string, v, min int64) {
 	if v < min {
 		c.fail(field, v, "must be >= %d", min)
+	}
+}
+
+// positive requires a finite number > 0.
+func (c *checks) positive(field string, v float64) {
+	if !(v > 0) || math.IsInf(v, 0) {
+		c.fail(field, v, "must be a finite number > 0")
+	}
+}
+
+// increasing requires strictly increasing steps, each >= min.
+func (c *checks) increasing(field string, v []int64, min int64) {
+	for i, x := range v {
+		if x < min {
+			c.fail(fmt.Sprintf("%s[%d]", field, i), x, "must be >= %d", min)
+		}
+		if i > 0 && x <= v[i-1] {
+			c.fail(fmt.Sprintf("%s[%d]", field, i), x, "must be greater than the previous entry (%d): boundaries must increase", v[i-1])
+		}
 	}
 }

@@ -117,7 +117,7 @@ def test_multipliers_argument_and_new_groups() -> None:
     opt = rewarm.wrap(torch.optim.SGD([a], lr=1.0), schedule=SPEC, multipliers=[2.0])
     opt.step()
     assert opt.param_groups[0]["lr"] == pytest.approx(2 * ref(0))
-    with pytest.raises(ValueError, match="multipliers has 1 entries"):
+    with pytest.raises(ValueError, match="has 1 entries but the optimizer has 2"):
         opt.add_param_group({"params": [b]})
     opt2 = rewarm.wrap(torch.optim.SGD([a], lr=1.0), schedule=SPEC)
     opt2.step()

@@ -93,16 +93,39 @@ func parseTag(f reflect.StructField) (tagInfo, bool) {
 	return ti, true
 }
 
+type fieldRef struct {
+	index []int
+	tag   tagInfo
+}
+
+// fieldsOf lists a struct type's spec fields in declaration order. Embedded
+// structs without a spec tag are flattened, so kinds can share field groups
+// (such as warmup) by embedding them.
+func fieldsOf(t reflect.Type) []fieldRef {
+	var out []fieldRef
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		if _, tagged := f.Tag.Lookup("spec"); !tagged && f.Anonymous && f.Type.Kind() == reflect.Struct {
+			for _, sub := range fieldsOf(f.Type) {
+				out = append(out, fieldRef{index: append([]int{i}, sub.index...), tag: sub.tag})
+			}
+			continue
+		}
+		if ti, ok := parseTag(f); ok {
+			out = append(out, fieldRef{index: []int{i}, tag: ti})
+		}
+	}
+	return out
+}
+
 // Fields lists the spec field names of a struct type, in declaration order.
 func Fields(t reflect.Type) []string {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
 	var names []string
-	for i := 0; i < t.NumField(); i++ {
-		if ti, ok := parseTag(t.Field(i)); ok {
-			names = append(names, ti.name)
-		}
+	for _, f := range fieldsOf(t) {
+		names = append(names, f.tag.name)
 	}
 	return names
 }
@@ -125,17 +148,12 @@ func join(prefix, name string) string {
 }
 
 func decodeStruct(kind, prefix string, m map[string]any, sv reflect.Value, ignore []string) error {
-	st := sv.Type()
-	known := map[string]int{}
+	known := map[string][]int{}
 	var required []string
-	for i := 0; i < st.NumField(); i++ {
-		ti, ok := parseTag(st.Field(i))
-		if !ok {
-			continue
-		}
-		known[ti.name] = i
-		if ti.required {
-			required = append(required, ti.name)
+	for _, f := range fieldsOf(sv.Type()) {
+		known[f.tag.name] = f.index
+		if f.tag.required {
+			required = append(required, f.tag.name)
 		}
 	}
 	keys := make([]string, 0, len(m))
@@ -157,7 +175,7 @@ func decodeStruct(kind, prefix string, m map[string]any, sv reflect.Value, ignor
 			return &Error{Kind: kind, Field: join(prefix, k), Value: m[k],
 				Reason: fmt.Sprintf("unknown field (known fields: %s)", strings.Join(names, ", "))}
 		}
-		if err := decodeValue(kind, join(prefix, k), m[k], sv.Field(idx)); err != nil {
+		if err := decodeValue(kind, join(prefix, k), m[k], sv.FieldByIndex(idx)); err != nil {
 			return err
 		}
 	}
@@ -379,18 +397,13 @@ func encodeValue(v reflect.Value) any {
 		return encodeValue(v.Elem())
 	case reflect.Struct:
 		out := map[string]any{}
-		t := v.Type()
-		for i := 0; i < t.NumField(); i++ {
-			ti, ok := parseTag(t.Field(i))
-			if !ok {
-				continue
-			}
-			fv := v.Field(i)
+		for _, f := range fieldsOf(v.Type()) {
+			fv := v.FieldByIndex(f.index)
 			if (fv.Kind() == reflect.Pointer || fv.Kind() == reflect.Interface ||
 				fv.Kind() == reflect.Slice || fv.Kind() == reflect.Map) && fv.IsNil() {
 				continue
 			}
-			out[ti.name] = encodeValue(fv)
+			out[f.tag.name] = encodeValue(fv)
 		}
 		return out
 	case reflect.Slice:

@@ -3,9 +3,12 @@ package specfield
 import (
 	"encoding/json"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 )
+
+func reflectTypeOf(v any) reflect.Type { return reflect.TypeOf(v) }
 
 type inner struct {
 	A float64 `spec:"a,required"`
@@ -87,5 +90,31 @@ func TestIgnoreKeys(t *testing.T) {
 	var out sample
 	if err := Decode("t", map[string]any{"kind": "x", "req": 1}, &out, "kind"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+type shared struct {
+	W int64 `spec:"w"`
+}
+
+type withEmbedded struct {
+	shared
+	X float64 `spec:"x,required"`
+}
+
+func TestEmbeddedStructsAreFlattened(t *testing.T) {
+	var out withEmbedded
+	if err := Decode("t", map[string]any{"w": 3, "x": 1.5}, &out); err != nil {
+		t.Fatal(err)
+	}
+	if out.W != 3 || out.X != 1.5 {
+		t.Fatalf("%+v", out)
+	}
+	enc := Encode(&out)
+	if enc["w"] != int64(3) || enc["x"] != 1.5 {
+		t.Fatalf("encode %v", enc)
+	}
+	if got := Fields(reflectTypeOf(out)); strings.Join(got, ",") != "w,x" {
+		t.Fatalf("fields %v", got)
 	}
 }

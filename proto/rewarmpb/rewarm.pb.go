@@ -163,6 +163,9 @@ type Request struct {
 	//	*Request_GetState
 	//	*Request_RestoreState
 	//	*Request_CloseSession
+	//	*Request_Replan
+	//	*Request_Report
+	//	*Request_Preview
 	Body          isRequest_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -266,6 +269,33 @@ func (x *Request) GetCloseSession() *CloseSession {
 	return nil
 }
 
+func (x *Request) GetReplan() *Replan {
+	if x != nil {
+		if x, ok := x.Body.(*Request_Replan); ok {
+			return x.Replan
+		}
+	}
+	return nil
+}
+
+func (x *Request) GetReport() *Report {
+	if x != nil {
+		if x, ok := x.Body.(*Request_Report); ok {
+			return x.Report
+		}
+	}
+	return nil
+}
+
+func (x *Request) GetPreview() *Preview {
+	if x != nil {
+		if x, ok := x.Body.(*Request_Preview); ok {
+			return x.Preview
+		}
+	}
+	return nil
+}
+
 type isRequest_Body interface {
 	isRequest_Body()
 }
@@ -294,6 +324,18 @@ type Request_CloseSession struct {
 	CloseSession *CloseSession `protobuf:"bytes,7,opt,name=close_session,json=closeSession,proto3,oneof"`
 }
 
+type Request_Replan struct {
+	Replan *Replan `protobuf:"bytes,8,opt,name=replan,proto3,oneof"`
+}
+
+type Request_Report struct {
+	Report *Report `protobuf:"bytes,9,opt,name=report,proto3,oneof"`
+}
+
+type Request_Preview struct {
+	Preview *Preview `protobuf:"bytes,10,opt,name=preview,proto3,oneof"`
+}
+
 func (*Request_Hello) isRequest_Body() {}
 
 func (*Request_OpenSession) isRequest_Body() {}
@@ -305,6 +347,12 @@ func (*Request_GetState) isRequest_Body() {}
 func (*Request_RestoreState) isRequest_Body() {}
 
 func (*Request_CloseSession) isRequest_Body() {}
+
+func (*Request_Replan) isRequest_Body() {}
+
+func (*Request_Report) isRequest_Body() {}
+
+func (*Request_Preview) isRequest_Body() {}
 
 // Response answers one Request. Failures come back as Error, never as a
 // dropped connection, unless the frame itself cannot be read.
@@ -319,6 +367,8 @@ type Response struct {
 	//	*Response_Lr
 	//	*Response_State
 	//	*Response_Closed
+	//	*Response_Ack
+	//	*Response_Preview
 	Body          isResponse_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -422,6 +472,24 @@ func (x *Response) GetClosed() *Closed {
 	return nil
 }
 
+func (x *Response) GetAck() *Ack {
+	if x != nil {
+		if x, ok := x.Body.(*Response_Ack); ok {
+			return x.Ack
+		}
+	}
+	return nil
+}
+
+func (x *Response) GetPreview() *PreviewValues {
+	if x != nil {
+		if x, ok := x.Body.(*Response_Preview); ok {
+			return x.Preview
+		}
+	}
+	return nil
+}
+
 type isResponse_Body interface {
 	isResponse_Body()
 }
@@ -450,6 +518,14 @@ type Response_Closed struct {
 	Closed *Closed `protobuf:"bytes,7,opt,name=closed,proto3,oneof"`
 }
 
+type Response_Ack struct {
+	Ack *Ack `protobuf:"bytes,8,opt,name=ack,proto3,oneof"`
+}
+
+type Response_Preview struct {
+	Preview *PreviewValues `protobuf:"bytes,9,opt,name=preview,proto3,oneof"`
+}
+
 func (*Response_Error) isResponse_Body() {}
 
 func (*Response_Hello) isResponse_Body() {}
@@ -461,6 +537,10 @@ func (*Response_Lr) isResponse_Body() {}
 func (*Response_State) isResponse_Body() {}
 
 func (*Response_Closed) isResponse_Body() {}
+
+func (*Response_Ack) isResponse_Body() {}
+
+func (*Response_Preview) isResponse_Body() {}
 
 // Hello must be the first request on a connection.
 type Hello struct {
@@ -637,8 +717,11 @@ type SessionInfo struct {
 	// The spec with every default filled in.
 	Schedule *structpb.Struct `protobuf:"bytes,2,opt,name=schedule,proto3" json:"schedule,omitempty"`
 	// The step the session was restored at (0 for a new session).
-	Step          int64  `protobuf:"varint,3,opt,name=step,proto3" json:"step,omitempty"`
-	Name          string `protobuf:"bytes,4,opt,name=name,proto3" json:"name,omitempty"`
+	Step int64  `protobuf:"varint,3,opt,name=step,proto3" json:"step,omitempty"`
+	Name string `protobuf:"bytes,4,opt,name=name,proto3" json:"name,omitempty"`
+	// Bumped by every re-plan and report; cached rates from an older version
+	// are stale.
+	PlanVersion   uint64 `protobuf:"varint,5,opt,name=plan_version,json=planVersion,proto3" json:"plan_version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -701,22 +784,101 @@ func (x *SessionInfo) GetName() string {
 	return ""
 }
 
-// GetLR asks for the learning rates of `count` consecutive updates starting
-// after `step` updates have been applied (count 0 means 1), one value per
-// param group: multipliers[g] * f(n). No multipliers means one group at 1.0.
+func (x *SessionInfo) GetPlanVersion() uint64 {
+	if x != nil {
+		return x.PlanVersion
+	}
+	return 0
+}
+
+// Group describes one optimizer param group. Its rate is
+// multiplier * f(n), where f(n) is the schedule's rate remapped affinely from
+// the schedule's [min_lr, peak_lr] to this group's [min_lr, peak_lr] when
+// either is set. Its weight decay is wd_mult * the scheduled weight decay.
+type Group struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Multiplier    float64                `protobuf:"fixed64,1,opt,name=multiplier,proto3" json:"multiplier,omitempty"`
+	MinLr         *float64               `protobuf:"fixed64,2,opt,name=min_lr,json=minLr,proto3,oneof" json:"min_lr,omitempty"`
+	PeakLr        *float64               `protobuf:"fixed64,3,opt,name=peak_lr,json=peakLr,proto3,oneof" json:"peak_lr,omitempty"`
+	WdMult        float64                `protobuf:"fixed64,4,opt,name=wd_mult,json=wdMult,proto3" json:"wd_mult,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Group) Reset() {
+	*x = Group{}
+	mi := &file_rewarm_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Group) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Group) ProtoMessage() {}
+
+func (x *Group) ProtoReflect() protoreflect.Message {
+	mi := &file_rewarm_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Group.ProtoReflect.Descriptor instead.
+func (*Group) Descriptor() ([]byte, []int) {
+	return file_rewarm_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *Group) GetMultiplier() float64 {
+	if x != nil {
+		return x.Multiplier
+	}
+	return 0
+}
+
+func (x *Group) GetMinLr() float64 {
+	if x != nil && x.MinLr != nil {
+		return *x.MinLr
+	}
+	return 0
+}
+
+func (x *Group) GetPeakLr() float64 {
+	if x != nil && x.PeakLr != nil {
+		return *x.PeakLr
+	}
+	return 0
+}
+
+func (x *Group) GetWdMult() float64 {
+	if x != nil {
+		return x.WdMult
+	}
+	return 0
+}
+
+// GetLR asks for the values of `count` consecutive updates starting after
+// `step` updates have been applied (count 0 means 1). No groups means one
+// group with multiplier 1.
 type GetLR struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	SessionId     uint64                 `protobuf:"varint,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
 	Step          int64                  `protobuf:"varint,2,opt,name=step,proto3" json:"step,omitempty"`
 	Count         uint32                 `protobuf:"varint,3,opt,name=count,proto3" json:"count,omitempty"`
-	Multipliers   []float64              `protobuf:"fixed64,4,rep,packed,name=multipliers,proto3" json:"multipliers,omitempty"`
+	Groups        []*Group               `protobuf:"bytes,4,rep,name=groups,proto3" json:"groups,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetLR) Reset() {
 	*x = GetLR{}
-	mi := &file_rewarm_proto_msgTypes[6]
+	mi := &file_rewarm_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -728,7 +890,7 @@ func (x *GetLR) String() string {
 func (*GetLR) ProtoMessage() {}
 
 func (x *GetLR) ProtoReflect() protoreflect.Message {
-	mi := &file_rewarm_proto_msgTypes[6]
+	mi := &file_rewarm_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -741,7 +903,7 @@ func (x *GetLR) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLR.ProtoReflect.Descriptor instead.
 func (*GetLR) Descriptor() ([]byte, []int) {
-	return file_rewarm_proto_rawDescGZIP(), []int{6}
+	return file_rewarm_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetLR) GetSessionId() uint64 {
@@ -765,28 +927,32 @@ func (x *GetLR) GetCount() uint32 {
 	return 0
 }
 
-func (x *GetLR) GetMultipliers() []float64 {
+func (x *GetLR) GetGroups() []*Group {
 	if x != nil {
-		return x.Multipliers
+		return x.Groups
 	}
 	return nil
 }
 
-// LRValues holds count x groups learning rates, row-major: values[i*groups+g]
-// is group g's rate for update step+i+1.
+// LRValues holds count x groups values, row-major: values[i*groups+g] is
+// group g's rate for update step+i+1. momentum (one per update) and
+// weight_decay (count x groups) are filled only when the schedule sets them.
 type LRValues struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Step          int64                  `protobuf:"varint,1,opt,name=step,proto3" json:"step,omitempty"`
 	Count         uint32                 `protobuf:"varint,2,opt,name=count,proto3" json:"count,omitempty"`
 	Groups        uint32                 `protobuf:"varint,3,opt,name=groups,proto3" json:"groups,omitempty"`
 	Values        []float64              `protobuf:"fixed64,4,rep,packed,name=values,proto3" json:"values,omitempty"`
+	Momentum      []float64              `protobuf:"fixed64,5,rep,packed,name=momentum,proto3" json:"momentum,omitempty"`
+	WeightDecay   []float64              `protobuf:"fixed64,6,rep,packed,name=weight_decay,json=weightDecay,proto3" json:"weight_decay,omitempty"`
+	PlanVersion   uint64                 `protobuf:"varint,7,opt,name=plan_version,json=planVersion,proto3" json:"plan_version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *LRValues) Reset() {
 	*x = LRValues{}
-	mi := &file_rewarm_proto_msgTypes[7]
+	mi := &file_rewarm_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -798,7 +964,7 @@ func (x *LRValues) String() string {
 func (*LRValues) ProtoMessage() {}
 
 func (x *LRValues) ProtoReflect() protoreflect.Message {
-	mi := &file_rewarm_proto_msgTypes[7]
+	mi := &file_rewarm_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -811,7 +977,7 @@ func (x *LRValues) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LRValues.ProtoReflect.Descriptor instead.
 func (*LRValues) Descriptor() ([]byte, []int) {
-	return file_rewarm_proto_rawDescGZIP(), []int{7}
+	return file_rewarm_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *LRValues) GetStep() int64 {
@@ -842,6 +1008,617 @@ func (x *LRValues) GetValues() []float64 {
 	return nil
 }
 
+func (x *LRValues) GetMomentum() []float64 {
+	if x != nil {
+		return x.Momentum
+	}
+	return nil
+}
+
+func (x *LRValues) GetWeightDecay() []float64 {
+	if x != nil {
+		return x.WeightDecay
+	}
+	return nil
+}
+
+func (x *LRValues) GetPlanVersion() uint64 {
+	if x != nil {
+		return x.PlanVersion
+	}
+	return 0
+}
+
+// Replan changes a session's schedule from update at_step+1 on (after
+// at_step updates). Re-plans are kept in the session state, in order, so the
+// rates stay a pure function of (spec, re-plans, n).
+type Replan struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	SessionId uint64                 `protobuf:"varint,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	AtStep    int64                  `protobuf:"varint,2,opt,name=at_step,json=atStep,proto3" json:"at_step,omitempty"`
+	// Types that are valid to be assigned to Op:
+	//
+	//	*Replan_Extend
+	//	*Replan_Anneal
+	//	*Replan_NewStage
+	Op            isReplan_Op `protobuf_oneof:"op"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Replan) Reset() {
+	*x = Replan{}
+	mi := &file_rewarm_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Replan) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Replan) ProtoMessage() {}
+
+func (x *Replan) ProtoReflect() protoreflect.Message {
+	mi := &file_rewarm_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Replan.ProtoReflect.Descriptor instead.
+func (*Replan) Descriptor() ([]byte, []int) {
+	return file_rewarm_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *Replan) GetSessionId() uint64 {
+	if x != nil {
+		return x.SessionId
+	}
+	return 0
+}
+
+func (x *Replan) GetAtStep() int64 {
+	if x != nil {
+		return x.AtStep
+	}
+	return 0
+}
+
+func (x *Replan) GetOp() isReplan_Op {
+	if x != nil {
+		return x.Op
+	}
+	return nil
+}
+
+func (x *Replan) GetExtend() *Extend {
+	if x != nil {
+		if x, ok := x.Op.(*Replan_Extend); ok {
+			return x.Extend
+		}
+	}
+	return nil
+}
+
+func (x *Replan) GetAnneal() *Anneal {
+	if x != nil {
+		if x, ok := x.Op.(*Replan_Anneal); ok {
+			return x.Anneal
+		}
+	}
+	return nil
+}
+
+func (x *Replan) GetNewStage() *NewStage {
+	if x != nil {
+		if x, ok := x.Op.(*Replan_NewStage); ok {
+			return x.NewStage
+		}
+	}
+	return nil
+}
+
+type isReplan_Op interface {
+	isReplan_Op()
+}
+
+type Replan_Extend struct {
+	Extend *Extend `protobuf:"bytes,3,opt,name=extend,proto3,oneof"`
+}
+
+type Replan_Anneal struct {
+	Anneal *Anneal `protobuf:"bytes,4,opt,name=anneal,proto3,oneof"`
+}
+
+type Replan_NewStage struct {
+	NewStage *NewStage `protobuf:"bytes,5,opt,name=new_stage,json=newStage,proto3,oneof"`
+}
+
+func (*Replan_Extend) isReplan_Op() {}
+
+func (*Replan_Anneal) isReplan_Op() {}
+
+func (*Replan_NewStage) isReplan_Op() {}
+
+// Extend moves the horizon to total_steps. mode is "continuous" (default:
+// the rate at at_step is kept and the rest of the decay is stretched) or
+// "proportional" (the completed fraction is kept).
+type Extend struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TotalSteps    int64                  `protobuf:"varint,1,opt,name=total_steps,json=totalSteps,proto3" json:"total_steps,omitempty"`
+	Mode          string                 `protobuf:"bytes,2,opt,name=mode,proto3" json:"mode,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Extend) Reset() {
+	*x = Extend{}
+	mi := &file_rewarm_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Extend) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Extend) ProtoMessage() {}
+
+func (x *Extend) ProtoReflect() protoreflect.Message {
+	mi := &file_rewarm_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Extend.ProtoReflect.Descriptor instead.
+func (*Extend) Descriptor() ([]byte, []int) {
+	return file_rewarm_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *Extend) GetTotalSteps() int64 {
+	if x != nil {
+		return x.TotalSteps
+	}
+	return 0
+}
+
+func (x *Extend) GetMode() string {
+	if x != nil {
+		return x.Mode
+	}
+	return ""
+}
+
+// Anneal branches an anneal off the current schedule over `steps` updates,
+// to min_lr (default: the schedule's own floor).
+type Anneal struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Steps         int64                  `protobuf:"varint,1,opt,name=steps,proto3" json:"steps,omitempty"`
+	Shape         string                 `protobuf:"bytes,2,opt,name=shape,proto3" json:"shape,omitempty"`
+	MinLr         *float64               `protobuf:"fixed64,3,opt,name=min_lr,json=minLr,proto3,oneof" json:"min_lr,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Anneal) Reset() {
+	*x = Anneal{}
+	mi := &file_rewarm_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Anneal) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Anneal) ProtoMessage() {}
+
+func (x *Anneal) ProtoReflect() protoreflect.Message {
+	mi := &file_rewarm_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Anneal.ProtoReflect.Descriptor instead.
+func (*Anneal) Descriptor() ([]byte, []int) {
+	return file_rewarm_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *Anneal) GetSteps() int64 {
+	if x != nil {
+		return x.Steps
+	}
+	return 0
+}
+
+func (x *Anneal) GetShape() string {
+	if x != nil {
+		return x.Shape
+	}
+	return ""
+}
+
+func (x *Anneal) GetMinLr() float64 {
+	if x != nil && x.MinLr != nil {
+		return *x.MinLr
+	}
+	return 0
+}
+
+// NewStage starts a new schedule, in its own time, at at_step.
+type NewStage struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Schedule      *structpb.Struct       `protobuf:"bytes,1,opt,name=schedule,proto3" json:"schedule,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NewStage) Reset() {
+	*x = NewStage{}
+	mi := &file_rewarm_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NewStage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NewStage) ProtoMessage() {}
+
+func (x *NewStage) ProtoReflect() protoreflect.Message {
+	mi := &file_rewarm_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NewStage.ProtoReflect.Descriptor instead.
+func (*NewStage) Descriptor() ([]byte, []int) {
+	return file_rewarm_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *NewStage) GetSchedule() *structpb.Struct {
+	if x != nil {
+		return x.Schedule
+	}
+	return nil
+}
+
+// Report records a metric observed after `step` updates (plateau schedules).
+type Report struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SessionId     uint64                 `protobuf:"varint,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	Step          int64                  `protobuf:"varint,2,opt,name=step,proto3" json:"step,omitempty"`
+	Metric        float64                `protobuf:"fixed64,3,opt,name=metric,proto3" json:"metric,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Report) Reset() {
+	*x = Report{}
+	mi := &file_rewarm_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Report) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Report) ProtoMessage() {}
+
+func (x *Report) ProtoReflect() protoreflect.Message {
+	mi := &file_rewarm_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Report.ProtoReflect.Descriptor instead.
+func (*Report) Descriptor() ([]byte, []int) {
+	return file_rewarm_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *Report) GetSessionId() uint64 {
+	if x != nil {
+		return x.SessionId
+	}
+	return 0
+}
+
+func (x *Report) GetStep() int64 {
+	if x != nil {
+		return x.Step
+	}
+	return 0
+}
+
+func (x *Report) GetMetric() float64 {
+	if x != nil {
+		return x.Metric
+	}
+	return 0
+}
+
+type Ack struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	PlanVersion   uint64                 `protobuf:"varint,1,opt,name=plan_version,json=planVersion,proto3" json:"plan_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Ack) Reset() {
+	*x = Ack{}
+	mi := &file_rewarm_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Ack) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Ack) ProtoMessage() {}
+
+func (x *Ack) ProtoReflect() protoreflect.Message {
+	mi := &file_rewarm_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Ack.ProtoReflect.Descriptor instead.
+func (*Ack) Descriptor() ([]byte, []int) {
+	return file_rewarm_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *Ack) GetPlanVersion() uint64 {
+	if x != nil {
+		return x.PlanVersion
+	}
+	return 0
+}
+
+// Preview evaluates a spec without a session: at the listed steps, or at
+// start, start+stride, ... (count values; stride 0 means 1).
+type Preview struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Schedule      *structpb.Struct       `protobuf:"bytes,1,opt,name=schedule,proto3" json:"schedule,omitempty"`
+	Steps         []int64                `protobuf:"varint,2,rep,packed,name=steps,proto3" json:"steps,omitempty"`
+	Start         int64                  `protobuf:"varint,3,opt,name=start,proto3" json:"start,omitempty"`
+	Count         uint32                 `protobuf:"varint,4,opt,name=count,proto3" json:"count,omitempty"`
+	Stride        int64                  `protobuf:"varint,5,opt,name=stride,proto3" json:"stride,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Preview) Reset() {
+	*x = Preview{}
+	mi := &file_rewarm_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Preview) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Preview) ProtoMessage() {}
+
+func (x *Preview) ProtoReflect() protoreflect.Message {
+	mi := &file_rewarm_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Preview.ProtoReflect.Descriptor instead.
+func (*Preview) Descriptor() ([]byte, []int) {
+	return file_rewarm_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *Preview) GetSchedule() *structpb.Struct {
+	if x != nil {
+		return x.Schedule
+	}
+	return nil
+}
+
+func (x *Preview) GetSteps() []int64 {
+	if x != nil {
+		return x.Steps
+	}
+	return nil
+}
+
+func (x *Preview) GetStart() int64 {
+	if x != nil {
+		return x.Start
+	}
+	return 0
+}
+
+func (x *Preview) GetCount() uint32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *Preview) GetStride() int64 {
+	if x != nil {
+		return x.Stride
+	}
+	return 0
+}
+
+type Phase struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Start         int64                  `protobuf:"varint,2,opt,name=start,proto3" json:"start,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Phase) Reset() {
+	*x = Phase{}
+	mi := &file_rewarm_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Phase) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Phase) ProtoMessage() {}
+
+func (x *Phase) ProtoReflect() protoreflect.Message {
+	mi := &file_rewarm_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Phase.ProtoReflect.Descriptor instead.
+func (*Phase) Descriptor() ([]byte, []int) {
+	return file_rewarm_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *Phase) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Phase) GetStart() int64 {
+	if x != nil {
+		return x.Start
+	}
+	return 0
+}
+
+type PreviewValues struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Steps         []int64                `protobuf:"varint,1,rep,packed,name=steps,proto3" json:"steps,omitempty"`
+	Lr            []float64              `protobuf:"fixed64,2,rep,packed,name=lr,proto3" json:"lr,omitempty"`
+	Momentum      []float64              `protobuf:"fixed64,3,rep,packed,name=momentum,proto3" json:"momentum,omitempty"`
+	WeightDecay   []float64              `protobuf:"fixed64,4,rep,packed,name=weight_decay,json=weightDecay,proto3" json:"weight_decay,omitempty"`
+	Phases        []*Phase               `protobuf:"bytes,5,rep,name=phases,proto3" json:"phases,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PreviewValues) Reset() {
+	*x = PreviewValues{}
+	mi := &file_rewarm_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PreviewValues) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PreviewValues) ProtoMessage() {}
+
+func (x *PreviewValues) ProtoReflect() protoreflect.Message {
+	mi := &file_rewarm_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PreviewValues.ProtoReflect.Descriptor instead.
+func (*PreviewValues) Descriptor() ([]byte, []int) {
+	return file_rewarm_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *PreviewValues) GetSteps() []int64 {
+	if x != nil {
+		return x.Steps
+	}
+	return nil
+}
+
+func (x *PreviewValues) GetLr() []float64 {
+	if x != nil {
+		return x.Lr
+	}
+	return nil
+}
+
+func (x *PreviewValues) GetMomentum() []float64 {
+	if x != nil {
+		return x.Momentum
+	}
+	return nil
+}
+
+func (x *PreviewValues) GetWeightDecay() []float64 {
+	if x != nil {
+		return x.WeightDecay
+	}
+	return nil
+}
+
+func (x *PreviewValues) GetPhases() []*Phase {
+	if x != nil {
+		return x.Phases
+	}
+	return nil
+}
+
 // GetState snapshots a session at `step` updates applied.
 type GetState struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -853,7 +1630,7 @@ type GetState struct {
 
 func (x *GetState) Reset() {
 	*x = GetState{}
-	mi := &file_rewarm_proto_msgTypes[8]
+	mi := &file_rewarm_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -865,7 +1642,7 @@ func (x *GetState) String() string {
 func (*GetState) ProtoMessage() {}
 
 func (x *GetState) ProtoReflect() protoreflect.Message {
-	mi := &file_rewarm_proto_msgTypes[8]
+	mi := &file_rewarm_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -878,7 +1655,7 @@ func (x *GetState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetState.ProtoReflect.Descriptor instead.
 func (*GetState) Descriptor() ([]byte, []int) {
-	return file_rewarm_proto_rawDescGZIP(), []int{8}
+	return file_rewarm_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GetState) GetSessionId() uint64 {
@@ -905,7 +1682,7 @@ type StateBlob struct {
 
 func (x *StateBlob) Reset() {
 	*x = StateBlob{}
-	mi := &file_rewarm_proto_msgTypes[9]
+	mi := &file_rewarm_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -917,7 +1694,7 @@ func (x *StateBlob) String() string {
 func (*StateBlob) ProtoMessage() {}
 
 func (x *StateBlob) ProtoReflect() protoreflect.Message {
-	mi := &file_rewarm_proto_msgTypes[9]
+	mi := &file_rewarm_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -930,7 +1707,7 @@ func (x *StateBlob) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateBlob.ProtoReflect.Descriptor instead.
 func (*StateBlob) Descriptor() ([]byte, []int) {
-	return file_rewarm_proto_rawDescGZIP(), []int{9}
+	return file_rewarm_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *StateBlob) GetMsgpack() []byte {
@@ -951,7 +1728,7 @@ type RestoreState struct {
 
 func (x *RestoreState) Reset() {
 	*x = RestoreState{}
-	mi := &file_rewarm_proto_msgTypes[10]
+	mi := &file_rewarm_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -963,7 +1740,7 @@ func (x *RestoreState) String() string {
 func (*RestoreState) ProtoMessage() {}
 
 func (x *RestoreState) ProtoReflect() protoreflect.Message {
-	mi := &file_rewarm_proto_msgTypes[10]
+	mi := &file_rewarm_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -976,7 +1753,7 @@ func (x *RestoreState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreState.ProtoReflect.Descriptor instead.
 func (*RestoreState) Descriptor() ([]byte, []int) {
-	return file_rewarm_proto_rawDescGZIP(), []int{10}
+	return file_rewarm_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RestoreState) GetMsgpack() []byte {
@@ -1002,7 +1779,7 @@ type CloseSession struct {
 
 func (x *CloseSession) Reset() {
 	*x = CloseSession{}
-	mi := &file_rewarm_proto_msgTypes[11]
+	mi := &file_rewarm_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1014,7 +1791,7 @@ func (x *CloseSession) String() string {
 func (*CloseSession) ProtoMessage() {}
 
 func (x *CloseSession) ProtoReflect() protoreflect.Message {
-	mi := &file_rewarm_proto_msgTypes[11]
+	mi := &file_rewarm_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1027,7 +1804,7 @@ func (x *CloseSession) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseSession.ProtoReflect.Descriptor instead.
 func (*CloseSession) Descriptor() ([]byte, []int) {
-	return file_rewarm_proto_rawDescGZIP(), []int{11}
+	return file_rewarm_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *CloseSession) GetSessionId() uint64 {
@@ -1045,7 +1822,7 @@ type Closed struct {
 
 func (x *Closed) Reset() {
 	*x = Closed{}
-	mi := &file_rewarm_proto_msgTypes[12]
+	mi := &file_rewarm_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1057,7 +1834,7 @@ func (x *Closed) String() string {
 func (*Closed) ProtoMessage() {}
 
 func (x *Closed) ProtoReflect() protoreflect.Message {
-	mi := &file_rewarm_proto_msgTypes[12]
+	mi := &file_rewarm_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1070,7 +1847,7 @@ func (x *Closed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Closed.ProtoReflect.Descriptor instead.
 func (*Closed) Descriptor() ([]byte, []int) {
-	return file_rewarm_proto_rawDescGZIP(), []int{12}
+	return file_rewarm_proto_rawDescGZIP(), []int{22}
 }
 
 type Error struct {
@@ -1085,7 +1862,7 @@ type Error struct {
 
 func (x *Error) Reset() {
 	*x = Error{}
-	mi := &file_rewarm_proto_msgTypes[13]
+	mi := &file_rewarm_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1097,7 +1874,7 @@ func (x *Error) String() string {
 func (*Error) ProtoMessage() {}
 
 func (x *Error) ProtoReflect() protoreflect.Message {
-	mi := &file_rewarm_proto_msgTypes[13]
+	mi := &file_rewarm_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1110,7 +1887,7 @@ func (x *Error) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Error.ProtoReflect.Descriptor instead.
 func (*Error) Descriptor() ([]byte, []int) {
-	return file_rewarm_proto_rawDescGZIP(), []int{13}
+	return file_rewarm_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Error) GetCode() ErrorCode {
@@ -1138,7 +1915,7 @@ var File_rewarm_proto protoreflect.FileDescriptor
 
 const file_rewarm_proto_rawDesc = "" +
 	"\n" +
-	"\frewarm.proto\x12\trewarm.v1\x1a\x1cgoogle/protobuf/struct.proto\"\xe7\x02\n" +
+	"\frewarm.proto\x12\trewarm.v1\x1a\x1cgoogle/protobuf/struct.proto\"\xf1\x03\n" +
 	"\aRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12(\n" +
 	"\x05hello\x18\x02 \x01(\v2\x10.rewarm.v1.HelloH\x00R\x05hello\x12;\n" +
@@ -1146,8 +1923,12 @@ const file_rewarm_proto_rawDesc = "" +
 	"\x06get_lr\x18\x04 \x01(\v2\x10.rewarm.v1.GetLRH\x00R\x05getLr\x122\n" +
 	"\tget_state\x18\x05 \x01(\v2\x13.rewarm.v1.GetStateH\x00R\bgetState\x12>\n" +
 	"\rrestore_state\x18\x06 \x01(\v2\x17.rewarm.v1.RestoreStateH\x00R\frestoreState\x12>\n" +
-	"\rclose_session\x18\a \x01(\v2\x17.rewarm.v1.CloseSessionH\x00R\fcloseSessionB\x06\n" +
-	"\x04body\"\xb1\x02\n" +
+	"\rclose_session\x18\a \x01(\v2\x17.rewarm.v1.CloseSessionH\x00R\fcloseSession\x12+\n" +
+	"\x06replan\x18\b \x01(\v2\x11.rewarm.v1.ReplanH\x00R\x06replan\x12+\n" +
+	"\x06report\x18\t \x01(\v2\x11.rewarm.v1.ReportH\x00R\x06report\x12.\n" +
+	"\apreview\x18\n" +
+	" \x01(\v2\x12.rewarm.v1.PreviewH\x00R\apreviewB\x06\n" +
+	"\x04body\"\x8b\x03\n" +
 	"\bResponse\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12(\n" +
 	"\x05error\x18\x02 \x01(\v2\x10.rewarm.v1.ErrorH\x00R\x05error\x12-\n" +
@@ -1155,7 +1936,9 @@ const file_rewarm_proto_rawDesc = "" +
 	"\asession\x18\x04 \x01(\v2\x16.rewarm.v1.SessionInfoH\x00R\asession\x12%\n" +
 	"\x02lr\x18\x05 \x01(\v2\x13.rewarm.v1.LRValuesH\x00R\x02lr\x12,\n" +
 	"\x05state\x18\x06 \x01(\v2\x14.rewarm.v1.StateBlobH\x00R\x05state\x12+\n" +
-	"\x06closed\x18\a \x01(\v2\x11.rewarm.v1.ClosedH\x00R\x06closedB\x06\n" +
+	"\x06closed\x18\a \x01(\v2\x11.rewarm.v1.ClosedH\x00R\x06closed\x12\"\n" +
+	"\x03ack\x18\b \x01(\v2\x0e.rewarm.v1.AckH\x00R\x03ack\x124\n" +
+	"\apreview\x18\t \x01(\v2\x18.rewarm.v1.PreviewValuesH\x00R\apreviewB\x06\n" +
 	"\x04body\"J\n" +
 	"\x05Hello\x12)\n" +
 	"\x10protocol_version\x18\x01 \x01(\rR\x0fprotocolVersion\x12\x16\n" +
@@ -1167,24 +1950,79 @@ const file_rewarm_proto_rawDesc = "" +
 	"\x0eschedule_kinds\x18\x03 \x03(\tR\rscheduleKinds\"V\n" +
 	"\vOpenSession\x123\n" +
 	"\bschedule\x18\x01 \x01(\v2\x17.google.protobuf.StructR\bschedule\x12\x12\n" +
-	"\x04name\x18\x02 \x01(\tR\x04name\"\x89\x01\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"\xac\x01\n" +
 	"\vSessionInfo\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\x04R\tsessionId\x123\n" +
 	"\bschedule\x18\x02 \x01(\v2\x17.google.protobuf.StructR\bschedule\x12\x12\n" +
 	"\x04step\x18\x03 \x01(\x03R\x04step\x12\x12\n" +
-	"\x04name\x18\x04 \x01(\tR\x04name\"r\n" +
+	"\x04name\x18\x04 \x01(\tR\x04name\x12!\n" +
+	"\fplan_version\x18\x05 \x01(\x04R\vplanVersion\"\x91\x01\n" +
+	"\x05Group\x12\x1e\n" +
+	"\n" +
+	"multiplier\x18\x01 \x01(\x01R\n" +
+	"multiplier\x12\x1a\n" +
+	"\x06min_lr\x18\x02 \x01(\x01H\x00R\x05minLr\x88\x01\x01\x12\x1c\n" +
+	"\apeak_lr\x18\x03 \x01(\x01H\x01R\x06peakLr\x88\x01\x01\x12\x17\n" +
+	"\awd_mult\x18\x04 \x01(\x01R\x06wdMultB\t\n" +
+	"\a_min_lrB\n" +
+	"\n" +
+	"\b_peak_lr\"z\n" +
 	"\x05GetLR\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\x04R\tsessionId\x12\x12\n" +
 	"\x04step\x18\x02 \x01(\x03R\x04step\x12\x14\n" +
-	"\x05count\x18\x03 \x01(\rR\x05count\x12 \n" +
-	"\vmultipliers\x18\x04 \x03(\x01R\vmultipliers\"d\n" +
+	"\x05count\x18\x03 \x01(\rR\x05count\x12(\n" +
+	"\x06groups\x18\x04 \x03(\v2\x10.rewarm.v1.GroupR\x06groups\"\xc6\x01\n" +
 	"\bLRValues\x12\x12\n" +
 	"\x04step\x18\x01 \x01(\x03R\x04step\x12\x14\n" +
 	"\x05count\x18\x02 \x01(\rR\x05count\x12\x16\n" +
 	"\x06groups\x18\x03 \x01(\rR\x06groups\x12\x16\n" +
-	"\x06values\x18\x04 \x03(\x01R\x06values\"=\n" +
+	"\x06values\x18\x04 \x03(\x01R\x06values\x12\x1a\n" +
+	"\bmomentum\x18\x05 \x03(\x01R\bmomentum\x12!\n" +
+	"\fweight_decay\x18\x06 \x03(\x01R\vweightDecay\x12!\n" +
+	"\fplan_version\x18\a \x01(\x04R\vplanVersion\"\xd4\x01\n" +
+	"\x06Replan\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\x04R\tsessionId\x12\x17\n" +
+	"\aat_step\x18\x02 \x01(\x03R\x06atStep\x12+\n" +
+	"\x06extend\x18\x03 \x01(\v2\x11.rewarm.v1.ExtendH\x00R\x06extend\x12+\n" +
+	"\x06anneal\x18\x04 \x01(\v2\x11.rewarm.v1.AnnealH\x00R\x06anneal\x122\n" +
+	"\tnew_stage\x18\x05 \x01(\v2\x13.rewarm.v1.NewStageH\x00R\bnewStageB\x04\n" +
+	"\x02op\"=\n" +
+	"\x06Extend\x12\x1f\n" +
+	"\vtotal_steps\x18\x01 \x01(\x03R\n" +
+	"totalSteps\x12\x12\n" +
+	"\x04mode\x18\x02 \x01(\tR\x04mode\"[\n" +
+	"\x06Anneal\x12\x14\n" +
+	"\x05steps\x18\x01 \x01(\x03R\x05steps\x12\x14\n" +
+	"\x05shape\x18\x02 \x01(\tR\x05shape\x12\x1a\n" +
+	"\x06min_lr\x18\x03 \x01(\x01H\x00R\x05minLr\x88\x01\x01B\t\n" +
+	"\a_min_lr\"?\n" +
+	"\bNewStage\x123\n" +
+	"\bschedule\x18\x01 \x01(\v2\x17.google.protobuf.StructR\bschedule\"S\n" +
+	"\x06Report\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\x04R\tsessionId\x12\x12\n" +
+	"\x04step\x18\x02 \x01(\x03R\x04step\x12\x16\n" +
+	"\x06metric\x18\x03 \x01(\x01R\x06metric\"(\n" +
+	"\x03Ack\x12!\n" +
+	"\fplan_version\x18\x01 \x01(\x04R\vplanVersion\"\x98\x01\n" +
+	"\aPreview\x123\n" +
+	"\bschedule\x18\x01 \x01(\v2\x17.google.protobuf.StructR\bschedule\x12\x14\n" +
+	"\x05steps\x18\x02 \x03(\x03R\x05steps\x12\x14\n" +
+	"\x05start\x18\x03 \x01(\x03R\x05start\x12\x14\n" +
+	"\x05count\x18\x04 \x01(\rR\x05count\x12\x16\n" +
+	"\x06stride\x18\x05 \x01(\x03R\x06stride\"1\n" +
+	"\x05Phase\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05start\x18\x02 \x01(\x03R\x05start\"\x9e\x01\n" +
+	"\rPreviewValues\x12\x14\n" +
+	"\x05steps\x18\x01 \x03(\x03R\x05steps\x12\x0e\n" +
+	"\x02lr\x18\x02 \x03(\x01R\x02lr\x12\x1a\n" +
+	"\bmomentum\x18\x03 \x03(\x01R\bmomentum\x12!\n" +
+	"\fweight_decay\x18\x04 \x03(\x01R\vweightDecay\x12(\n" +
+	"\x06phases\x18\x05 \x03(\v2\x10.rewarm.v1.PhaseR\x06phases\"=\n" +
 	"\bGetState\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\x04R\tsessionId\x12\x12\n" +
@@ -1230,7 +2068,7 @@ func file_rewarm_proto_rawDescGZIP() []byte {
 }
 
 var file_rewarm_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_rewarm_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_rewarm_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_rewarm_proto_goTypes = []any{
 	(ProtocolVersion)(0),    // 0: rewarm.v1.ProtocolVersion
 	(ErrorCode)(0),          // 1: rewarm.v1.ErrorCode
@@ -1240,37 +2078,59 @@ var file_rewarm_proto_goTypes = []any{
 	(*HelloReply)(nil),      // 5: rewarm.v1.HelloReply
 	(*OpenSession)(nil),     // 6: rewarm.v1.OpenSession
 	(*SessionInfo)(nil),     // 7: rewarm.v1.SessionInfo
-	(*GetLR)(nil),           // 8: rewarm.v1.GetLR
-	(*LRValues)(nil),        // 9: rewarm.v1.LRValues
-	(*GetState)(nil),        // 10: rewarm.v1.GetState
-	(*StateBlob)(nil),       // 11: rewarm.v1.StateBlob
-	(*RestoreState)(nil),    // 12: rewarm.v1.RestoreState
-	(*CloseSession)(nil),    // 13: rewarm.v1.CloseSession
-	(*Closed)(nil),          // 14: rewarm.v1.Closed
-	(*Error)(nil),           // 15: rewarm.v1.Error
-	(*structpb.Struct)(nil), // 16: google.protobuf.Struct
+	(*Group)(nil),           // 8: rewarm.v1.Group
+	(*GetLR)(nil),           // 9: rewarm.v1.GetLR
+	(*LRValues)(nil),        // 10: rewarm.v1.LRValues
+	(*Replan)(nil),          // 11: rewarm.v1.Replan
+	(*Extend)(nil),          // 12: rewarm.v1.Extend
+	(*Anneal)(nil),          // 13: rewarm.v1.Anneal
+	(*NewStage)(nil),        // 14: rewarm.v1.NewStage
+	(*Report)(nil),          // 15: rewarm.v1.Report
+	(*Ack)(nil),             // 16: rewarm.v1.Ack
+	(*Preview)(nil),         // 17: rewarm.v1.Preview
+	(*Phase)(nil),           // 18: rewarm.v1.Phase
+	(*PreviewValues)(nil),   // 19: rewarm.v1.PreviewValues
+	(*GetState)(nil),        // 20: rewarm.v1.GetState
+	(*StateBlob)(nil),       // 21: rewarm.v1.StateBlob
+	(*RestoreState)(nil),    // 22: rewarm.v1.RestoreState
+	(*CloseSession)(nil),    // 23: rewarm.v1.CloseSession
+	(*Closed)(nil),          // 24: rewarm.v1.Closed
+	(*Error)(nil),           // 25: rewarm.v1.Error
+	(*structpb.Struct)(nil), // 26: google.protobuf.Struct
 }
 var file_rewarm_proto_depIdxs = []int32{
 	4,  // 0: rewarm.v1.Request.hello:type_name -> rewarm.v1.Hello
 	6,  // 1: rewarm.v1.Request.open_session:type_name -> rewarm.v1.OpenSession
-	8,  // 2: rewarm.v1.Request.get_lr:type_name -> rewarm.v1.GetLR
-	10, // 3: rewarm.v1.Request.get_state:type_name -> rewarm.v1.GetState
-	12, // 4: rewarm.v1.Request.restore_state:type_name -> rewarm.v1.RestoreState
-	13, // 5: rewarm.v1.Request.close_session:type_name -> rewarm.v1.CloseSession
-	15, // 6: rewarm.v1.Response.error:type_name -> rewarm.v1.Error
-	5,  // 7: rewarm.v1.Response.hello:type_name -> rewarm.v1.HelloReply
-	7,  // 8: rewarm.v1.Response.session:type_name -> rewarm.v1.SessionInfo
-	9,  // 9: rewarm.v1.Response.lr:type_name -> rewarm.v1.LRValues
-	11, // 10: rewarm.v1.Response.state:type_name -> rewarm.v1.StateBlob
-	14, // 11: rewarm.v1.Response.closed:type_name -> rewarm.v1.Closed
-	16, // 12: rewarm.v1.OpenSession.schedule:type_name -> google.protobuf.Struct
-	16, // 13: rewarm.v1.SessionInfo.schedule:type_name -> google.protobuf.Struct
-	1,  // 14: rewarm.v1.Error.code:type_name -> rewarm.v1.ErrorCode
-	15, // [15:15] is the sub-list for method output_type
-	15, // [15:15] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	9,  // 2: rewarm.v1.Request.get_lr:type_name -> rewarm.v1.GetLR
+	20, // 3: rewarm.v1.Request.get_state:type_name -> rewarm.v1.GetState
+	22, // 4: rewarm.v1.Request.restore_state:type_name -> rewarm.v1.RestoreState
+	23, // 5: rewarm.v1.Request.close_session:type_name -> rewarm.v1.CloseSession
+	11, // 6: rewarm.v1.Request.replan:type_name -> rewarm.v1.Replan
+	15, // 7: rewarm.v1.Request.report:type_name -> rewarm.v1.Report
+	17, // 8: rewarm.v1.Request.preview:type_name -> rewarm.v1.Preview
+	25, // 9: rewarm.v1.Response.error:type_name -> rewarm.v1.Error
+	5,  // 10: rewarm.v1.Response.hello:type_name -> rewarm.v1.HelloReply
+	7,  // 11: rewarm.v1.Response.session:type_name -> rewarm.v1.SessionInfo
+	10, // 12: rewarm.v1.Response.lr:type_name -> rewarm.v1.LRValues
+	21, // 13: rewarm.v1.Response.state:type_name -> rewarm.v1.StateBlob
+	24, // 14: rewarm.v1.Response.closed:type_name -> rewarm.v1.Closed
+	16, // 15: rewarm.v1.Response.ack:type_name -> rewarm.v1.Ack
+	19, // 16: rewarm.v1.Response.preview:type_name -> rewarm.v1.PreviewValues
+	26, // 17: rewarm.v1.OpenSession.schedule:type_name -> google.protobuf.Struct
+	26, // 18: rewarm.v1.SessionInfo.schedule:type_name -> google.protobuf.Struct
+	8,  // 19: rewarm.v1.GetLR.groups:type_name -> rewarm.v1.Group
+	12, // 20: rewarm.v1.Replan.extend:type_name -> rewarm.v1.Extend
+	13, // 21: rewarm.v1.Replan.anneal:type_name -> rewarm.v1.Anneal
+	14, // 22: rewarm.v1.Replan.new_stage:type_name -> rewarm.v1.NewStage
+	26, // 23: rewarm.v1.NewStage.schedule:type_name -> google.protobuf.Struct
+	26, // 24: rewarm.v1.Preview.schedule:type_name -> google.protobuf.Struct
+	18, // 25: rewarm.v1.PreviewValues.phases:type_name -> rewarm.v1.Phase
+	1,  // 26: rewarm.v1.Error.code:type_name -> rewarm.v1.ErrorCode
+	27, // [27:27] is the sub-list for method output_type
+	27, // [27:27] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_rewarm_proto_init() }
@@ -1285,6 +2145,9 @@ func file_rewarm_proto_init() {
 		(*Request_GetState)(nil),
 		(*Request_RestoreState)(nil),
 		(*Request_CloseSession)(nil),
+		(*Request_Replan)(nil),
+		(*Request_Report)(nil),
+		(*Request_Preview)(nil),
 	}
 	file_rewarm_proto_msgTypes[1].OneofWrappers = []any{
 		(*Response_Error)(nil),
@@ -1293,14 +2156,23 @@ func file_rewarm_proto_init() {
 		(*Response_Lr)(nil),
 		(*Response_State)(nil),
 		(*Response_Closed)(nil),
+		(*Response_Ack)(nil),
+		(*Response_Preview)(nil),
 	}
+	file_rewarm_proto_msgTypes[6].OneofWrappers = []any{}
+	file_rewarm_proto_msgTypes[9].OneofWrappers = []any{
+		(*Replan_Extend)(nil),
+		(*Replan_Anneal)(nil),
+		(*Replan_NewStage)(nil),
+	}
+	file_rewarm_proto_msgTypes[11].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rewarm_proto_rawDesc), len(file_rewarm_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   14,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

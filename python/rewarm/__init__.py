@@ -12,7 +12,7 @@ Quick start::
         opt.step(); opt.zero_grad()
 """
 
-from rewarm._client import PROTOCOL_VERSION, Client, SessionInfo, connect
+from rewarm._client import PROTOCOL_VERSION, Client, GroupSpec, SessionInfo, connect
 from rewarm._errors import (
     ForkError,
     ProtocolError,
@@ -22,14 +22,16 @@ from rewarm._errors import (
     TransportError,
 )
 from rewarm._optim import RewarmLRScheduler, RewarmOptimizer, wrap
+from rewarm._preview import preview
 from rewarm._sidecar import Sidecar, find_binary
-from rewarm._spec import load_spec
+from rewarm._spec import load_spec, refined_spec
 from rewarm._version import __version__
 
 __all__ = [
     "PROTOCOL_VERSION",
     "Client",
     "ForkError",
+    "GroupSpec",
     "ProtocolError",
     "RewarmError",
     "RewarmLRScheduler",
@@ -43,5 +45,7 @@ __all__ = [
     "connect",
     "find_binary",
     "load_spec",
+    "preview",
+    "refined_spec",
     "wrap",
 ]

@@ -26,6 +26,51 @@ class SessionInfo:
     schedule: dict[str, Any]
     step: int
     name: str
+    plan_version: int = 0
+
+
+@dataclass(frozen=True)
+class GroupSpec:
+    """How one param group derives its values from the schedule (see Group in
+    proto/rewarm.proto): ``multiplier x`` the rate, remapped to the group's own
+    [min_lr, peak_lr] when either is set; ``wd_mult x`` the weight decay."""
+
+    multiplier: float = 1.0
+    min_lr: float | None = None
+    peak_lr: float | None = None
+    wd_mult: float = 1.0
+
+    def to_proto(self) -> pb.Group:
+        g = pb.Group(multiplier=self.multiplier, wd_mult=self.wd_mult)
+        if self.min_lr is not None:
+            g.min_lr = self.min_lr
+        if self.peak_lr is not None:
+            g.peak_lr = self.peak_lr
+        return g
+
+
+@dataclass(frozen=True)
+class Values:
+    """Rates for `count` consecutive updates: ``lr`` and ``weight_decay`` are
+    row-major [count][groups]; ``momentum`` has one value per update. The
+    last two are empty when the schedule does not set them."""
+
+    step: int
+    count: int
+    groups: int
+    lr: list[float]
+    momentum: list[float]
+    weight_decay: list[float]
+    plan_version: int
+
+
+@dataclass(frozen=True)
+class Preview:
+    steps: list[int]
+    lr: list[float]
+    momentum: list[float]
+    weight_decay: list[float]
+    phases: list[tuple[str, int]]
 
 
 def _struct_to_dict(s: Any) -> dict[str, Any]:
@@ -95,16 +140,77 @@ class Client:
 
     @staticmethod
     def _session(s: Any) -> SessionInfo:
-        return SessionInfo(s.session_id, _struct_to_dict(s.schedule), s.step, s.name)
+        return SessionInfo(s.session_id, _struct_to_dict(s.schedule), s.step, s.name, s.plan_version)
+
+    def get_values(
+        self, session_id: int, step: int, count: int = 1, groups: Sequence[GroupSpec] = (GroupSpec(),)
+    ) -> Values:
+        """Values for updates step+1 .. step+count (after `step` updates applied)."""
+        req = pb.Request(
+            get_lr=pb.GetLR(
+                session_id=session_id, step=step, count=count, groups=[g.to_proto() for g in groups]
+            )
+        )
+        r = self.call(req).lr
+        return Values(
+            r.step, r.count, r.groups, list(r.values), list(r.momentum), list(r.weight_decay), r.plan_version
+        )
 
     def get_lr(
         self, session_id: int, step: int, count: int = 1, multipliers: Sequence[float] = (1.0,)
     ) -> list[float]:
         """Learning rates for updates step+1 .. step+count, row-major [count][groups]."""
-        req = pb.Request(
-            get_lr=pb.GetLR(session_id=session_id, step=step, count=count, multipliers=multipliers)
+        return self.get_values(session_id, step, count, [GroupSpec(multiplier=m) for m in multipliers]).lr
+
+    def replan(self, session_id: int, at_step: int, op: str, **args: Any) -> SessionInfo:
+        """Apply a re-plan: op is "extend" (total_steps, mode), "anneal" (steps,
+        shape, min_lr) or "new_stage" (schedule)."""
+        req = pb.Request(replan=pb.Replan(session_id=session_id, at_step=at_step))
+        try:
+            if op == "extend":
+                req.replan.extend.CopyFrom(pb.Extend(**args))
+            elif op == "anneal":
+                req.replan.anneal.CopyFrom(pb.Anneal(**args))
+            elif op == "new_stage":
+                req.replan.new_stage.SetInParent()
+                req.replan.new_stage.schedule.update(dict(args.pop("schedule")))
+                if args:
+                    raise TypeError(f"unexpected arguments {sorted(args)}")
+            else:
+                raise SpecError(f'replan: op {op!r}: must be "extend", "anneal" or "new_stage"', field="op")
+        except (ValueError, TypeError, KeyError) as exc:
+            if isinstance(exc, SpecError):
+                raise
+            raise SpecError(f"replan {op}: {exc}", code="INVALID_ARGUMENT") from exc
+        return self._session(self.call(req).session)
+
+    def report(self, session_id: int, step: int, metric: float) -> int:
+        """Record a metric observed after `step` updates; returns the plan version."""
+        req = pb.Request(report=pb.Report(session_id=session_id, step=step, metric=float(metric)))
+        return self.call(req).ack.plan_version
+
+    def preview(
+        self,
+        schedule: Mapping[str, Any],
+        steps: Sequence[int] | None = None,
+        *,
+        start: int = 0,
+        count: int = 0,
+        stride: int = 1,
+    ) -> Preview:
+        req = pb.Request(preview=pb.Preview(steps=list(steps or ()), start=start, count=count, stride=stride))
+        try:
+            req.preview.schedule.update(dict(schedule))
+        except (ValueError, TypeError) as exc:
+            raise SpecError(f"schedule spec cannot be encoded: {exc}", code="INVALID_ARGUMENT") from exc
+        r = self.call(req).preview
+        return Preview(
+            list(r.steps),
+            list(r.lr),
+            list(r.momentum),
+            list(r.weight_decay),
+            [(p.name, p.start) for p in r.phases],
         )
-        return list(self.call(req).lr.values)
 
     def get_state(self, session_id: int, step: int) -> bytes:
         return self.call(pb.Request(get_state=pb.GetState(session_id=session_id, step=step))).state.msgpack

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,3 +39,26 @@ def load_spec(spec: SpecLike) -> dict[str, Any]:
             f"schedule file {path}: expected a mapping at the top level, got {type(data).__name__}"
         )
     return dict(data)
+
+
+def refined_spec(
+    grad_norms: Sequence[float],
+    peak_lr: float,
+    norm: str = "l2",
+    total_steps: int | None = None,
+    **fields: Any,
+) -> dict[str, Any]:
+    """A ``refined`` schedule spec (Defazio et al. 2023) from observed gradient
+    norms, for example ``wrapped.grad_norms`` of an earlier run. Use norm
+    "l2" for SGD-like and "l1" for Adam-like optimizers, matching how the
+    norms were measured."""
+    spec: dict[str, Any] = {
+        "kind": "refined",
+        "peak_lr": peak_lr,
+        "norm": norm,
+        "grad_norms": [float(g) for g in grad_norms],
+    }
+    if total_steps is not None:
+        spec["total_steps"] = total_steps
+    spec.update(fields)
+    return spec

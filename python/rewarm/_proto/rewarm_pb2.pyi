@@ -39,7 +39,7 @@ ERROR_CODE_INTERNAL: ErrorCode
 ERROR_CODE_RESOURCE_EXHAUSTED: ErrorCode
 
 class Request(_message.Message):
-    __slots__ = ("id", "hello", "open_session", "get_lr", "get_state", "restore_state", "close_session")
+    __slots__ = ("id", "hello", "open_session", "get_lr", "get_state", "restore_state", "close_session", "replan", "report", "preview")
     ID_FIELD_NUMBER: _ClassVar[int]
     HELLO_FIELD_NUMBER: _ClassVar[int]
     OPEN_SESSION_FIELD_NUMBER: _ClassVar[int]
@@ -47,6 +47,9 @@ class Request(_message.Message):
     GET_STATE_FIELD_NUMBER: _ClassVar[int]
     RESTORE_STATE_FIELD_NUMBER: _ClassVar[int]
     CLOSE_SESSION_FIELD_NUMBER: _ClassVar[int]
+    REPLAN_FIELD_NUMBER: _ClassVar[int]
+    REPORT_FIELD_NUMBER: _ClassVar[int]
+    PREVIEW_FIELD_NUMBER: _ClassVar[int]
     id: int
     hello: Hello
     open_session: OpenSession
@@ -54,10 +57,13 @@ class Request(_message.Message):
     get_state: GetState
     restore_state: RestoreState
     close_session: CloseSession
-    def __init__(self, id: _Optional[int] = ..., hello: _Optional[_Union[Hello, _Mapping]] = ..., open_session: _Optional[_Union[OpenSession, _Mapping]] = ..., get_lr: _Optional[_Union[GetLR, _Mapping]] = ..., get_state: _Optional[_Union[GetState, _Mapping]] = ..., restore_state: _Optional[_Union[RestoreState, _Mapping]] = ..., close_session: _Optional[_Union[CloseSession, _Mapping]] = ...) -> None: ...
+    replan: Replan
+    report: Report
+    preview: Preview
+    def __init__(self, id: _Optional[int] = ..., hello: _Optional[_Union[Hello, _Mapping]] = ..., open_session: _Optional[_Union[OpenSession, _Mapping]] = ..., get_lr: _Optional[_Union[GetLR, _Mapping]] = ..., get_state: _Optional[_Union[GetState, _Mapping]] = ..., restore_state: _Optional[_Union[RestoreState, _Mapping]] = ..., close_session: _Optional[_Union[CloseSession, _Mapping]] = ..., replan: _Optional[_Union[Replan, _Mapping]] = ..., report: _Optional[_Union[Report, _Mapping]] = ..., preview: _Optional[_Union[Preview, _Mapping]] = ...) -> None: ...
 
 class Response(_message.Message):
-    __slots__ = ("id", "error", "hello", "session", "lr", "state", "closed")
+    __slots__ = ("id", "error", "hello", "session", "lr", "state", "closed", "ack", "preview")
     ID_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     HELLO_FIELD_NUMBER: _ClassVar[int]
@@ -65,6 +71,8 @@ class Response(_message.Message):
     LR_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     CLOSED_FIELD_NUMBER: _ClassVar[int]
+    ACK_FIELD_NUMBER: _ClassVar[int]
+    PREVIEW_FIELD_NUMBER: _ClassVar[int]
     id: int
     error: Error
     hello: HelloReply
@@ -72,7 +80,9 @@ class Response(_message.Message):
     lr: LRValues
     state: StateBlob
     closed: Closed
-    def __init__(self, id: _Optional[int] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., hello: _Optional[_Union[HelloReply, _Mapping]] = ..., session: _Optional[_Union[SessionInfo, _Mapping]] = ..., lr: _Optional[_Union[LRValues, _Mapping]] = ..., state: _Optional[_Union[StateBlob, _Mapping]] = ..., closed: _Optional[_Union[Closed, _Mapping]] = ...) -> None: ...
+    ack: Ack
+    preview: PreviewValues
+    def __init__(self, id: _Optional[int] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., hello: _Optional[_Union[HelloReply, _Mapping]] = ..., session: _Optional[_Union[SessionInfo, _Mapping]] = ..., lr: _Optional[_Union[LRValues, _Mapping]] = ..., state: _Optional[_Union[StateBlob, _Mapping]] = ..., closed: _Optional[_Union[Closed, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., preview: _Optional[_Union[PreviewValues, _Mapping]] = ...) -> None: ...
 
 class Hello(_message.Message):
     __slots__ = ("protocol_version", "client")
@@ -101,40 +111,150 @@ class OpenSession(_message.Message):
     def __init__(self, schedule: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., name: _Optional[str] = ...) -> None: ...
 
 class SessionInfo(_message.Message):
-    __slots__ = ("session_id", "schedule", "step", "name")
+    __slots__ = ("session_id", "schedule", "step", "name", "plan_version")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     SCHEDULE_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
+    PLAN_VERSION_FIELD_NUMBER: _ClassVar[int]
     session_id: int
     schedule: _struct_pb2.Struct
     step: int
     name: str
-    def __init__(self, session_id: _Optional[int] = ..., schedule: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., step: _Optional[int] = ..., name: _Optional[str] = ...) -> None: ...
+    plan_version: int
+    def __init__(self, session_id: _Optional[int] = ..., schedule: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., step: _Optional[int] = ..., name: _Optional[str] = ..., plan_version: _Optional[int] = ...) -> None: ...
+
+class Group(_message.Message):
+    __slots__ = ("multiplier", "min_lr", "peak_lr", "wd_mult")
+    MULTIPLIER_FIELD_NUMBER: _ClassVar[int]
+    MIN_LR_FIELD_NUMBER: _ClassVar[int]
+    PEAK_LR_FIELD_NUMBER: _ClassVar[int]
+    WD_MULT_FIELD_NUMBER: _ClassVar[int]
+    multiplier: float
+    min_lr: float
+    peak_lr: float
+    wd_mult: float
+    def __init__(self, multiplier: _Optional[float] = ..., min_lr: _Optional[float] = ..., peak_lr: _Optional[float] = ..., wd_mult: _Optional[float] = ...) -> None: ...
 
 class GetLR(_message.Message):
-    __slots__ = ("session_id", "step", "count", "multipliers")
+    __slots__ = ("session_id", "step", "count", "groups")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
-    MULTIPLIERS_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
     session_id: int
     step: int
     count: int
-    multipliers: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, session_id: _Optional[int] = ..., step: _Optional[int] = ..., count: _Optional[int] = ..., multipliers: _Optional[_Iterable[float]] = ...) -> None: ...
+    groups: _containers.RepeatedCompositeFieldContainer[Group]
+    def __init__(self, session_id: _Optional[int] = ..., step: _Optional[int] = ..., count: _Optional[int] = ..., groups: _Optional[_Iterable[_Union[Group, _Mapping]]] = ...) -> None: ...
 
 class LRValues(_message.Message):
-    __slots__ = ("step", "count", "groups", "values")
+    __slots__ = ("step", "count", "groups", "values", "momentum", "weight_decay", "plan_version")
     STEP_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
     GROUPS_FIELD_NUMBER: _ClassVar[int]
     VALUES_FIELD_NUMBER: _ClassVar[int]
+    MOMENTUM_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_DECAY_FIELD_NUMBER: _ClassVar[int]
+    PLAN_VERSION_FIELD_NUMBER: _ClassVar[int]
     step: int
     count: int
     groups: int
     values: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, step: _Optional[int] = ..., count: _Optional[int] = ..., groups: _Optional[int] = ..., values: _Optional[_Iterable[float]] = ...) -> None: ...
+    momentum: _containers.RepeatedScalarFieldContainer[float]
+    weight_decay: _containers.RepeatedScalarFieldContainer[float]
+    plan_version: int
+    def __init__(self, step: _Optional[int] = ..., count: _Optional[int] = ..., groups: _Optional[int] = ..., values: _Optional[_Iterable[float]] = ..., momentum: _Optional[_Iterable[float]] = ..., weight_decay: _Optional[_Iterable[float]] = ..., plan_version: _Optional[int] = ...) -> None: ...
+
+class Replan(_message.Message):
+    __slots__ = ("session_id", "at_step", "extend", "anneal", "new_stage")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    AT_STEP_FIELD_NUMBER: _ClassVar[int]
+    EXTEND_FIELD_NUMBER: _ClassVar[int]
+    ANNEAL_FIELD_NUMBER: _ClassVar[int]
+    NEW_STAGE_FIELD_NUMBER: _ClassVar[int]
+    session_id: int
+    at_step: int
+    extend: Extend
+    anneal: Anneal
+    new_stage: NewStage
+    def __init__(self, session_id: _Optional[int] = ..., at_step: _Optional[int] = ..., extend: _Optional[_Union[Extend, _Mapping]] = ..., anneal: _Optional[_Union[Anneal, _Mapping]] = ..., new_stage: _Optional[_Union[NewStage, _Mapping]] = ...) -> None: ...
+
+class Extend(_message.Message):
+    __slots__ = ("total_steps", "mode")
+    TOTAL_STEPS_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    total_steps: int
+    mode: str
+    def __init__(self, total_steps: _Optional[int] = ..., mode: _Optional[str] = ...) -> None: ...
+
+class Anneal(_message.Message):
+    __slots__ = ("steps", "shape", "min_lr")
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    MIN_LR_FIELD_NUMBER: _ClassVar[int]
+    steps: int
+    shape: str
+    min_lr: float
+    def __init__(self, steps: _Optional[int] = ..., shape: _Optional[str] = ..., min_lr: _Optional[float] = ...) -> None: ...
+
+class NewStage(_message.Message):
+    __slots__ = ("schedule",)
+    SCHEDULE_FIELD_NUMBER: _ClassVar[int]
+    schedule: _struct_pb2.Struct
+    def __init__(self, schedule: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+
+class Report(_message.Message):
+    __slots__ = ("session_id", "step", "metric")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    session_id: int
+    step: int
+    metric: float
+    def __init__(self, session_id: _Optional[int] = ..., step: _Optional[int] = ..., metric: _Optional[float] = ...) -> None: ...
+
+class Ack(_message.Message):
+    __slots__ = ("plan_version",)
+    PLAN_VERSION_FIELD_NUMBER: _ClassVar[int]
+    plan_version: int
+    def __init__(self, plan_version: _Optional[int] = ...) -> None: ...
+
+class Preview(_message.Message):
+    __slots__ = ("schedule", "steps", "start", "count", "stride")
+    SCHEDULE_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    STRIDE_FIELD_NUMBER: _ClassVar[int]
+    schedule: _struct_pb2.Struct
+    steps: _containers.RepeatedScalarFieldContainer[int]
+    start: int
+    count: int
+    stride: int
+    def __init__(self, schedule: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., steps: _Optional[_Iterable[int]] = ..., start: _Optional[int] = ..., count: _Optional[int] = ..., stride: _Optional[int] = ...) -> None: ...
+
+class Phase(_message.Message):
+    __slots__ = ("name", "start")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    start: int
+    def __init__(self, name: _Optional[str] = ..., start: _Optional[int] = ...) -> None: ...
+
+class PreviewValues(_message.Message):
+    __slots__ = ("steps", "lr", "momentum", "weight_decay", "phases")
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    LR_FIELD_NUMBER: _ClassVar[int]
+    MOMENTUM_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_DECAY_FIELD_NUMBER: _ClassVar[int]
+    PHASES_FIELD_NUMBER: _ClassVar[int]
+    steps: _containers.RepeatedScalarFieldContainer[int]
+    lr: _containers.RepeatedScalarFieldContainer[float]
+    momentum: _containers.RepeatedScalarFieldContainer[float]
+    weight_decay: _containers.RepeatedScalarFieldContainer[float]
+    phases: _containers.RepeatedCompositeFieldContainer[Phase]
+    def __init__(self, steps: _Optional[_Iterable[int]] = ..., lr: _Optional[_Iterable[float]] = ..., momentum: _Optional[_Iterable[float]] = ..., weight_decay: _Optional[_Iterable[float]] = ..., phases: _Optional[_Iterable[_Union[Phase, _Mapping]]] = ...) -> None: ...
 
 class GetState(_message.Message):
     __slots__ = ("session_id", "step")

@@ -1,8 +1,10 @@
 // Command rewarm is rewarm's command-line tool and sidecar daemon.
 //
-//	rewarm serve --socket PATH    serve the dispatcher on a Unix socket
-//	rewarm demo [ARGS]            run the CPU training demo (needs the Python package)
-//	rewarm version                print the version and protocol version
+//	rewarm serve --socket PATH         serve the dispatcher on a Unix socket
+//	rewarm show SPEC --at 0,100        print a schedule's values at some steps
+//	rewarm plot SPEC --steps N -o F    draw a schedule (PNG or SVG)
+//	rewarm demo [ARGS]                 run the CPU training demo (needs the Python package)
+//	rewarm version                     print the version and protocol version
 package main
 
 import (
@@ -32,12 +34,15 @@ const usage = `rewarm: learning-rate schedules, replay sampling and MoD plans fo
 
 Usage:
   rewarm serve --socket PATH [flags]   serve the dispatcher on a Unix socket
+  rewarm show SPEC [--at 0,100,1000]   print a schedule's values at those steps, and its phases
+  rewarm plot SPEC --steps N [-o F]    draw the LR (and momentum, weight decay) to F (.png or .svg)
   rewarm demo [ARGS]                   train a tiny model on CPU with a rewarm schedule
   rewarm version                       print versions
   rewarm help [COMMAND]                show help
 
+SPEC is a .yaml/.json file, or an inline mapping such as '{kind: cosine, peak_lr: 3e-4, total_steps: 1000}'.
 Schedule kinds: %s
-Run "rewarm help serve" for the serve flags.
+Run "rewarm help COMMAND" for a command's flags.
 `
 
 func main() {
@@ -51,8 +56,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	switch args[0] {
 	case "-h", "--help", "help":
-		if len(args) > 1 && args[1] == "serve" {
-			return serve([]string{"-h"}, stdout, stderr)
+		if len(args) > 1 {
+			switch args[1] {
+			case "serve":
+				return serve([]string{"-h"}, stdout, stderr)
+			case "show":
+				return show([]string{"-h"}, stdout, stderr)
+			case "plot":
+				return plotCmd([]string{"-h"}, stderr)
+			}
 		}
 		fmt.Fprintf(stdout, usage, strings.Join(sched.Kinds(), ", "))
 		return 0
@@ -60,6 +72,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return serve(args[1:], stdout, stderr)
 	case "demo":
 		return demo(args[1:], stderr)
+	case "show":
+		return show(args[1:], stdout, stderr)
+	case "plot":
+		return plotCmd(args[1:], stderr)
 	case "version", "--version":
 		fmt.Fprintf(stdout, "rewarm %s (protocol %d)\n", version, dispatch.ProtocolVersion)
 		return 0

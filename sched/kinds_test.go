@@ -1,0 +1,293 @@
+package sched
+
+import (
+	"math"
+	"testing"
+)
+
+type pt struct {
+	n    int64
+	want float64
+}
+
+func checkPoints(t *testing.T, name string, spec map[string]any, pts []pt) {
+	t.Helper()
+	s, err := Parse(spec)
+	if err != nil {
+		t.Fatalf("%s: Parse: %v", name, err)
+	}
+	for _, p := range pts {
+		if got := s.LR(p.n); math.Abs(got-p.want) > 1e-12*math.Max(1, math.Abs(p.want)) {
+			t.Errorf("%s: LR(%d) = %.15g, want %.15g", name, p.n, got, p.want)
+		}
+	}
+}
+
+var (
+	sqrtHalf = math.Sqrt(0.5)
+)
+
+// Every expected value below is worked out by hand from the formula in the
+// kind's documentation (or the peer's), at and around each phase boundary.
+func TestKindsAtPhaseBoundaries(t *testing.T) {
+	cases := []struct {
+		name string
+		spec map[string]any
+		pts  []pt
+	}{
+		{"linear", map[string]any{"kind": "linear", "peak_lr": 1.0, "min_lr": 0.1, "warmup_steps": 10, "total_steps": 110},
+			[]pt{{0, 0}, {5, 0.5}, {9, 0.9}, {10, 1}, {60, 0.55}, {109, 0.109}, {110, 0.1}, {111, 0.1}}},
+		{"polynomial power 2", map[string]any{"kind": "polynomial", "peak_lr": 1.0, "power": 2, "total_steps": 100},
+			[]pt{{0, 1}, {50, 0.25}, {75, 0.0625}, {100, 0}, {200, 0}}},
+		{"rex", map[string]any{"kind": "rex", "peak_lr": 1.0, "total_steps": 100},
+			[]pt{{0, 1}, {50, 0.5 / 0.75}, {100, 0}, {101, 0}}},
+		{"rex beta 0.9", map[string]any{"kind": "rex", "peak_lr": 1.0, "beta": 0.9, "total_steps": 100},
+			[]pt{{50, 0.5 / 0.95}}},
+		{"rex sampled every 10", map[string]any{"kind": "rex", "peak_lr": 1.0, "min_lr": 0.1, "sampling": 10, "warmup_steps": 5, "total_steps": 105},
+			[]pt{{5, 1}, {14, 1}, {55, 0.1 + 0.9*0.5/0.75}, {64, 0.1 + 0.9*0.5/0.75}, {105, 0.1}}},
+		{"cosine_power", map[string]any{"kind": "cosine_power", "peak_lr": 1.0, "total_steps": 100},
+			[]pt{{0, 1}, {50, (math.Sqrt(10) - 1) / 9}, {100, 0}}},
+		{"cosine_power order 1 is cosine", map[string]any{"kind": "cosine_power", "peak_lr": 1.0, "exponent_order": 1, "total_steps": 100},
+			[]pt{{25, 0.5 * (1 + sqrtHalf)}, {50, 0.5}}},
+		{"constant with warmup", map[string]any{"kind": "constant", "peak_lr": 2.0, "warmup_steps": 4},
+			[]pt{{0, 0}, {2, 1}, {4, 2}, {1 << 40, 2}}},
+		{"wsd linear", map[string]any{"kind": "wsd", "peak_lr": 1.0, "min_lr": 0.1, "warmup_steps": 10, "stable_steps": 80,
+			"decay_steps": 10, "decay_shape": "linear"},
+			[]pt{{0, 0}, {5, 0.5}, {10, 1}, {89, 1}, {90, 1}, {95, 0.55}, {99, 0.19}, {100, 0.1}, {5000, 0.1}}},
+		{"wsd from total_steps, 1-sqrt", map[string]any{"kind": "wsd", "peak_lr": 1.0, "min_lr": 0.1, "warmup_steps": 10,
+			"total_steps": 100, "decay_steps": 10},
+			[]pt{{95, 0.1 + 0.9*(1-sqrtHalf)}, {100, 0.1}}},
+		{"wsd cosine decay", map[string]any{"kind": "wsd", "peak_lr": 1.0, "min_lr": 0.1, "stable_steps": 90, "decay_steps": 10, "decay_shape": "cosine"},
+			[]pt{{90, 1}, {95, 0.55}, {100, 0.1}}},
+		{"wsd exp decay (Megatron r=0.5)", map[string]any{"kind": "wsd", "peak_lr": 1.0, "stable_steps": 0, "decay_steps": 10, "decay_shape": "exp"},
+			[]pt{{0, 1}, {5, 2*sqrtHalf - 1}, {10, 0}}},
+		{"wsd power 2", map[string]any{"kind": "wsd", "peak_lr": 1.0, "stable_steps": 0, "decay_steps": 10, "decay_shape": "power", "power": 2},
+			[]pt{{5, 0.75}}},
+		{"wsd cosine warmup", map[string]any{"kind": "wsd", "peak_lr": 1.0, "warmup_steps": 10, "warmup_shape": "cosine", "stable_steps": 1, "decay_steps": 1},
+			[]pt{{5, 0.5}, {10, 1}}},
+		{"wsd 1-sqrt warmup", map[string]any{"kind": "wsd", "peak_lr": 1.0, "warmup_steps": 10, "warmup_shape": "1-sqrt", "stable_steps": 1, "decay_steps": 1},
+			[]pt{{5, 1 - sqrtHalf}}},
+		{"infinite cosine/exp", map[string]any{"kind": "infinite", "peak_lr": 1.0, "const_lr": 0.5, "min_lr": 0.05,
+			"warmup_steps": 10, "cooldown_steps": 20, "constant_steps": 30, "anneal_steps": 40},
+			[]pt{{0, 0}, {5, 0.5}, {10, 1}, {20, 0.75}, {30, 0.5}, {59, 0.5}, {60, 0.5}, {80, 0.5 * math.Sqrt(0.1)}, {100, 0.05}, {1000, 0.05}}},
+		{"infinite inv_sqrt cooldown", map[string]any{"kind": "infinite", "peak_lr": 1.0, "const_lr": 0.5, "cooldown_steps": 20,
+			"cooldown_shape": "inv_sqrt", "timescale": 10},
+			[]pt{{0, 1}, {10, 1 - 0.5*(1/math.Sqrt(6)-1)/(1/math.Sqrt(11)-1)}, {20, 0.5}, {1 << 40, 0.5}}},
+		{"infinite linear anneal", map[string]any{"kind": "infinite", "peak_lr": 1.0, "const_lr": 0.5, "min_lr": 0.05,
+			"constant_steps": 10, "anneal_steps": 40, "anneal_shape": "linear"},
+			[]pt{{10, 0.5}, {30, 0.275}, {50, 0.05}}},
+		{"infinite cosine anneal", map[string]any{"kind": "infinite", "peak_lr": 1.0, "const_lr": 0.5, "min_lr": 0.05,
+			"constant_steps": 10, "anneal_steps": 40, "anneal_shape": "cosine"},
+			[]pt{{30, 0.275}}},
+		{"infinite 1-sqrt anneal", map[string]any{"kind": "infinite", "peak_lr": 1.0, "const_lr": 0.5, "min_lr": 0.05,
+			"constant_steps": 10, "anneal_steps": 40, "anneal_shape": "1-sqrt"},
+			[]pt{{30, 0.05 + 0.45*(1-sqrtHalf)}}},
+		{"inv_sqrt hf", map[string]any{"kind": "inv_sqrt", "peak_lr": 1.0, "warmup_steps": 100},
+			[]pt{{50, 0.5}, {100, 1}, {400, 0.5}, {1000, 1 / math.Sqrt(10)}}},
+		{"inv_sqrt hf without warmup", map[string]any{"kind": "inv_sqrt", "peak_lr": 1.0},
+			[]pt{{0, 1}, {30000, 0.5}}},
+		{"inv_sqrt megatron", map[string]any{"kind": "inv_sqrt", "form": "megatron", "peak_lr": 1.0, "warmup_steps": 100,
+			"min_lr": 0.3, "total_steps": 1000},
+			[]pt{{100, 1}, {400, 0.5}, {10000 / 9, 0.3}, {1000, 0.316227766016838}, {1001, 0.3}}},
+		{"step", map[string]any{"kind": "step", "peak_lr": 1.0, "step_size": 10, "gamma": 0.5},
+			[]pt{{0, 1}, {9, 1}, {10, 0.5}, {25, 0.25}}},
+		{"multistep", map[string]any{"kind": "multistep", "peak_lr": 1.0, "milestones": []any{10, 30}},
+			[]pt{{9, 1}, {10, 0.1}, {29, 0.1}, {30, 0.01}}},
+		{"exponential", map[string]any{"kind": "exponential", "peak_lr": 1.0, "gamma": 0.9, "min_lr": 0.5},
+			[]pt{{0, 1}, {2, 0.81}, {10, 0.5}}},
+		{"onecycle linear", map[string]any{"kind": "onecycle", "peak_lr": 1.0, "total_steps": 100, "anneal_strategy": "linear"},
+			[]pt{{0, 0.04}, {29, 1}, {64, (1 + 4e-6) / 2}, {99, 4e-6}, {150, 4e-6}}},
+		{"onecycle three-phase", map[string]any{"kind": "onecycle", "peak_lr": 1.0, "total_steps": 100, "anneal_strategy": "linear",
+			"three_phase": true},
+			[]pt{{0, 0.04}, {29, 1}, {58, 0.04}, {99, 4e-6}}},
+		{"cyclic triangular", map[string]any{"kind": "cyclic", "min_lr": 0.1, "peak_lr": 1.0, "step_size_up": 10},
+			[]pt{{0, 0.1}, {5, 0.55}, {10, 1}, {15, 0.55}, {20, 0.1}, {30, 1}}},
+		{"cyclic triangular2", map[string]any{"kind": "cyclic", "min_lr": 0.1, "peak_lr": 1.0, "step_size_up": 10, "mode": "triangular2"},
+			[]pt{{10, 1}, {30, 0.55}, {50, 0.325}}},
+		{"cyclic exp_range", map[string]any{"kind": "cyclic", "min_lr": 0.1, "peak_lr": 1.0, "step_size_up": 10, "mode": "exp_range", "gamma": 0.99},
+			[]pt{{10, 0.1 + 0.9*math.Pow(0.99, 10)}}},
+		{"cyclic asymmetric", map[string]any{"kind": "cyclic", "min_lr": 0.0, "peak_lr": 1.0, "step_size_up": 5, "step_size_down": 15},
+			[]pt{{5, 1}, {10, 2.0 / 3}, {20, 0}}},
+		{"sgdr T_mult 2", map[string]any{"kind": "sgdr", "peak_lr": 1.0, "cycle_steps": 10, "cycle_mul": 2},
+			[]pt{{0, 1}, {5, 0.5}, {9, 0.5 * (1 + math.Cos(math.Pi*0.9))}, {10, 1}, {20, 0.5}, {30, 1}, {70, 1}}},
+		{"sgdr decay and limit", map[string]any{"kind": "sgdr", "peak_lr": 1.0, "min_lr": 0.1, "cycle_steps": 10, "cycle_decay": 0.5, "cycle_limit": 2},
+			[]pt{{10, 0.5}, {15, 0.1 + 0.5*0.4}, {20, 0.1}, {1000, 0.1}}},
+		{"sgdr k_decay 2", map[string]any{"kind": "sgdr", "peak_lr": 1.0, "cycle_steps": 10, "k_decay": 2},
+			[]pt{{5, 0.5 * (1 + sqrtHalf)}}},
+		{"sgdr warmup prefix", map[string]any{"kind": "sgdr", "peak_lr": 1.0, "cycle_steps": 10, "warmup_steps": 5},
+			[]pt{{0, 0}, {5, 1}, {10, 0.5}, {15, 1}}},
+		{"sequence", map[string]any{"kind": "sequence", "parts": []any{
+			map[string]any{"steps": 10, "schedule": map[string]any{"kind": "constant", "peak_lr": 1.0}},
+			map[string]any{"steps": 20, "schedule": map[string]any{"kind": "linear", "peak_lr": 1.0, "total_steps": 20}},
+			map[string]any{"schedule": map[string]any{"kind": "constant", "peak_lr": 0.1}},
+		}}, []pt{{9, 1}, {10, 1}, {20, 0.5}, {29, 0.05}, {30, 0.1}, {1 << 40, 0.1}}},
+		{"stages (repeated cosine)", map[string]any{"kind": "stages",
+			"defaults": map[string]any{"kind": "cosine", "peak_lr": 1.0, "min_lr": 0.1, "warmup_steps": 10},
+			"stages":   []any{map[string]any{"steps": 100}, map[string]any{"steps": 50, "schedule": map[string]any{"peak_lr": 0.5}}}},
+			[]pt{{10, 1}, {55, 0.55}, {99, 0.1 + 0.45*(1+math.Cos(math.Pi*89/90))}, {100, 0}, {105, 0.25}, {110, 0.5},
+				{149, 0.1 + 0.2*(1+math.Cos(math.Pi*39/40))}, {150, 0.1}, {1000, 0.1}}},
+		{"stages (infinite, jump back to const)", map[string]any{"kind": "stages",
+			"defaults": map[string]any{"kind": "infinite", "peak_lr": 1.0, "const_lr": 0.5, "min_lr": 0.05, "anneal_steps": 10, "anneal_shape": "linear"},
+			"stages": []any{
+				map[string]any{"steps": 50, "schedule": map[string]any{"warmup_steps": 10, "cooldown_steps": 10, "constant_steps": 20}},
+				map[string]any{"steps": 40, "schedule": map[string]any{"constant_steps": 30}},
+			}},
+			[]pt{{10, 1}, {20, 0.5}, {40, 0.5}, {45, 0.275}, {49, 0.095}, {50, 0.5}, {79, 0.5}, {85, 0.275}, {90, 0.05}}},
+	}
+	for _, c := range cases {
+		checkPoints(t, c.name, c.spec, c.pts)
+	}
+}
+
+func TestMomentumSchedules(t *testing.T) {
+	oc, _ := Parse(map[string]any{"kind": "onecycle", "peak_lr": 1.0, "total_steps": 100, "anneal_strategy": "linear"})
+	for _, p := range []pt{{0, 0.95}, {29, 0.85}, {64, 0.9}, {99, 0.95}} {
+		if m, ok := oc.(MomentumSchedule).Momentum(p.n); !ok || math.Abs(m-p.want) > 1e-12 {
+			t.Errorf("onecycle momentum(%d) = %v, want %v", p.n, m, p.want)
+		}
+	}
+	cy, _ := Parse(map[string]any{"kind": "cyclic", "min_lr": 0.1, "peak_lr": 1.0, "step_size_up": 10})
+	for _, p := range []pt{{0, 0.9}, {5, 0.85}, {10, 0.8}, {20, 0.9}} {
+		if m, ok := cy.(MomentumSchedule).Momentum(p.n); !ok || math.Abs(m-p.want) > 1e-12 {
+			t.Errorf("cyclic momentum(%d) = %v, want %v", p.n, m, p.want)
+		}
+	}
+	off, _ := Parse(map[string]any{"kind": "onecycle", "peak_lr": 1.0, "total_steps": 100, "cycle_momentum": false})
+	if _, ok := off.(MomentumSchedule).Momentum(3); ok {
+		t.Error("cycle_momentum false still schedules momentum")
+	}
+}
+
+func TestWeightDecayAndMomentumConfig(t *testing.T) {
+	cfg, err := ParseConfig(map[string]any{"kind": "cosine", "peak_lr": 1.0, "total_steps": 100,
+		"weight_decay": map[string]any{"start": 0.0, "end": 0.1, "steps": 100},
+		"momentum":     map[string]any{"start": 0.85, "end": 0.95, "shape": "cosine", "begin": 10, "steps": 20}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _ := NewPlan(cfg, nil, nil)
+	for _, c := range []struct {
+		n      int64
+		wd, mo float64
+	}{{0, 0, 0.85}, {10, 0.01, 0.85}, {20, 0.02, 0.9}, {30, 0.03, 0.95}, {100, 0.1, 0.95}, {500, 0.1, 0.95}} {
+		wd, ok1 := p.WeightDecay(c.n)
+		mo, ok2 := p.Momentum(c.n)
+		if !ok1 || !ok2 || math.Abs(wd-c.wd) > 1e-12 || math.Abs(mo-c.mo) > 1e-12 {
+			t.Errorf("n=%d: wd %v mo %v, want %v %v", c.n, wd, mo, c.wd, c.mo)
+		}
+	}
+	if _, err := ParseConfig(map[string]any{"kind": "onecycle", "peak_lr": 1.0, "total_steps": 10,
+		"momentum": map[string]any{"start": 0.9}}); err == nil {
+		t.Error("two momentum schedules accepted")
+	}
+	if _, err := ParseConfig(map[string]any{"kind": "constant", "peak_lr": 1.0,
+		"weight_decay": map[string]any{"start": -1.0}}); err == nil || !containsAll(err.Error(), "weight_decay.start", "-1") {
+		t.Errorf("bad weight decay: %v", err)
+	}
+}
+
+func TestGroupRemap(t *testing.T) {
+	cfg, _ := ParseConfig(map[string]any{"kind": "cosine", "peak_lr": 1.0, "min_lr": 0.1, "total_steps": 100})
+	p, _ := NewPlan(cfg, nil, nil)
+	lo, hi := 0.01, 0.5
+	g := Group{Multiplier: 1, MinLR: &lo, PeakLR: &hi}
+	for _, n := range []int64{0, 50, 100} {
+		v := p.LR(n)
+		want := 0.01 + (v-0.1)*(0.49/0.9)
+		if got := p.GroupLR(v, g); math.Abs(got-want) > 1e-15 {
+			t.Errorf("remap at %d: %v, want %v", n, got, want)
+		}
+	}
+	if got := p.GroupLR(p.LR(0), g); math.Abs(got-0.5) > 1e-15 {
+		t.Errorf("group peak: %v", got)
+	}
+	if got := p.GroupLR(p.LR(100), g); math.Abs(got-0.01) > 1e-15 {
+		t.Errorf("group floor: %v", got)
+	}
+	if got := p.GroupLR(0.4, Group{Multiplier: 0.5}); got != 0.2 {
+		t.Errorf("multiplier: %v", got)
+	}
+}
+
+func TestPlateauReplaysReports(t *testing.T) {
+	cfg, _ := ParseConfig(map[string]any{"kind": "plateau", "peak_lr": 1.0, "patience": 2, "factor": 0.5, "threshold": 0.0,
+		"cooldown": 1, "min_lr": 0.2})
+	p, _ := NewPlan(cfg, nil, nil)
+	for i, m := range []float64{1, 1, 1, 1, 0.5, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6} {
+		if err := p.Report(Report{Step: int64(10 * (i + 1)), Metric: m}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Traced by hand with torch's rules: best=1 at 10; 20, 30, 40 are bad (3 > patience 2), so
+	// 0.5 from step 40 and one cooldown report (50, an improvement anyway); 60, 70, 80 bad ->
+	// 0.25 at 80; 90 is the cooldown; 100, 110, 120 bad -> max(0.125, min_lr) = 0.2 at 120.
+	for _, c := range []pt{{39, 1}, {40, 0.5}, {79, 0.5}, {80, 0.25}, {119, 0.25}, {120, 0.2}, {1000, 0.2}} {
+		if got := p.LR(c.n); math.Abs(got-c.want) > 1e-15 {
+			t.Errorf("LR(%d) = %v, want %v", c.n, got, c.want)
+		}
+	}
+	if err := p.Report(Report{Step: 5, Metric: 1}); err == nil {
+		t.Error("a report going back in time was accepted")
+	}
+	cos, _ := ParseConfig(map[string]any{"kind": "cosine", "peak_lr": 1.0, "total_steps": 10})
+	q, _ := NewPlan(cos, nil, nil)
+	if err := q.Report(Report{Step: 1, Metric: 1}); err == nil || !containsAll(err.Error(), "metric", "plateau") {
+		t.Errorf("report to a schedule without plateau: %v", err)
+	}
+}
+
+func TestMonotoneAndContinuous(t *testing.T) {
+	specs := []map[string]any{
+		{"kind": "cosine", "peak_lr": 1.0, "min_lr": 0.1, "warmup_steps": 50, "total_steps": 1000},
+		{"kind": "linear", "peak_lr": 1.0, "warmup_steps": 50, "total_steps": 1000},
+		{"kind": "polynomial", "peak_lr": 1.0, "power": 3, "warmup_steps": 50, "total_steps": 1000},
+		{"kind": "rex", "peak_lr": 1.0, "warmup_steps": 50, "total_steps": 1000},
+		{"kind": "cosine_power", "peak_lr": 1.0, "min_lr": 0.01, "warmup_steps": 50, "total_steps": 1000},
+		{"kind": "wsd", "peak_lr": 1.0, "warmup_steps": 50, "total_steps": 1000, "decay_steps": 200, "decay_shape": "cosine"},
+		{"kind": "infinite", "peak_lr": 1.0, "const_lr": 0.3, "min_lr": 0.01, "warmup_steps": 50, "cooldown_steps": 200,
+			"constant_steps": 300, "anneal_steps": 200},
+		{"kind": "infinite", "peak_lr": 1.0, "const_lr": 0.3, "min_lr": 0.01, "warmup_steps": 50, "cooldown_steps": 200,
+			"cooldown_shape": "inv_sqrt", "constant_steps": 300, "anneal_steps": 200, "anneal_shape": "1-sqrt"},
+		{"kind": "inv_sqrt", "peak_lr": 1.0, "warmup_steps": 50},
+		{"kind": "inv_sqrt", "peak_lr": 1.0, "warmup_steps": 50, "form": "megatron"},
+	}
+	for _, m := range specs {
+		s, err := Parse(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		prev := s.LR(0)
+		for n := int64(1); n < 1200; n++ {
+			cur := s.LR(n)
+			if n <= 50 && cur < prev {
+				t.Fatalf("%v: warmup falls at %d", m, n)
+			}
+			if n > 50 && cur > prev+1e-15 {
+				t.Fatalf("%v: rises at %d: %v > %v", m, n, cur, prev)
+			}
+			// Continuity: no step moves by more than a few per mille of peak.
+			if math.Abs(cur-prev) > 0.025 {
+				t.Fatalf("%v: jumps at %d: %v -> %v", m, n, prev, cur)
+			}
+			prev = cur
+		}
+	}
+}
+
+func containsAll(s string, parts ...string) bool {
+	for _, p := range parts {
+		if !contains(s, p) {
+			return false
+		}
+	}
+	return true
+}
+
+func contains(s, sub string) bool {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		if s[i:i+len(sub)] == sub {
+			return true
+		}
+	}
+	return false
+}

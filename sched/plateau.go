@@ -1,0 +1,121 @@
+package sched
+
+import (
+	"math"
+	"sort"
+)
+
+// Report is a metric observed after Step updates were applied.
+type Report struct {
+	Step   int64   `msgpack:"step"`
+	Metric float64 `msgpack:"metric"`
+}
+
+// Plateau is torch's ReduceLROnPlateau driven by reported metrics: after
+// more than patience reports without improvement (by threshold, relative or
+// absolute), the rate is multiplied by factor (never below min_lr), then
+// cooldown reports are ignored. A report at step s changes the rate of
+// update s+1 onwards, so the rate stays a pure function of the reports and
+// n. A NaN metric never counts as an improvement, as in torch.
+type Plateau struct {
+	PeakLR float64 `spec:"peak_lr,required"`
+	MinLR  float64 `spec:"min_lr"`
+	Warmup
+	Mode          string  `spec:"mode"`
+	Factor        float64 `spec:"factor"`
+	Patience      int64   `spec:"patience"`
+	Threshold     float64 `spec:"threshold"`
+	ThresholdMode string  `spec:"threshold_mode"`
+	Cooldown      int64   `spec:"cooldown"`
+	Eps           float64 `spec:"eps"`
+
+	unreported Schedule
+}
+
+func (p *Plateau) Kind() string { return "plateau" }
+func (p *Plateau) Validate() error {
+	v := checks{kind: p.Kind()}
+	v.rate("peak_lr", p.PeakLR)
+	v.rate("min_lr", p.MinLR)
+	p.Warmup.check(&v)
+	oneOf(&v, "mode", p.Mode, map[string]bool{"min": true, "max": true})
+	oneOf(&v, "threshold_mode", p.ThresholdMode, map[string]bool{"rel": true, "abs": true})
+	if !(p.Factor > 0 && p.Factor < 1) {
+		v.fail("factor", p.Factor, "must be in (0, 1)")
+	}
+	v.steps("patience", p.Patience, 0)
+	v.steps("cooldown", p.Cooldown, 0)
+	v.rate("threshold", p.Threshold)
+	v.rate("eps", p.Eps)
+	if p.MinLR > p.PeakLR {
+		v.fail("min_lr", p.MinLR, "must be <= peak_lr (%g)", p.PeakLR)
+	}
+	p.unreported = p.withReports(nil)
+	return v.err
+}
+
+// LR without reports: the warmup, then peak_lr.
+func (p *Plateau) LR(n int64) float64 { return p.unreported.LR(n) }
+
+func (p *Plateau) lrRange() (float64, float64) { return p.MinLR, p.PeakLR }
+func (p *Plateau) floor() float64              { return p.MinLR }
+func (p *Plateau) Phases() []Phase             { return warmupPhases(p.WarmupSteps, "plateau") }
+
+func (p *Plateau) better(a, best float64) bool {
+	switch {
+	case p.Mode == "min" && p.ThresholdMode == "rel":
+		return a < best*(1-p.Threshold)
+	case p.Mode == "min":
+		return a < best-p.Threshold
+	case p.ThresholdMode == "rel":
+		return a > best*(1+p.Threshold)
+	}
+	return a > best+p.Threshold
+}
+
+// withReports replays the reports (in order) and returns the resulting
+// piecewise-constant schedule.
+func (p *Plateau) withReports(reports []Report) Schedule {
+	best := math.Inf(1)
+	if p.Mode == "max" {
+		best = math.Inf(-1)
+	}
+	lr := p.PeakLR
+	var bad, cool int64
+	out := &plateauRun{p: p, from: []int64{0}, lrs: []float64{lr}}
+	for _, r := range reports {
+		if p.better(r.Metric, best) {
+			best, bad = r.Metric, 0
+		} else {
+			bad++
+		}
+		if cool > 0 {
+			cool--
+			bad = 0
+		}
+		if bad > p.Patience {
+			if next := math.Max(lr*p.Factor, p.MinLR); lr-next > p.Eps {
+				lr = next
+				out.from = append(out.from, r.Step)
+				out.lrs = append(out.lrs, lr)
+			}
+			cool, bad = p.Cooldown, 0
+		}
+	}
+	return out
+}
+
+type plateauRun struct {
+	p    *Plateau
+	from []int64
+	lrs  []float64
+}
+
+func (r *plateauRun) LR(n int64) float64 {
+	i := sort.Search(len(r.from), func(i int) bool { return r.from[i] > n }) - 1
+	lr := r.lrs[i]
+	if v, ok := r.p.at(n, lr); ok {
+		return v
+	}
+	return lr
+}

@@ -1,0 +1,125 @@
+package sched
+
+import (
+	"fmt"
+	"math"
+)
+
+// Extend modes.
+const (
+	// ExtendContinuous keeps the rate at the re-plan step and stretches the
+	// rest of the decay so it reaches min_lr at the new total.
+	ExtendContinuous = "continuous"
+	// ExtendProportional keeps the completed fraction of the schedule: at
+	// re-plan step a of old total T the run continues at step a·T'/T of the
+	// new schedule (the rate may jump, as when resuming with a new horizon).
+	ExtendProportional = "proportional"
+)
+
+// extender is implemented by kinds with a horizon that can be moved. at is
+// the local step the change takes effect at (updates applied); the result is
+// used for local steps >= at.
+type extender interface {
+	extend(at, total int64, mode string) (Schedule, error)
+}
+
+func checkExtend(at, total, minTotal int64) error {
+	if total <= at {
+		return fmt.Errorf("extend: total_steps = %d must be greater than the re-plan step %d", total, at)
+	}
+	if total < minTotal {
+		return fmt.Errorf("extend: total_steps = %d must be >= %d (the end of the phases before the decay)", total, minTotal)
+	}
+	return nil
+}
+
+// constant is a flat schedule.
+type constant float64
+
+func (c constant) LR(int64) float64 { return float64(c) }
+
+// reanchored continues a decay from progress p0 at step at to progress 1 at
+// step end, then holds floorLR. value maps progress to a rate.
+type reanchored struct {
+	at, end int64
+	p0      float64
+	floorLR float64
+	value   func(p float64) float64
+}
+
+func (r *reanchored) LR(n int64) float64 {
+	if n >= r.end {
+		return r.floorLR
+	}
+	if n <= r.at {
+		return r.value(r.p0)
+	}
+	return r.value(r.p0 + (1-r.p0)*float64(n-r.at)/float64(r.end-r.at))
+}
+
+func (r *reanchored) floor() float64 { return r.floorLR }
+
+func (r *reanchored) extend(at, total int64, mode string) (Schedule, error) {
+	if mode != ExtendContinuous {
+		return nil, fmt.Errorf("extend: mode %q after a previous extend is not supported; use %q", mode, ExtendContinuous)
+	}
+	if err := checkExtend(at, total, 0); err != nil {
+		return nil, err
+	}
+	if at >= r.end {
+		return constant(r.floorLR), nil
+	}
+	p := r.p0
+	if at > r.at {
+		p = r.p0 + (1-r.p0)*float64(at-r.at)/float64(r.end-r.at)
+	}
+	return &reanchored{at: at, end: total, p0: p, floorLR: r.floorLR, value: r.value}, nil
+}
+
+// proportional maps step n >= at of the old schedule to step n + shift of
+// the new one, with shift chosen so the completed fraction is kept.
+func proportional(old, next Schedule, at, oldTotal, newTotal int64) Schedule {
+	target := int64(math.Round(float64(at) * float64(newTotal) / float64(oldTotal)))
+	return &shifted{s: next, shift: target - at}
+}
+
+type shifted struct {
+	s     Schedule
+	shift int64
+}
+
+func (s *shifted) LR(n int64) float64 { return s.s.LR(n + s.shift) }
+
+// splice is prev before step at and next from at on, next evaluated at
+// n − offset (its local time).
+type splice struct {
+	prev       Schedule
+	next       Schedule
+	at, offset int64
+}
+
+func (s *splice) LR(n int64) float64 {
+	if n < s.at {
+		return s.prev.LR(n)
+	}
+	return s.next.LR(n - s.offset)
+}
+
+// anneal falls from v0 at step at to floor over steps updates with shape,
+// then holds floor.
+type anneal struct {
+	at, steps int64
+	v0, floor float64
+	f         annealFunc
+}
+
+func (a *anneal) LR(n int64) float64 {
+	k := n - a.at
+	if k >= a.steps {
+		return a.floor
+	}
+	if k <= 0 {
+		return a.v0
+	}
+	return a.f(a.v0, a.floor, float64(k)/float64(a.steps))
+}

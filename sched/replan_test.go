@@ -1,0 +1,177 @@
+package sched
+
+import (
+	"math"
+	"strings"
+	"testing"
+)
+
+func plan(t *testing.T, spec map[string]any, replans ...Replan) *Plan {
+	t.Helper()
+	cfg, err := ParseConfig(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := NewPlan(cfg, replans, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func rel(a, b float64) float64 { return math.Abs(a-b) / math.Max(math.Abs(b), 1e-300) }
+
+var cosine1000 = map[string]any{"kind": "cosine", "peak_lr": 1.0, "min_lr": 0.1, "warmup_steps": 100, "total_steps": 1000}
+
+func TestExtendContinuous(t *testing.T) {
+	for _, spec := range []map[string]any{
+		cosine1000,
+		{"kind": "linear", "peak_lr": 1.0, "min_lr": 0.1, "warmup_steps": 100, "total_steps": 1000},
+		{"kind": "polynomial", "peak_lr": 1.0, "min_lr": 0.1, "power": 2, "total_steps": 1000},
+		{"kind": "rex", "peak_lr": 1.0, "min_lr": 0.1, "total_steps": 1000},
+		{"kind": "cosine_power", "peak_lr": 1.0, "min_lr": 0.1, "total_steps": 1000},
+		{"kind": "wsd", "peak_lr": 1.0, "min_lr": 0.1, "total_steps": 1000, "decay_steps": 400, "decay_shape": "linear"},
+		{"kind": "infinite", "peak_lr": 1.0, "const_lr": 0.5, "min_lr": 0.1, "cooldown_steps": 100, "constant_steps": 500, "anneal_steps": 400},
+	} {
+		for _, at := range []int64{50, 500, 700, 999} {
+			base := plan(t, spec)
+			p := plan(t, spec, Replan{Op: OpExtend, At: at, Total: 3000})
+			for n := int64(0); n < at; n++ {
+				if p.LR(n) != base.LR(n) {
+					t.Fatalf("%s at %d: history changed at %d", spec["kind"], at, n)
+				}
+			}
+			if r := rel(p.LR(at), base.LR(at)); r > 1e-12 {
+				t.Errorf("%s at %d: LR jumps by %g relative (%v -> %v)", spec["kind"], at, r, base.LR(at), p.LR(at))
+			}
+			if got := p.LR(3000); math.Abs(got-0.1) > 1e-12 {
+				t.Errorf("%s at %d: LR(new total) = %v, want min_lr 0.1", spec["kind"], at, got)
+			}
+			if got := p.LR(5000); got != 0.1 {
+				t.Errorf("%s at %d: after the new total LR = %v", spec["kind"], at, got)
+			}
+			if p.LR(2000) <= 0.1 {
+				t.Errorf("%s at %d: the decay did not stretch (LR(2000) = %v)", spec["kind"], at, p.LR(2000))
+			}
+			// Extending again keeps going continuously.
+			q := plan(t, spec, Replan{Op: OpExtend, At: at, Total: 3000}, Replan{Op: OpExtend, At: 2000, Total: 4000})
+			if r := rel(q.LR(2000), p.LR(2000)); r > 1e-12 {
+				t.Errorf("%s: second extend jumps by %g", spec["kind"], r)
+			}
+		}
+	}
+}
+
+func TestExtendBeforeDecayEqualsLongerRun(t *testing.T) {
+	p := plan(t, cosine1000, Replan{Op: OpExtend, At: 50, Total: 3000})
+	long := plan(t, map[string]any{"kind": "cosine", "peak_lr": 1.0, "min_lr": 0.1, "warmup_steps": 100, "total_steps": 3000})
+	for n := int64(0); n < 3100; n += 7 {
+		if p.LR(n) != long.LR(n) {
+			t.Fatalf("at %d: %v vs %v", n, p.LR(n), long.LR(n))
+		}
+	}
+}
+
+func TestExtendProportional(t *testing.T) {
+	p := plan(t, cosine1000, Replan{Op: OpExtend, At: 400, Total: 2000, Mode: ExtendProportional})
+	long := plan(t, map[string]any{"kind": "cosine", "peak_lr": 1.0, "min_lr": 0.1, "warmup_steps": 100, "total_steps": 2000})
+	// 40% done: the run continues at step 800 of the 2000-step schedule.
+	for k := int64(0); k < 1300; k += 13 {
+		if p.LR(400+k) != long.LR(800+k) {
+			t.Fatalf("k=%d: %v vs %v", k, p.LR(400+k), long.LR(800+k))
+		}
+	}
+}
+
+func TestAnnealFromAnyKind(t *testing.T) {
+	inf := map[string]any{"kind": "infinite", "peak_lr": 1.0, "const_lr": 0.5, "min_lr": 0.05, "cooldown_steps": 100}
+	p := plan(t, inf, Replan{Op: OpAnneal, At: 700, Steps: 100, Shape: "exp"})
+	for _, c := range []pt{{699, 0.5}, {700, 0.5}, {750, 0.5 * math.Sqrt(0.1)}, {800, 0.05}, {10000, 0.05}} {
+		if got := p.LR(c.n); rel(got, c.want) > 1e-12 {
+			t.Errorf("infinite anneal LR(%d) = %v, want %v", c.n, got, c.want)
+		}
+	}
+	// A cosine anneal branched off a cosine decay, to an explicit floor.
+	lo := 0.0
+	q := plan(t, cosine1000, Replan{Op: OpAnneal, At: 400, Steps: 200, Shape: "linear", MinLR: &lo})
+	v0 := plan(t, cosine1000).LR(400)
+	for _, c := range []pt{{400, v0}, {500, v0 / 2}, {600, 0}, {900, 0}} {
+		if got := q.LR(c.n); math.Abs(got-c.want) > 1e-12 {
+			t.Errorf("cosine anneal LR(%d) = %v, want %v", c.n, got, c.want)
+		}
+	}
+	// WSD: anneal out of the stable phase.
+	w := plan(t, map[string]any{"kind": "wsd", "peak_lr": 1.0, "min_lr": 0.1, "stable_steps": 10000, "decay_steps": 10},
+		Replan{Op: OpAnneal, At: 300, Steps: 100, Shape: "1-sqrt"})
+	if got := w.LR(325); rel(got, 0.1+0.9*0.5) > 1e-12 {
+		t.Errorf("wsd anneal: %v", got)
+	}
+}
+
+func TestNewStage(t *testing.T) {
+	stage := map[string]any{"kind": "cosine", "peak_lr": 0.5, "min_lr": 0.05, "warmup_steps": 10, "total_steps": 200}
+	p := plan(t, cosine1000, Replan{Op: OpNewStage, At: 1000, Spec: stage})
+	s, _ := Parse(stage)
+	for k := int64(0); k < 400; k++ {
+		if p.LR(1000+k) != s.LR(k) {
+			t.Fatalf("stage local step %d: %v vs %v", k, p.LR(1000+k), s.LR(k))
+		}
+	}
+	// Extending inside the stage uses the stage's own clock.
+	q := plan(t, cosine1000, Replan{Op: OpNewStage, At: 1000, Spec: stage}, Replan{Op: OpExtend, At: 1100, Total: 400})
+	if r := rel(q.LR(1100), p.LR(1100)); r > 1e-12 {
+		t.Errorf("extend in stage jumps: %g", r)
+	}
+	if got := q.LR(1400); math.Abs(got-0.05) > 1e-12 {
+		t.Errorf("stage end after extend: %v", got)
+	}
+	ph := q.Phases()
+	names := make([]string, len(ph))
+	for i, x := range ph {
+		names[i] = x.Name
+	}
+	if !strings.Contains(strings.Join(names, ","), "stage 1") || !strings.Contains(strings.Join(names, ","), "extend to 400") {
+		t.Errorf("phases %v", names)
+	}
+}
+
+func TestReplanErrors(t *testing.T) {
+	cfg, _ := ParseConfig(cosine1000)
+	zero := 0.0
+	cases := []struct {
+		pre   []Replan
+		r     Replan
+		field string
+	}{
+		{nil, Replan{Op: "rewind", At: 5}, "op"},
+		{nil, Replan{Op: OpExtend, At: 5, Total: 3}, "total_steps"},
+		{nil, Replan{Op: OpExtend, At: 5, Total: 3000, Mode: "sideways"}, "mode"},
+		{nil, Replan{Op: OpAnneal, At: 5, Steps: 0}, "steps"},
+		{nil, Replan{Op: OpAnneal, At: 500, Steps: 10, Shape: "exp", MinLR: &zero}, "min_lr"},
+		{nil, Replan{Op: OpAnneal, At: 500, Steps: 10, Shape: "zigzag"}, "shape"},
+		{nil, Replan{Op: OpNewStage, At: 5, Spec: map[string]any{"kind": "cosine", "peak_lr": -1.0, "total_steps": 10}}, "spec.peak_lr"},
+		{nil, Replan{Op: OpNewStage, At: 5}, "spec"},
+		{[]Replan{{Op: OpAnneal, At: 500, Steps: 10}}, Replan{Op: OpAnneal, At: 400, Steps: 10}, "at_step"},
+		{[]Replan{{Op: OpAnneal, At: 500, Steps: 10}}, Replan{Op: OpExtend, At: 600, Total: 3000}, "op"},
+		{nil, Replan{Op: OpAnneal, At: -1, Steps: 10}, "at_step"},
+	}
+	for i, c := range cases {
+		p, err := NewPlan(cfg, c.pre, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before := p.LR(700)
+		err = p.Replan(c.r)
+		if err == nil || !strings.Contains(err.Error(), `"`+c.field+`"`) {
+			t.Errorf("case %d: error %v should name %q", i, err, c.field)
+		}
+		if len(p.Replans) != len(c.pre) || p.LR(700) != before {
+			t.Errorf("case %d: a refused re-plan changed the plan", i)
+		}
+	}
+	step, _ := ParseConfig(map[string]any{"kind": "step", "peak_lr": 1.0, "step_size": 10})
+	p, _ := NewPlan(step, nil, nil)
+	if err := p.Replan(Replan{Op: OpExtend, At: 5, Total: 100}); err == nil || !strings.Contains(err.Error(), "no horizon") {
+		t.Errorf("extend on step: %v", err)
+	}
+}
