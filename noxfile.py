@@ -29,6 +29,7 @@ FUZZ_TARGETS = {
     "./sched": ["FuzzParseJSON"],
     "./dispatch": ["FuzzHandleFrame"],
     "./sidecar": ["FuzzReadFrame"],
+    "./replay": ["FuzzParse"],
 }
 
 nox.options.sessions = ["lint", "go", "tests", "integration", "demo"]
@@ -75,7 +76,9 @@ def shared_python(session: nox.Session) -> str:
 def go(session: nox.Session) -> None:
     """go vet, go test -race, and a short run of every fuzz target."""
     session.run("go", "vet", "./...")
-    session.run("go", "test", "-race", "-count=1", "./...")
+    session.run("go", "test", "-race", "-short", "-count=1", "./...")
+    # The large-n bijectivity checks, without the race detector's 10x cost.
+    session.run("go", "test", "-count=1", "-run", "TestPermLargeSizes", "./replay")
     fuzztime = os.environ.get("REWARM_FUZZTIME", "5s")
     for pkg, targets in FUZZ_TARGETS.items():
         for t in targets:
@@ -107,10 +110,12 @@ def demo(session: nox.Session) -> None:
 
 @nox.session(venv_backend="none", default=False)
 def bench(session: nox.Session) -> None:
-    """Per-step overhead against torch's schedulers, side by side (not run by CI)."""
+    """Side-by-side benchmarks (not run by CI): per-step overhead against torch's schedulers,
+    replay first-batch time and memory against torch's samplers and Megatron's blend build."""
     py = shared_python(session)
     session.run(py, "bench/bench_step.py", *session.posargs)
-    session.run("go", "test", "-run=^$", "-bench=.", "-benchmem", "./sched", "./dispatch")
+    session.run(py, "bench/bench_replay.py")
+    session.run("go", "test", "-run=^$", "-bench=.", "-benchmem", "./sched", "./dispatch", "./replay")
 
 
 def _generate(session: nox.Session, go_out: Path, py_out: Path) -> None:

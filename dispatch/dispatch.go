@@ -20,6 +20,7 @@ import (
 
 	"github.com/rewarm/rewarm/internal/specfield"
 	pb "github.com/rewarm/rewarm/proto/rewarmpb"
+	"github.com/rewarm/rewarm/replay"
 	"github.com/rewarm/rewarm/sched"
 )
 
@@ -53,6 +54,7 @@ type Dispatcher struct {
 
 	mu       sync.Mutex
 	sessions map[uint64]*session
+	samplers map[uint64]*replay.Sampler
 	nextID   uint64
 }
 
@@ -78,7 +80,7 @@ func New(opts Options) *Dispatcher {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Dispatcher{opts: opts, log: log, sessions: map[uint64]*session{}}
+	return &Dispatcher{opts: opts, log: log, sessions: map[uint64]*session{}, samplers: map[uint64]*replay.Sampler{}}
 }
 
 // Conn is one client connection. It is not safe for concurrent use; each
@@ -195,6 +197,12 @@ func (c *Conn) handle(req *pb.Request) *pb.Response {
 		resp, err = c.d.report(b.Report)
 	case *pb.Request_Preview:
 		resp, err = preview(b.Preview)
+	case *pb.Request_OpenSampler:
+		resp, err = c.d.openSampler(b.OpenSampler)
+	case *pb.Request_GetBatches:
+		resp, err = c.d.getBatches(b.GetBatches)
+	case *pb.Request_GetQuotas:
+		resp, err = c.d.getQuotas(b.GetQuotas)
 	default:
 		err = fail(pb.ErrorCode_ERROR_CODE_UNIMPLEMENTED, "", "request type %T is not implemented", b)
 	}
@@ -225,7 +233,7 @@ func (d *Dispatcher) add(plan *sched.Plan, name string, step int64) (*pb.Respons
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if len(d.sessions) >= d.opts.MaxSessions {
+	if len(d.sessions)+len(d.samplers) >= d.opts.MaxSessions {
 		return nil, fail(pb.ErrorCode_ERROR_CODE_RESOURCE_EXHAUSTED, "", "too many open sessions (%d); close unused ones", len(d.sessions))
 	}
 	d.nextID++
@@ -524,9 +532,13 @@ func (d *Dispatcher) restore(r *pb.RestoreState) (*pb.Response, error) {
 func (d *Dispatcher) close(r *pb.CloseSession) (*pb.Response, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if _, ok := d.sessions[r.GetSessionId()]; !ok {
-		return nil, fail(pb.ErrorCode_ERROR_CODE_NOT_FOUND, "session_id", "no session with id %d", r.GetSessionId())
+	id := r.GetSessionId()
+	_, isSession := d.sessions[id]
+	_, isSampler := d.samplers[id]
+	if !isSession && !isSampler {
+		return nil, fail(pb.ErrorCode_ERROR_CODE_NOT_FOUND, "session_id", "no session or sampler with id %d", id)
 	}
-	delete(d.sessions, r.GetSessionId())
+	delete(d.sessions, id)
+	delete(d.samplers, id)
 	return &pb.Response{Body: &pb.Response_Closed{Closed: &pb.Closed{}}}, nil
 }

@@ -166,6 +166,9 @@ type Request struct {
 	//	*Request_Replan
 	//	*Request_Report
 	//	*Request_Preview
+	//	*Request_OpenSampler
+	//	*Request_GetBatches
+	//	*Request_GetQuotas
 	Body          isRequest_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -296,6 +299,33 @@ func (x *Request) GetPreview() *Preview {
 	return nil
 }
 
+func (x *Request) GetOpenSampler() *OpenSampler {
+	if x != nil {
+		if x, ok := x.Body.(*Request_OpenSampler); ok {
+			return x.OpenSampler
+		}
+	}
+	return nil
+}
+
+func (x *Request) GetGetBatches() *GetBatches {
+	if x != nil {
+		if x, ok := x.Body.(*Request_GetBatches); ok {
+			return x.GetBatches
+		}
+	}
+	return nil
+}
+
+func (x *Request) GetGetQuotas() *GetQuotas {
+	if x != nil {
+		if x, ok := x.Body.(*Request_GetQuotas); ok {
+			return x.GetQuotas
+		}
+	}
+	return nil
+}
+
 type isRequest_Body interface {
 	isRequest_Body()
 }
@@ -336,6 +366,18 @@ type Request_Preview struct {
 	Preview *Preview `protobuf:"bytes,10,opt,name=preview,proto3,oneof"`
 }
 
+type Request_OpenSampler struct {
+	OpenSampler *OpenSampler `protobuf:"bytes,11,opt,name=open_sampler,json=openSampler,proto3,oneof"`
+}
+
+type Request_GetBatches struct {
+	GetBatches *GetBatches `protobuf:"bytes,12,opt,name=get_batches,json=getBatches,proto3,oneof"`
+}
+
+type Request_GetQuotas struct {
+	GetQuotas *GetQuotas `protobuf:"bytes,13,opt,name=get_quotas,json=getQuotas,proto3,oneof"`
+}
+
 func (*Request_Hello) isRequest_Body() {}
 
 func (*Request_OpenSession) isRequest_Body() {}
@@ -354,6 +396,12 @@ func (*Request_Report) isRequest_Body() {}
 
 func (*Request_Preview) isRequest_Body() {}
 
+func (*Request_OpenSampler) isRequest_Body() {}
+
+func (*Request_GetBatches) isRequest_Body() {}
+
+func (*Request_GetQuotas) isRequest_Body() {}
+
 // Response answers one Request. Failures come back as Error, never as a
 // dropped connection, unless the frame itself cannot be read.
 type Response struct {
@@ -369,6 +417,9 @@ type Response struct {
 	//	*Response_Closed
 	//	*Response_Ack
 	//	*Response_Preview
+	//	*Response_Sampler
+	//	*Response_Batches
+	//	*Response_Quotas
 	Body          isResponse_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -490,6 +541,33 @@ func (x *Response) GetPreview() *PreviewValues {
 	return nil
 }
 
+func (x *Response) GetSampler() *SamplerInfo {
+	if x != nil {
+		if x, ok := x.Body.(*Response_Sampler); ok {
+			return x.Sampler
+		}
+	}
+	return nil
+}
+
+func (x *Response) GetBatches() *Batches {
+	if x != nil {
+		if x, ok := x.Body.(*Response_Batches); ok {
+			return x.Batches
+		}
+	}
+	return nil
+}
+
+func (x *Response) GetQuotas() *Quotas {
+	if x != nil {
+		if x, ok := x.Body.(*Response_Quotas); ok {
+			return x.Quotas
+		}
+	}
+	return nil
+}
+
 type isResponse_Body interface {
 	isResponse_Body()
 }
@@ -526,6 +604,18 @@ type Response_Preview struct {
 	Preview *PreviewValues `protobuf:"bytes,9,opt,name=preview,proto3,oneof"`
 }
 
+type Response_Sampler struct {
+	Sampler *SamplerInfo `protobuf:"bytes,10,opt,name=sampler,proto3,oneof"`
+}
+
+type Response_Batches struct {
+	Batches *Batches `protobuf:"bytes,11,opt,name=batches,proto3,oneof"`
+}
+
+type Response_Quotas struct {
+	Quotas *Quotas `protobuf:"bytes,12,opt,name=quotas,proto3,oneof"`
+}
+
 func (*Response_Error) isResponse_Body() {}
 
 func (*Response_Hello) isResponse_Body() {}
@@ -541,6 +631,12 @@ func (*Response_Closed) isResponse_Body() {}
 func (*Response_Ack) isResponse_Body() {}
 
 func (*Response_Preview) isResponse_Body() {}
+
+func (*Response_Sampler) isResponse_Body() {}
+
+func (*Response_Batches) isResponse_Body() {}
+
+func (*Response_Quotas) isResponse_Body() {}
 
 // Hello must be the first request on a connection.
 type Hello struct {
@@ -1770,6 +1866,7 @@ func (x *RestoreState) GetName() string {
 	return ""
 }
 
+// CloseSession closes a schedule session or a replay sampler.
 type CloseSession struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	SessionId     uint64                 `protobuf:"varint,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
@@ -1911,11 +2008,429 @@ func (x *Error) GetField() string {
 	return ""
 }
 
+// OpenSampler validates a replay spec (sources, global_batch_size, seed,
+// stages with mixtures, replay mode) and returns a sampler handle.
+type OpenSampler struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Spec          *structpb.Struct       `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OpenSampler) Reset() {
+	*x = OpenSampler{}
+	mi := &file_rewarm_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OpenSampler) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OpenSampler) ProtoMessage() {}
+
+func (x *OpenSampler) ProtoReflect() protoreflect.Message {
+	mi := &file_rewarm_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OpenSampler.ProtoReflect.Descriptor instead.
+func (*OpenSampler) Descriptor() ([]byte, []int) {
+	return file_rewarm_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *OpenSampler) GetSpec() *structpb.Struct {
+	if x != nil {
+		return x.Spec
+	}
+	return nil
+}
+
+type SamplerInfo struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	SamplerId uint64                 `protobuf:"varint,1,opt,name=sampler_id,json=samplerId,proto3" json:"sampler_id,omitempty"`
+	// Identifies the spec: a checkpoint's (spec_hash, step) is the whole state.
+	SpecHash        string   `protobuf:"bytes,2,opt,name=spec_hash,json=specHash,proto3" json:"spec_hash,omitempty"`
+	TotalSteps      int64    `protobuf:"varint,3,opt,name=total_steps,json=totalSteps,proto3" json:"total_steps,omitempty"`
+	GlobalBatchSize int64    `protobuf:"varint,4,opt,name=global_batch_size,json=globalBatchSize,proto3" json:"global_batch_size,omitempty"`
+	SourceNames     []string `protobuf:"bytes,5,rep,name=source_names,json=sourceNames,proto3" json:"source_names,omitempty"`
+	SourceSizes     []int64  `protobuf:"varint,6,rep,packed,name=source_sizes,json=sourceSizes,proto3" json:"source_sizes,omitempty"`
+	Stratified      bool     `protobuf:"varint,7,opt,name=stratified,proto3" json:"stratified,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *SamplerInfo) Reset() {
+	*x = SamplerInfo{}
+	mi := &file_rewarm_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SamplerInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SamplerInfo) ProtoMessage() {}
+
+func (x *SamplerInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_rewarm_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SamplerInfo.ProtoReflect.Descriptor instead.
+func (*SamplerInfo) Descriptor() ([]byte, []int) {
+	return file_rewarm_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *SamplerInfo) GetSamplerId() uint64 {
+	if x != nil {
+		return x.SamplerId
+	}
+	return 0
+}
+
+func (x *SamplerInfo) GetSpecHash() string {
+	if x != nil {
+		return x.SpecHash
+	}
+	return ""
+}
+
+func (x *SamplerInfo) GetTotalSteps() int64 {
+	if x != nil {
+		return x.TotalSteps
+	}
+	return 0
+}
+
+func (x *SamplerInfo) GetGlobalBatchSize() int64 {
+	if x != nil {
+		return x.GlobalBatchSize
+	}
+	return 0
+}
+
+func (x *SamplerInfo) GetSourceNames() []string {
+	if x != nil {
+		return x.SourceNames
+	}
+	return nil
+}
+
+func (x *SamplerInfo) GetSourceSizes() []int64 {
+	if x != nil {
+		return x.SourceSizes
+	}
+	return nil
+}
+
+func (x *SamplerInfo) GetStratified() bool {
+	if x != nil {
+		return x.Stratified
+	}
+	return false
+}
+
+// GetBatches asks for rank's slice of the global batches of `count` steps
+// from `step` (world_size 0 means 1: the whole global batch).
+type GetBatches struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SamplerId     uint64                 `protobuf:"varint,1,opt,name=sampler_id,json=samplerId,proto3" json:"sampler_id,omitempty"`
+	Step          int64                  `protobuf:"varint,2,opt,name=step,proto3" json:"step,omitempty"`
+	Count         uint32                 `protobuf:"varint,3,opt,name=count,proto3" json:"count,omitempty"`
+	Rank          uint32                 `protobuf:"varint,4,opt,name=rank,proto3" json:"rank,omitempty"`
+	WorldSize     uint32                 `protobuf:"varint,5,opt,name=world_size,json=worldSize,proto3" json:"world_size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetBatches) Reset() {
+	*x = GetBatches{}
+	mi := &file_rewarm_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetBatches) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetBatches) ProtoMessage() {}
+
+func (x *GetBatches) ProtoReflect() protoreflect.Message {
+	mi := &file_rewarm_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetBatches.ProtoReflect.Descriptor instead.
+func (*GetBatches) Descriptor() ([]byte, []int) {
+	return file_rewarm_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *GetBatches) GetSamplerId() uint64 {
+	if x != nil {
+		return x.SamplerId
+	}
+	return 0
+}
+
+func (x *GetBatches) GetStep() int64 {
+	if x != nil {
+		return x.Step
+	}
+	return 0
+}
+
+func (x *GetBatches) GetCount() uint32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *GetBatches) GetRank() uint32 {
+	if x != nil {
+		return x.Rank
+	}
+	return 0
+}
+
+func (x *GetBatches) GetWorldSize() uint32 {
+	if x != nil {
+		return x.WorldSize
+	}
+	return 0
+}
+
+// Batches carries count x per_batch global ids (ConcatDataset order) as
+// little-endian int64, so bulk indices cross as bytes.
+type Batches struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Step          int64                  `protobuf:"varint,1,opt,name=step,proto3" json:"step,omitempty"`
+	Count         uint32                 `protobuf:"varint,2,opt,name=count,proto3" json:"count,omitempty"`
+	PerBatch      uint32                 `protobuf:"varint,3,opt,name=per_batch,json=perBatch,proto3" json:"per_batch,omitempty"`
+	Ids           []byte                 `protobuf:"bytes,4,opt,name=ids,proto3" json:"ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Batches) Reset() {
+	*x = Batches{}
+	mi := &file_rewarm_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Batches) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Batches) ProtoMessage() {}
+
+func (x *Batches) ProtoReflect() protoreflect.Message {
+	mi := &file_rewarm_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Batches.ProtoReflect.Descriptor instead.
+func (*Batches) Descriptor() ([]byte, []int) {
+	return file_rewarm_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *Batches) GetStep() int64 {
+	if x != nil {
+		return x.Step
+	}
+	return 0
+}
+
+func (x *Batches) GetCount() uint32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *Batches) GetPerBatch() uint32 {
+	if x != nil {
+		return x.PerBatch
+	}
+	return 0
+}
+
+func (x *Batches) GetIds() []byte {
+	if x != nil {
+		return x.Ids
+	}
+	return nil
+}
+
+// GetQuotas asks how many samples each source gets in the global batches of
+// `count` steps from `step`.
+type GetQuotas struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SamplerId     uint64                 `protobuf:"varint,1,opt,name=sampler_id,json=samplerId,proto3" json:"sampler_id,omitempty"`
+	Step          int64                  `protobuf:"varint,2,opt,name=step,proto3" json:"step,omitempty"`
+	Count         uint32                 `protobuf:"varint,3,opt,name=count,proto3" json:"count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetQuotas) Reset() {
+	*x = GetQuotas{}
+	mi := &file_rewarm_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetQuotas) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetQuotas) ProtoMessage() {}
+
+func (x *GetQuotas) ProtoReflect() protoreflect.Message {
+	mi := &file_rewarm_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetQuotas.ProtoReflect.Descriptor instead.
+func (*GetQuotas) Descriptor() ([]byte, []int) {
+	return file_rewarm_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *GetQuotas) GetSamplerId() uint64 {
+	if x != nil {
+		return x.SamplerId
+	}
+	return 0
+}
+
+func (x *GetQuotas) GetStep() int64 {
+	if x != nil {
+		return x.Step
+	}
+	return 0
+}
+
+func (x *GetQuotas) GetCount() uint32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+// Quotas holds count x sources counts, row-major.
+type Quotas struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Step          int64                  `protobuf:"varint,1,opt,name=step,proto3" json:"step,omitempty"`
+	Count         uint32                 `protobuf:"varint,2,opt,name=count,proto3" json:"count,omitempty"`
+	Sources       uint32                 `protobuf:"varint,3,opt,name=sources,proto3" json:"sources,omitempty"`
+	Counts        []int64                `protobuf:"varint,4,rep,packed,name=counts,proto3" json:"counts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Quotas) Reset() {
+	*x = Quotas{}
+	mi := &file_rewarm_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Quotas) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Quotas) ProtoMessage() {}
+
+func (x *Quotas) ProtoReflect() protoreflect.Message {
+	mi := &file_rewarm_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Quotas.ProtoReflect.Descriptor instead.
+func (*Quotas) Descriptor() ([]byte, []int) {
+	return file_rewarm_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *Quotas) GetStep() int64 {
+	if x != nil {
+		return x.Step
+	}
+	return 0
+}
+
+func (x *Quotas) GetCount() uint32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *Quotas) GetSources() uint32 {
+	if x != nil {
+		return x.Sources
+	}
+	return 0
+}
+
+func (x *Quotas) GetCounts() []int64 {
+	if x != nil {
+		return x.Counts
+	}
+	return nil
+}
+
 var File_rewarm_proto protoreflect.FileDescriptor
 
 const file_rewarm_proto_rawDesc = "" +
 	"\n" +
-	"\frewarm.proto\x12\trewarm.v1\x1a\x1cgoogle/protobuf/struct.proto\"\xf1\x03\n" +
+	"\frewarm.proto\x12\trewarm.v1\x1a\x1cgoogle/protobuf/struct.proto\"\x9f\x05\n" +
 	"\aRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12(\n" +
 	"\x05hello\x18\x02 \x01(\v2\x10.rewarm.v1.HelloH\x00R\x05hello\x12;\n" +
@@ -1927,8 +2442,13 @@ const file_rewarm_proto_rawDesc = "" +
 	"\x06replan\x18\b \x01(\v2\x11.rewarm.v1.ReplanH\x00R\x06replan\x12+\n" +
 	"\x06report\x18\t \x01(\v2\x11.rewarm.v1.ReportH\x00R\x06report\x12.\n" +
 	"\apreview\x18\n" +
-	" \x01(\v2\x12.rewarm.v1.PreviewH\x00R\apreviewB\x06\n" +
-	"\x04body\"\x8b\x03\n" +
+	" \x01(\v2\x12.rewarm.v1.PreviewH\x00R\apreview\x12;\n" +
+	"\fopen_sampler\x18\v \x01(\v2\x16.rewarm.v1.OpenSamplerH\x00R\vopenSampler\x128\n" +
+	"\vget_batches\x18\f \x01(\v2\x15.rewarm.v1.GetBatchesH\x00R\n" +
+	"getBatches\x125\n" +
+	"\n" +
+	"get_quotas\x18\r \x01(\v2\x14.rewarm.v1.GetQuotasH\x00R\tgetQuotasB\x06\n" +
+	"\x04body\"\x9c\x04\n" +
 	"\bResponse\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12(\n" +
 	"\x05error\x18\x02 \x01(\v2\x10.rewarm.v1.ErrorH\x00R\x05error\x12-\n" +
@@ -1938,7 +2458,11 @@ const file_rewarm_proto_rawDesc = "" +
 	"\x05state\x18\x06 \x01(\v2\x14.rewarm.v1.StateBlobH\x00R\x05state\x12+\n" +
 	"\x06closed\x18\a \x01(\v2\x11.rewarm.v1.ClosedH\x00R\x06closed\x12\"\n" +
 	"\x03ack\x18\b \x01(\v2\x0e.rewarm.v1.AckH\x00R\x03ack\x124\n" +
-	"\apreview\x18\t \x01(\v2\x18.rewarm.v1.PreviewValuesH\x00R\apreviewB\x06\n" +
+	"\apreview\x18\t \x01(\v2\x18.rewarm.v1.PreviewValuesH\x00R\apreview\x122\n" +
+	"\asampler\x18\n" +
+	" \x01(\v2\x16.rewarm.v1.SamplerInfoH\x00R\asampler\x12.\n" +
+	"\abatches\x18\v \x01(\v2\x12.rewarm.v1.BatchesH\x00R\abatches\x12+\n" +
+	"\x06quotas\x18\f \x01(\v2\x11.rewarm.v1.QuotasH\x00R\x06quotasB\x06\n" +
 	"\x04body\"J\n" +
 	"\x05Hello\x12)\n" +
 	"\x10protocol_version\x18\x01 \x01(\rR\x0fprotocolVersion\x12\x16\n" +
@@ -2039,7 +2563,45 @@ const file_rewarm_proto_rawDesc = "" +
 	"\x05Error\x12(\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x14.rewarm.v1.ErrorCodeR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x14\n" +
-	"\x05field\x18\x03 \x01(\tR\x05field*Q\n" +
+	"\x05field\x18\x03 \x01(\tR\x05field\":\n" +
+	"\vOpenSampler\x12+\n" +
+	"\x04spec\x18\x01 \x01(\v2\x17.google.protobuf.StructR\x04spec\"\xfc\x01\n" +
+	"\vSamplerInfo\x12\x1d\n" +
+	"\n" +
+	"sampler_id\x18\x01 \x01(\x04R\tsamplerId\x12\x1b\n" +
+	"\tspec_hash\x18\x02 \x01(\tR\bspecHash\x12\x1f\n" +
+	"\vtotal_steps\x18\x03 \x01(\x03R\n" +
+	"totalSteps\x12*\n" +
+	"\x11global_batch_size\x18\x04 \x01(\x03R\x0fglobalBatchSize\x12!\n" +
+	"\fsource_names\x18\x05 \x03(\tR\vsourceNames\x12!\n" +
+	"\fsource_sizes\x18\x06 \x03(\x03R\vsourceSizes\x12\x1e\n" +
+	"\n" +
+	"stratified\x18\a \x01(\bR\n" +
+	"stratified\"\x88\x01\n" +
+	"\n" +
+	"GetBatches\x12\x1d\n" +
+	"\n" +
+	"sampler_id\x18\x01 \x01(\x04R\tsamplerId\x12\x12\n" +
+	"\x04step\x18\x02 \x01(\x03R\x04step\x12\x14\n" +
+	"\x05count\x18\x03 \x01(\rR\x05count\x12\x12\n" +
+	"\x04rank\x18\x04 \x01(\rR\x04rank\x12\x1d\n" +
+	"\n" +
+	"world_size\x18\x05 \x01(\rR\tworldSize\"b\n" +
+	"\aBatches\x12\x12\n" +
+	"\x04step\x18\x01 \x01(\x03R\x04step\x12\x14\n" +
+	"\x05count\x18\x02 \x01(\rR\x05count\x12\x1b\n" +
+	"\tper_batch\x18\x03 \x01(\rR\bperBatch\x12\x10\n" +
+	"\x03ids\x18\x04 \x01(\fR\x03ids\"T\n" +
+	"\tGetQuotas\x12\x1d\n" +
+	"\n" +
+	"sampler_id\x18\x01 \x01(\x04R\tsamplerId\x12\x12\n" +
+	"\x04step\x18\x02 \x01(\x03R\x04step\x12\x14\n" +
+	"\x05count\x18\x03 \x01(\rR\x05count\"d\n" +
+	"\x06Quotas\x12\x12\n" +
+	"\x04step\x18\x01 \x01(\x03R\x04step\x12\x14\n" +
+	"\x05count\x18\x02 \x01(\rR\x05count\x12\x18\n" +
+	"\asources\x18\x03 \x01(\rR\asources\x12\x16\n" +
+	"\x06counts\x18\x04 \x03(\x03R\x06counts*Q\n" +
 	"\x0fProtocolVersion\x12 \n" +
 	"\x1cPROTOCOL_VERSION_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18PROTOCOL_VERSION_CURRENT\x10\x01*\xbb\x02\n" +
@@ -2068,7 +2630,7 @@ func file_rewarm_proto_rawDescGZIP() []byte {
 }
 
 var file_rewarm_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_rewarm_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_rewarm_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_rewarm_proto_goTypes = []any{
 	(ProtocolVersion)(0),    // 0: rewarm.v1.ProtocolVersion
 	(ErrorCode)(0),          // 1: rewarm.v1.ErrorCode
@@ -2096,7 +2658,13 @@ var file_rewarm_proto_goTypes = []any{
 	(*CloseSession)(nil),    // 23: rewarm.v1.CloseSession
 	(*Closed)(nil),          // 24: rewarm.v1.Closed
 	(*Error)(nil),           // 25: rewarm.v1.Error
-	(*structpb.Struct)(nil), // 26: google.protobuf.Struct
+	(*OpenSampler)(nil),     // 26: rewarm.v1.OpenSampler
+	(*SamplerInfo)(nil),     // 27: rewarm.v1.SamplerInfo
+	(*GetBatches)(nil),      // 28: rewarm.v1.GetBatches
+	(*Batches)(nil),         // 29: rewarm.v1.Batches
+	(*GetQuotas)(nil),       // 30: rewarm.v1.GetQuotas
+	(*Quotas)(nil),          // 31: rewarm.v1.Quotas
+	(*structpb.Struct)(nil), // 32: google.protobuf.Struct
 }
 var file_rewarm_proto_depIdxs = []int32{
 	4,  // 0: rewarm.v1.Request.hello:type_name -> rewarm.v1.Hello
@@ -2108,29 +2676,36 @@ var file_rewarm_proto_depIdxs = []int32{
 	11, // 6: rewarm.v1.Request.replan:type_name -> rewarm.v1.Replan
 	15, // 7: rewarm.v1.Request.report:type_name -> rewarm.v1.Report
 	17, // 8: rewarm.v1.Request.preview:type_name -> rewarm.v1.Preview
-	25, // 9: rewarm.v1.Response.error:type_name -> rewarm.v1.Error
-	5,  // 10: rewarm.v1.Response.hello:type_name -> rewarm.v1.HelloReply
-	7,  // 11: rewarm.v1.Response.session:type_name -> rewarm.v1.SessionInfo
-	10, // 12: rewarm.v1.Response.lr:type_name -> rewarm.v1.LRValues
-	21, // 13: rewarm.v1.Response.state:type_name -> rewarm.v1.StateBlob
-	24, // 14: rewarm.v1.Response.closed:type_name -> rewarm.v1.Closed
-	16, // 15: rewarm.v1.Response.ack:type_name -> rewarm.v1.Ack
-	19, // 16: rewarm.v1.Response.preview:type_name -> rewarm.v1.PreviewValues
-	26, // 17: rewarm.v1.OpenSession.schedule:type_name -> google.protobuf.Struct
-	26, // 18: rewarm.v1.SessionInfo.schedule:type_name -> google.protobuf.Struct
-	8,  // 19: rewarm.v1.GetLR.groups:type_name -> rewarm.v1.Group
-	12, // 20: rewarm.v1.Replan.extend:type_name -> rewarm.v1.Extend
-	13, // 21: rewarm.v1.Replan.anneal:type_name -> rewarm.v1.Anneal
-	14, // 22: rewarm.v1.Replan.new_stage:type_name -> rewarm.v1.NewStage
-	26, // 23: rewarm.v1.NewStage.schedule:type_name -> google.protobuf.Struct
-	26, // 24: rewarm.v1.Preview.schedule:type_name -> google.protobuf.Struct
-	18, // 25: rewarm.v1.PreviewValues.phases:type_name -> rewarm.v1.Phase
-	1,  // 26: rewarm.v1.Error.code:type_name -> rewarm.v1.ErrorCode
-	27, // [27:27] is the sub-list for method output_type
-	27, // [27:27] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	26, // 9: rewarm.v1.Request.open_sampler:type_name -> rewarm.v1.OpenSampler
+	28, // 10: rewarm.v1.Request.get_batches:type_name -> rewarm.v1.GetBatches
+	30, // 11: rewarm.v1.Request.get_quotas:type_name -> rewarm.v1.GetQuotas
+	25, // 12: rewarm.v1.Response.error:type_name -> rewarm.v1.Error
+	5,  // 13: rewarm.v1.Response.hello:type_name -> rewarm.v1.HelloReply
+	7,  // 14: rewarm.v1.Response.session:type_name -> rewarm.v1.SessionInfo
+	10, // 15: rewarm.v1.Response.lr:type_name -> rewarm.v1.LRValues
+	21, // 16: rewarm.v1.Response.state:type_name -> rewarm.v1.StateBlob
+	24, // 17: rewarm.v1.Response.closed:type_name -> rewarm.v1.Closed
+	16, // 18: rewarm.v1.Response.ack:type_name -> rewarm.v1.Ack
+	19, // 19: rewarm.v1.Response.preview:type_name -> rewarm.v1.PreviewValues
+	27, // 20: rewarm.v1.Response.sampler:type_name -> rewarm.v1.SamplerInfo
+	29, // 21: rewarm.v1.Response.batches:type_name -> rewarm.v1.Batches
+	31, // 22: rewarm.v1.Response.quotas:type_name -> rewarm.v1.Quotas
+	32, // 23: rewarm.v1.OpenSession.schedule:type_name -> google.protobuf.Struct
+	32, // 24: rewarm.v1.SessionInfo.schedule:type_name -> google.protobuf.Struct
+	8,  // 25: rewarm.v1.GetLR.groups:type_name -> rewarm.v1.Group
+	12, // 26: rewarm.v1.Replan.extend:type_name -> rewarm.v1.Extend
+	13, // 27: rewarm.v1.Replan.anneal:type_name -> rewarm.v1.Anneal
+	14, // 28: rewarm.v1.Replan.new_stage:type_name -> rewarm.v1.NewStage
+	32, // 29: rewarm.v1.NewStage.schedule:type_name -> google.protobuf.Struct
+	32, // 30: rewarm.v1.Preview.schedule:type_name -> google.protobuf.Struct
+	18, // 31: rewarm.v1.PreviewValues.phases:type_name -> rewarm.v1.Phase
+	1,  // 32: rewarm.v1.Error.code:type_name -> rewarm.v1.ErrorCode
+	32, // 33: rewarm.v1.OpenSampler.spec:type_name -> google.protobuf.Struct
+	34, // [34:34] is the sub-list for method output_type
+	34, // [34:34] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_rewarm_proto_init() }
@@ -2148,6 +2723,9 @@ func file_rewarm_proto_init() {
 		(*Request_Replan)(nil),
 		(*Request_Report)(nil),
 		(*Request_Preview)(nil),
+		(*Request_OpenSampler)(nil),
+		(*Request_GetBatches)(nil),
+		(*Request_GetQuotas)(nil),
 	}
 	file_rewarm_proto_msgTypes[1].OneofWrappers = []any{
 		(*Response_Error)(nil),
@@ -2158,6 +2736,9 @@ func file_rewarm_proto_init() {
 		(*Response_Closed)(nil),
 		(*Response_Ack)(nil),
 		(*Response_Preview)(nil),
+		(*Response_Sampler)(nil),
+		(*Response_Batches)(nil),
+		(*Response_Quotas)(nil),
 	}
 	file_rewarm_proto_msgTypes[6].OneofWrappers = []any{}
 	file_rewarm_proto_msgTypes[9].OneofWrappers = []any{
@@ -2172,7 +2753,7 @@ func file_rewarm_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rewarm_proto_rawDesc), len(file_rewarm_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   24,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -23,6 +23,7 @@ from rewarm._errors import (
 )
 from rewarm._optim import RewarmLRScheduler, RewarmOptimizer, wrap
 from rewarm._preview import preview
+from rewarm._sampler import ReplaySampler
 from rewarm._sidecar import Sidecar, find_binary
 from rewarm._spec import load_spec, refined_spec
 from rewarm._version import __version__
@@ -33,6 +34,7 @@ __all__ = [
     "ForkError",
     "GroupSpec",
     "ProtocolError",
+    "ReplaySampler",
     "RewarmError",
     "RewarmLRScheduler",
     "RewarmOptimizer",

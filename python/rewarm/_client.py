@@ -65,6 +65,17 @@ class Values:
 
 
 @dataclass(frozen=True)
+class SamplerInfo:
+    sampler_id: int
+    spec_hash: str
+    total_steps: int
+    global_batch_size: int
+    source_names: list[str]
+    source_sizes: list[int]
+    stratified: bool
+
+
+@dataclass(frozen=True)
 class Preview:
     steps: list[int]
     lr: list[float]
@@ -211,6 +222,43 @@ class Client:
             list(r.weight_decay),
             [(p.name, p.start) for p in r.phases],
         )
+
+    def open_sampler(self, spec: Mapping[str, Any]) -> SamplerInfo:
+        req = pb.Request(open_sampler=pb.OpenSampler())
+        try:
+            req.open_sampler.spec.update(dict(spec))
+        except (ValueError, TypeError) as exc:
+            raise SpecError(f"replay spec cannot be encoded: {exc}", code="INVALID_ARGUMENT") from exc
+        r = self.call(req).sampler
+        return SamplerInfo(
+            r.sampler_id,
+            r.spec_hash,
+            r.total_steps,
+            r.global_batch_size,
+            list(r.source_names),
+            list(r.source_sizes),
+            r.stratified,
+        )
+
+    def get_batches(
+        self, sampler_id: int, step: int, count: int, rank: int = 0, world_size: int = 1
+    ) -> tuple[int, int, bytes]:
+        """(count, per_batch, ids): little-endian int64 ids of rank's slice of
+        the global batches of `count` steps from `step` (fewer at the plan's end)."""
+        req = pb.Request(
+            get_batches=pb.GetBatches(
+                sampler_id=sampler_id, step=step, count=count, rank=rank, world_size=world_size
+            )
+        )
+        r = self.call(req).batches
+        return r.count, r.per_batch, r.ids
+
+    def get_quotas(self, sampler_id: int, step: int, count: int = 1) -> list[list[int]]:
+        r = self.call(
+            pb.Request(get_quotas=pb.GetQuotas(sampler_id=sampler_id, step=step, count=count))
+        ).quotas
+        k = r.sources
+        return [list(r.counts[i * k : (i + 1) * k]) for i in range(r.count)]
 
     def get_state(self, session_id: int, step: int) -> bytes:
         return self.call(pb.Request(get_state=pb.GetState(session_id=session_id, step=step))).state.msgpack

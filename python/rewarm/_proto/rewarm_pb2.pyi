@@ -39,7 +39,7 @@ ERROR_CODE_INTERNAL: ErrorCode
 ERROR_CODE_RESOURCE_EXHAUSTED: ErrorCode
 
 class Request(_message.Message):
-    __slots__ = ("id", "hello", "open_session", "get_lr", "get_state", "restore_state", "close_session", "replan", "report", "preview")
+    __slots__ = ("id", "hello", "open_session", "get_lr", "get_state", "restore_state", "close_session", "replan", "report", "preview", "open_sampler", "get_batches", "get_quotas")
     ID_FIELD_NUMBER: _ClassVar[int]
     HELLO_FIELD_NUMBER: _ClassVar[int]
     OPEN_SESSION_FIELD_NUMBER: _ClassVar[int]
@@ -50,6 +50,9 @@ class Request(_message.Message):
     REPLAN_FIELD_NUMBER: _ClassVar[int]
     REPORT_FIELD_NUMBER: _ClassVar[int]
     PREVIEW_FIELD_NUMBER: _ClassVar[int]
+    OPEN_SAMPLER_FIELD_NUMBER: _ClassVar[int]
+    GET_BATCHES_FIELD_NUMBER: _ClassVar[int]
+    GET_QUOTAS_FIELD_NUMBER: _ClassVar[int]
     id: int
     hello: Hello
     open_session: OpenSession
@@ -60,10 +63,13 @@ class Request(_message.Message):
     replan: Replan
     report: Report
     preview: Preview
-    def __init__(self, id: _Optional[int] = ..., hello: _Optional[_Union[Hello, _Mapping]] = ..., open_session: _Optional[_Union[OpenSession, _Mapping]] = ..., get_lr: _Optional[_Union[GetLR, _Mapping]] = ..., get_state: _Optional[_Union[GetState, _Mapping]] = ..., restore_state: _Optional[_Union[RestoreState, _Mapping]] = ..., close_session: _Optional[_Union[CloseSession, _Mapping]] = ..., replan: _Optional[_Union[Replan, _Mapping]] = ..., report: _Optional[_Union[Report, _Mapping]] = ..., preview: _Optional[_Union[Preview, _Mapping]] = ...) -> None: ...
+    open_sampler: OpenSampler
+    get_batches: GetBatches
+    get_quotas: GetQuotas
+    def __init__(self, id: _Optional[int] = ..., hello: _Optional[_Union[Hello, _Mapping]] = ..., open_session: _Optional[_Union[OpenSession, _Mapping]] = ..., get_lr: _Optional[_Union[GetLR, _Mapping]] = ..., get_state: _Optional[_Union[GetState, _Mapping]] = ..., restore_state: _Optional[_Union[RestoreState, _Mapping]] = ..., close_session: _Optional[_Union[CloseSession, _Mapping]] = ..., replan: _Optional[_Union[Replan, _Mapping]] = ..., report: _Optional[_Union[Report, _Mapping]] = ..., preview: _Optional[_Union[Preview, _Mapping]] = ..., open_sampler: _Optional[_Union[OpenSampler, _Mapping]] = ..., get_batches: _Optional[_Union[GetBatches, _Mapping]] = ..., get_quotas: _Optional[_Union[GetQuotas, _Mapping]] = ...) -> None: ...
 
 class Response(_message.Message):
-    __slots__ = ("id", "error", "hello", "session", "lr", "state", "closed", "ack", "preview")
+    __slots__ = ("id", "error", "hello", "session", "lr", "state", "closed", "ack", "preview", "sampler", "batches", "quotas")
     ID_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     HELLO_FIELD_NUMBER: _ClassVar[int]
@@ -73,6 +79,9 @@ class Response(_message.Message):
     CLOSED_FIELD_NUMBER: _ClassVar[int]
     ACK_FIELD_NUMBER: _ClassVar[int]
     PREVIEW_FIELD_NUMBER: _ClassVar[int]
+    SAMPLER_FIELD_NUMBER: _ClassVar[int]
+    BATCHES_FIELD_NUMBER: _ClassVar[int]
+    QUOTAS_FIELD_NUMBER: _ClassVar[int]
     id: int
     error: Error
     hello: HelloReply
@@ -82,7 +91,10 @@ class Response(_message.Message):
     closed: Closed
     ack: Ack
     preview: PreviewValues
-    def __init__(self, id: _Optional[int] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., hello: _Optional[_Union[HelloReply, _Mapping]] = ..., session: _Optional[_Union[SessionInfo, _Mapping]] = ..., lr: _Optional[_Union[LRValues, _Mapping]] = ..., state: _Optional[_Union[StateBlob, _Mapping]] = ..., closed: _Optional[_Union[Closed, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., preview: _Optional[_Union[PreviewValues, _Mapping]] = ...) -> None: ...
+    sampler: SamplerInfo
+    batches: Batches
+    quotas: Quotas
+    def __init__(self, id: _Optional[int] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., hello: _Optional[_Union[HelloReply, _Mapping]] = ..., session: _Optional[_Union[SessionInfo, _Mapping]] = ..., lr: _Optional[_Union[LRValues, _Mapping]] = ..., state: _Optional[_Union[StateBlob, _Mapping]] = ..., closed: _Optional[_Union[Closed, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., preview: _Optional[_Union[PreviewValues, _Mapping]] = ..., sampler: _Optional[_Union[SamplerInfo, _Mapping]] = ..., batches: _Optional[_Union[Batches, _Mapping]] = ..., quotas: _Optional[_Union[Quotas, _Mapping]] = ...) -> None: ...
 
 class Hello(_message.Message):
     __slots__ = ("protocol_version", "client")
@@ -297,3 +309,75 @@ class Error(_message.Message):
     message: str
     field: str
     def __init__(self, code: _Optional[_Union[ErrorCode, str]] = ..., message: _Optional[str] = ..., field: _Optional[str] = ...) -> None: ...
+
+class OpenSampler(_message.Message):
+    __slots__ = ("spec",)
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    spec: _struct_pb2.Struct
+    def __init__(self, spec: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+
+class SamplerInfo(_message.Message):
+    __slots__ = ("sampler_id", "spec_hash", "total_steps", "global_batch_size", "source_names", "source_sizes", "stratified")
+    SAMPLER_ID_FIELD_NUMBER: _ClassVar[int]
+    SPEC_HASH_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_STEPS_FIELD_NUMBER: _ClassVar[int]
+    GLOBAL_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_NAMES_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_SIZES_FIELD_NUMBER: _ClassVar[int]
+    STRATIFIED_FIELD_NUMBER: _ClassVar[int]
+    sampler_id: int
+    spec_hash: str
+    total_steps: int
+    global_batch_size: int
+    source_names: _containers.RepeatedScalarFieldContainer[str]
+    source_sizes: _containers.RepeatedScalarFieldContainer[int]
+    stratified: bool
+    def __init__(self, sampler_id: _Optional[int] = ..., spec_hash: _Optional[str] = ..., total_steps: _Optional[int] = ..., global_batch_size: _Optional[int] = ..., source_names: _Optional[_Iterable[str]] = ..., source_sizes: _Optional[_Iterable[int]] = ..., stratified: _Optional[bool] = ...) -> None: ...
+
+class GetBatches(_message.Message):
+    __slots__ = ("sampler_id", "step", "count", "rank", "world_size")
+    SAMPLER_ID_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    RANK_FIELD_NUMBER: _ClassVar[int]
+    WORLD_SIZE_FIELD_NUMBER: _ClassVar[int]
+    sampler_id: int
+    step: int
+    count: int
+    rank: int
+    world_size: int
+    def __init__(self, sampler_id: _Optional[int] = ..., step: _Optional[int] = ..., count: _Optional[int] = ..., rank: _Optional[int] = ..., world_size: _Optional[int] = ...) -> None: ...
+
+class Batches(_message.Message):
+    __slots__ = ("step", "count", "per_batch", "ids")
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    PER_BATCH_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    step: int
+    count: int
+    per_batch: int
+    ids: bytes
+    def __init__(self, step: _Optional[int] = ..., count: _Optional[int] = ..., per_batch: _Optional[int] = ..., ids: _Optional[bytes] = ...) -> None: ...
+
+class GetQuotas(_message.Message):
+    __slots__ = ("sampler_id", "step", "count")
+    SAMPLER_ID_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    sampler_id: int
+    step: int
+    count: int
+    def __init__(self, sampler_id: _Optional[int] = ..., step: _Optional[int] = ..., count: _Optional[int] = ...) -> None: ...
+
+class Quotas(_message.Message):
+    __slots__ = ("step", "count", "sources", "counts")
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    SOURCES_FIELD_NUMBER: _ClassVar[int]
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
+    step: int
+    count: int
+    sources: int
+    counts: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, step: _Optional[int] = ..., count: _Optional[int] = ..., sources: _Optional[int] = ..., counts: _Optional[_Iterable[int]] = ...) -> None: ...

@@ -1,0 +1,119 @@
+"""Time to the first batch and peak memory: rewarm's ReplaySampler against
+torch's RandomSampler + DistributedSampler, side by side, each case in a
+fresh process so its peak RSS is its own. Then Megatron's greedy
+blending-index build against rewarm's first batch (Go benchmarks, one run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BATCH = 1024
+WORLD = 8
+
+
+def child(kind: str, n: int) -> None:
+    import torch
+    from torch.utils.data import BatchSampler, DistributedSampler, RandomSampler
+
+    import rewarm
+
+    # Load the in-process extension (the Go runtime) before the clock starts:
+    # a one-time cost per process, like importing torch.
+    rewarm.connect("inprocess").close()
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
+    if kind == "torch RandomSampler":
+        g = torch.Generator().manual_seed(0)
+        first = next(iter(BatchSampler(RandomSampler(range(n), generator=g), BATCH, drop_last=True)))
+    elif kind == "torch DistributedSampler":
+        s = DistributedSampler(range(n), num_replicas=WORLD, rank=0, shuffle=True, seed=0)
+        it = iter(s)
+        first = [next(it) for _ in range(BATCH // WORLD)]
+    else:
+        spec = {
+            "sources": [{"name": "new", "size": n - n // 20}, {"name": "old", "size": n // 20}],
+            "global_batch_size": BATCH,
+            "seed": 0,
+            "stages": [
+                {"steps": 10, "mixture": {"old": 1.0}},
+                {"steps": 1000, "mixture": {"new": 0.95, "old": 0.05}},
+            ],
+        }
+        s = rewarm.ReplaySampler(spec, rank=0, world_size=WORLD, backend="inprocess", window=1, start_step=10)
+        first = next(iter(s)).tolist()
+    dt = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"seconds": dt, "rss_mb": (peak - base) / 1024, "first": len(first)}))
+
+
+def run_child(kind: str, n: int) -> dict | None:
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", kind, str(n)], capture_output=True, text=True, timeout=900
+    )
+    if proc.returncode != 0:
+        return None
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--child", nargs=2)
+    ap.add_argument("--sizes", default="1e6,1e7,1e8")
+    args = ap.parse_args()
+    if args.child:
+        child(args.child[0], int(float(args.child[1])))
+        return
+    sizes = [int(float(x)) for x in args.sizes.split(",")]
+    kinds = ["rewarm ReplaySampler", "torch RandomSampler", "torch DistributedSampler"]
+    print(f"first batch of {BATCH} (rank 0 of {WORLD} for the distributed ones), fresh process per case")
+    print(f"{'n':>8s}  {'sampler':26s} {'first batch':>12s} {'peak RSS +MB':>13s} {'torch / rewarm':>15s}")
+    for n in sizes:
+        res = {k: run_child(k, n) for k in kinds}
+        ours = res[kinds[0]]
+        for k in kinds:
+            r = res[k]
+            if r is None:
+                print(f"{n:8.0e}  {k:26s} {'failed':>12s}")
+                continue
+            ratio = "" if k == kinds[0] or ours is None else f"{r['seconds'] / ours['seconds']:.0f}x"
+            print(f"{n:8.0e}  {k:26s} {r['seconds'] * 1e3:10.2f}ms {r['rss_mb']:13.1f} {ratio:>15s}")
+    r = run_child(kinds[0], 10**12)
+    if r:
+        print(f"{1e12:8.0e}  {kinds[0]:26s} {r['seconds'] * 1e3:10.2f}ms {r['rss_mb']:13.1f}")
+    print("\nGo, one run: Megatron's greedy blend build for 10^7 samples vs rewarm's first batch over 10^7")
+    out = subprocess.run(
+        [
+            "go",
+            "test",
+            "-run",
+            "^$",
+            "-bench",
+            "MegatronBlendBuild|FirstBatch|PermPlusQuota|BatchPerIndex",
+            "./replay",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    ns = {
+        m.group(1): float(m.group(2)) for m in re.finditer(r"Benchmark(\w+)-\d+\s+\d+\s+([\d.]+) ns/op", out)
+    }
+    print(out.strip())
+    if "MegatronBlendBuild" in ns and "FirstBatch" in ns:
+        print(
+            f"Megatron blend build / rewarm first batch: {ns['MegatronBlendBuild'] / ns['FirstBatch']:.0f}x"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+package dispatch
+
+import (
+	"encoding/binary"
+	"errors"
+
+	pb "github.com/rewarm/rewarm/proto/rewarmpb"
+	"github.com/rewarm/rewarm/replay"
+)
+
+func (d *Dispatcher) openSampler(r *pb.OpenSampler) (*pb.Response, error) {
+	if r.GetSpec() == nil {
+		return nil, fail(pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "spec", "open_sampler: missing replay spec")
+	}
+	s, err := replay.Parse(r.GetSpec().AsMap())
+	if err != nil {
+		return nil, err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.sessions)+len(d.samplers) >= d.opts.MaxSessions {
+		return nil, fail(pb.ErrorCode_ERROR_CODE_RESOURCE_EXHAUSTED, "", "too many open sessions and samplers; close unused ones")
+	}
+	d.nextID++
+	d.samplers[d.nextID] = s
+	info := &pb.SamplerInfo{SamplerId: d.nextID, SpecHash: s.Hash(), TotalSteps: s.TotalSteps(),
+		GlobalBatchSize: s.BatchSize(), Stratified: s.Stratified()}
+	for _, src := range s.Sources() {
+		info.SourceNames = append(info.SourceNames, src.Name)
+		info.SourceSizes = append(info.SourceSizes, src.Size)
+	}
+	return &pb.Response{Body: &pb.Response_Sampler{Sampler: info}}, nil
+}
+
+func (d *Dispatcher) sampler(id uint64) (*replay.Sampler, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	s, ok := d.samplers[id]
+	if !ok {
+		return nil, fail(pb.ErrorCode_ERROR_CODE_NOT_FOUND, "sampler_id", "no sampler with id %d", id)
+	}
+	return s, nil
+}
+
+func stepRange(step int64, count uint32, total int64) (int64, error) {
+	n := int64(count)
+	if n == 0 {
+		n = 1
+	}
+	if step < 0 || step >= total {
+		return 0, fail(pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "step", "step = %d: the stages cover steps 0..%d", step, total-1)
+	}
+	return min(n, total-step), nil
+}
+
+func (d *Dispatcher) getBatches(r *pb.GetBatches) (*pb.Response, error) {
+	s, err := d.sampler(r.GetSamplerId())
+	if err != nil {
+		return nil, err
+	}
+	n, err := stepRange(r.GetStep(), r.GetCount(), s.TotalSteps())
+	if err != nil {
+		return nil, err
+	}
+	world := int(r.GetWorldSize())
+	if world == 0 {
+		world = 1
+	}
+	B := s.BatchSize()
+	if B%int64(world) != 0 {
+		return nil, fail(pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "world_size",
+			"world_size = %d: global_batch_size %d must be divisible by it", world, B)
+	}
+	if int(r.GetRank()) >= world {
+		return nil, fail(pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "rank", "rank = %d: must be < world_size %d", r.GetRank(), world)
+	}
+	per := B / int64(world)
+	if n*per > MaxValues {
+		n = max(1, MaxValues/per)
+	}
+	ids := make([]int64, per)
+	buf := make([]byte, 0, n*per*8)
+	for i := int64(0); i < n; i++ {
+		if err := s.Batch(r.GetStep()+i, int(r.GetRank()), world, ids); err != nil {
+			if errors.Is(err, replay.ErrStep) {
+				return nil, fail(pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "step", "%v", err)
+			}
+			return nil, err
+		}
+		for _, id := range ids {
+			buf = binary.LittleEndian.AppendUint64(buf, uint64(id))
+		}
+	}
+	return &pb.Response{Body: &pb.Response_Batches{Batches: &pb.Batches{
+		Step: r.GetStep(), Count: uint32(n), PerBatch: uint32(per), Ids: buf}}}, nil
+}
+
+func (d *Dispatcher) getQuotas(r *pb.GetQuotas) (*pb.Response, error) {
+	s, err := d.sampler(r.GetSamplerId())
+	if err != nil {
+		return nil, err
+	}
+	n, err := stepRange(r.GetStep(), r.GetCount(), s.TotalSteps())
+	if err != nil {
+		return nil, err
+	}
+	K := int64(len(s.Sources()))
+	if n*K > MaxValues {
+		n = max(1, MaxValues/K)
+	}
+	out := &pb.Quotas{Step: r.GetStep(), Count: uint32(n), Sources: uint32(K), Counts: make([]int64, 0, n*K)}
+	for i := int64(0); i < n; i++ {
+		q, err := s.Quotas(r.GetStep() + i)
+		if err != nil {
+			return nil, fail(pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "step", "%v", err)
+		}
+		out.Counts = append(out.Counts, q...)
+	}
+	return &pb.Response{Body: &pb.Response_Quotas{Quotas: out}}, nil
+}

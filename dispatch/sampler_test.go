@@ -1,0 +1,80 @@
+package dispatch
+
+import (
+	"encoding/binary"
+	"testing"
+
+	"google.golang.org/protobuf/types/known/structpb"
+
+	pb "github.com/rewarm/rewarm/proto/rewarmpb"
+	"github.com/rewarm/rewarm/replay"
+)
+
+var samplerSpec = map[string]any{
+	"sources":           []any{map[string]any{"name": "a", "size": 1000.0}, map[string]any{"name": "b", "size": 500.0}},
+	"global_batch_size": 12.0,
+	"seed":              3.0,
+	"stages": []any{
+		map[string]any{"steps": 5.0, "mixture": map[string]any{"a": 1.0}},
+		map[string]any{"steps": 20.0, "mixture": map[string]any{"a": 0.25, "b": 0.75}},
+	},
+}
+
+func TestSamplerOverTheDispatcher(t *testing.T) {
+	c := greeted(t)
+	st, _ := structpb.NewStruct(samplerSpec)
+	r := c.Handle(&pb.Request{Body: &pb.Request_OpenSampler{OpenSampler: &pb.OpenSampler{Spec: st}}})
+	info := r.GetSampler()
+	if info == nil || info.GetTotalSteps() != 25 || info.GetGlobalBatchSize() != 12 || len(info.GetSpecHash()) != 16 {
+		t.Fatalf("open: %v", r)
+	}
+	ref, err := replay.Parse(st.AsMap())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r = c.Handle(&pb.Request{Body: &pb.Request_GetBatches{GetBatches: &pb.GetBatches{
+		SamplerId: info.GetSamplerId(), Step: 3, Count: 10, Rank: 1, WorldSize: 3}}})
+	b := r.GetBatches()
+	if b == nil || b.GetCount() != 10 || b.GetPerBatch() != 4 || len(b.GetIds()) != 10*4*8 {
+		t.Fatalf("batches: %v", r)
+	}
+	want := make([]int64, 4)
+	for i := 0; i < 10; i++ {
+		if err := ref.Batch(int64(3+i), 1, 3, want); err != nil {
+			t.Fatal(err)
+		}
+		for j, w := range want {
+			got := int64(binary.LittleEndian.Uint64(b.GetIds()[(i*4+j)*8:]))
+			if got != w {
+				t.Fatalf("step %d slot %d: %d, want %d", 3+i, j, got, w)
+			}
+		}
+	}
+	// A count running past the plan is cut at the last step.
+	r = c.Handle(&pb.Request{Body: &pb.Request_GetBatches{GetBatches: &pb.GetBatches{SamplerId: info.GetSamplerId(), Step: 20, Count: 100}}})
+	if r.GetBatches().GetCount() != 5 {
+		t.Fatalf("clipped count: %v", r.GetBatches().GetCount())
+	}
+	q := c.Handle(&pb.Request{Body: &pb.Request_GetQuotas{GetQuotas: &pb.GetQuotas{SamplerId: info.GetSamplerId(), Step: 4, Count: 2}}}).GetQuotas()
+	if q == nil || q.GetSources() != 2 || q.GetCounts()[0] != 12 || q.GetCounts()[2]+q.GetCounts()[3] != 12 {
+		t.Fatalf("quotas: %v", q)
+	}
+	for _, bad := range []*pb.GetBatches{
+		{SamplerId: info.GetSamplerId(), Step: 0, WorldSize: 5},
+		{SamplerId: info.GetSamplerId(), Step: 0, WorldSize: 2, Rank: 2},
+		{SamplerId: info.GetSamplerId(), Step: 25},
+		{SamplerId: 999},
+	} {
+		if e := c.Handle(&pb.Request{Body: &pb.Request_GetBatches{GetBatches: bad}}).GetError(); e == nil {
+			t.Errorf("accepted %v", bad)
+		}
+	}
+	if r := c.Handle(&pb.Request{Body: &pb.Request_CloseSession{CloseSession: &pb.CloseSession{SessionId: info.GetSamplerId()}}}); r.GetClosed() == nil {
+		t.Fatalf("close sampler: %v", r)
+	}
+	bad, _ := structpb.NewStruct(map[string]any{"sources": []any{map[string]any{"name": "a", "size": 0.0}}})
+	e := c.Handle(&pb.Request{Body: &pb.Request_OpenSampler{OpenSampler: &pb.OpenSampler{Spec: bad}}}).GetError()
+	if e.GetCode() != pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT || e.GetField() == "" {
+		t.Fatalf("bad spec: %v", e)
+	}
+}

@@ -1,0 +1,164 @@
+"""rewarm.ReplaySampler: a torch batch sampler over ConcatDataset ids whose
+batches come from the Go replay planner.
+
+Indices are produced in the main process (the batch sampler runs there), a
+window of steps per call, and cross the boundary as bytes; DataLoader workers
+only receive index lists and never call Go.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import torch
+from torch.utils.data import Sampler
+
+from rewarm._client import Backend, connect
+from rewarm._spec import SpecLike, load_spec
+
+STATE_VERSION = 1
+
+
+def _rank_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    if rank is not None and world_size is not None:
+        return rank, world_size
+    try:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            return (
+                dist.get_rank() if rank is None else rank,
+                dist.get_world_size() if world_size is None else world_size,
+            )
+    except ImportError:  # pragma: no cover
+        pass
+    env_rank, env_world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    return (env_rank if rank is None else rank, env_world if world_size is None else world_size)
+
+
+class ReplaySampler(Sampler[torch.Tensor]):
+    """Yields, for each step, this rank's slice of the global batch as an int64
+    tensor of global ids in ``torch.utils.data.ConcatDataset`` order.
+
+    ``spec`` holds ``sources`` ([{name, size}], in ConcatDataset order),
+    ``global_batch_size``, ``seed``, ``stages`` ([{steps, mixture, replay}]) and
+    optionally ``replay`` ("seen" | "all"), ``stratified`` and ``normalize``; see
+    docs/replay.md. Rank and world size default to torch.distributed, then to
+    the RANK / WORLD_SIZE variables torchrun sets.
+    """
+
+    def __init__(
+        self,
+        spec: SpecLike,
+        rank: int | None = None,
+        world_size: int | None = None,
+        backend: Backend = "auto",
+        window: int = 64,
+        start_step: int = 0,
+    ) -> None:
+        self.spec = load_spec(spec)
+        self.rank, self.world_size = _rank_world(rank, world_size)
+        self._client = connect(backend)
+        info = self._client.open_sampler(self.spec)
+        self._id = info.sampler_id
+        self.info = info
+        self.spec_hash = info.spec_hash
+        self.total_steps = info.total_steps
+        self.global_batch_size = info.global_batch_size
+        if self.world_size < 1 or self.global_batch_size % self.world_size:
+            from rewarm._errors import SpecError
+
+            raise SpecError(
+                f'replay: field "world_size" = {self.world_size}: global_batch_size {self.global_batch_size} '
+                "must be divisible by the world size",
+                code="INVALID_ARGUMENT",
+                field="world_size",
+            )
+        if not 0 <= self.rank < self.world_size:
+            raise ValueError(f"rank={self.rank}: must be in [0, {self.world_size})")
+        self.per_rank = self.global_batch_size // self.world_size
+        self._window = max(1, int(window))
+        self._next = int(start_step)
+        self._cache_key: tuple[int, int] | None = None
+        self._cache: torch.Tensor | None = None
+        self._cache_start = 0
+
+    # --- random access -------------------------------------------------------
+
+    def _fetch(self, step: int, count: int, rank: int, world: int) -> torch.Tensor:
+        n, per, ids = self._client.get_batches(self._id, step, count, rank, world)
+        return torch.frombuffer(bytearray(ids), dtype=torch.int64).view(n, per)
+
+    def batch(self, step: int) -> torch.Tensor:
+        """This rank's slice of the global batch of ``step``."""
+        if not 0 <= step < self.total_steps:
+            raise IndexError(f"step {step} is outside the plan (0..{self.total_steps - 1})")
+        c = self._cache
+        if c is None or not (self._cache_start <= step < self._cache_start + c.shape[0]):
+            self._cache = c = self._fetch(step, self._window, self.rank, self.world_size)
+            self._cache_start = step
+        return c[step - self._cache_start]
+
+    def global_batch(self, step: int) -> torch.Tensor:
+        """The whole global batch of ``step`` (identical at every world size)."""
+        if not 0 <= step < self.total_steps:
+            raise IndexError(f"step {step} is outside the plan (0..{self.total_steps - 1})")
+        return self._fetch(step, 1, 0, 1)[0]
+
+    def quotas(self, step: int) -> dict[str, int]:
+        """How many samples each source gets in the global batch of ``step``."""
+        counts = self._client.get_quotas(self._id, step, 1)[0]
+        return dict(zip(self.info.source_names, counts, strict=True))
+
+    # --- torch Sampler -------------------------------------------------------
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        while self._next < self.total_steps:
+            step = self._next
+            out = self.batch(step)
+            self._next = step + 1
+            yield out
+
+    def __len__(self) -> int:
+        return max(0, self.total_steps - self._next)
+
+    # --- checkpointing (torchdata StatefulDataLoader conventions) ------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """The whole state: which spec, and the next step to yield. It does not
+        depend on rank or world size, so a run can resume at another one."""
+        return {"version": STATE_VERSION, "spec_hash": self.spec_hash, "step": self._next}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(
+                f"replay sampler state version {state.get('version')!r}: expected {STATE_VERSION}"
+            )
+        if state.get("spec_hash") != self.spec_hash:
+            raise ValueError(
+                f"replay sampler state is for spec {state.get('spec_hash')!r}, this sampler's spec is "
+                f"{self.spec_hash!r}: resuming would read different batches; build the sampler from the "
+                "checkpoint's spec"
+            )
+        step = int(state["step"])
+        if not 0 <= step <= self.total_steps:
+            raise ValueError(f"replay sampler state step {step} is outside the plan (0..{self.total_steps})")
+        self._next = step
+
+    def set_step(self, step: int) -> None:
+        """Continue from ``step`` (for loops that track their own step)."""
+        self.load_state_dict({"version": STATE_VERSION, "spec_hash": self.spec_hash, "step": step})
+
+    def close(self) -> None:
+        try:
+            self._client.close_session(self._id)
+        finally:
+            self._client.close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        raise TypeError(
+            "ReplaySampler runs in the main process and is not pickled to DataLoader workers; pass it as "
+            "batch_sampler= (not inside the dataset)"
+        )

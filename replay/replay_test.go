@@ -1,0 +1,553 @@
+package replay
+
+import (
+	"errors"
+	"math"
+	"math/rand/v2"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/rewarm/rewarm/internal/specfield"
+)
+
+func mustParse(t testing.TB, m map[string]any) *Sampler {
+	t.Helper()
+	s, err := Parse(m)
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	return s
+}
+
+func srcs(kv ...any) []any {
+	var out []any
+	for i := 0; i < len(kv); i += 2 {
+		out = append(out, map[string]any{"name": kv[i], "size": kv[i+1]})
+	}
+	return out
+}
+
+// sourceOf maps a global id back to its source index.
+func sourceOf(s *Sampler, id int64) int {
+	off := s.Offsets()
+	return sort.Search(len(off), func(i int) bool { return off[i] > id }) - 1
+}
+
+func batch(t testing.TB, s *Sampler, step int64, rank, world int) []int64 {
+	t.Helper()
+	out := make([]int64, s.BatchSize()/int64(world))
+	if err := s.Batch(step, rank, world, out); err != nil {
+		t.Fatalf("Batch(%d, %d, %d): %v", step, rank, world, err)
+	}
+	return out
+}
+
+// ideal cumulative target, written out independently of the sampler.
+func ideal(B, T, L int64, start, end float64) float64 {
+	sum := 0.0
+	for t := int64(0); t < T; t++ {
+		p := start
+		if L > 1 {
+			p = start + (end-start)*float64(t)/float64(L-1)
+		}
+		sum += p
+	}
+	return float64(B) * sum
+}
+
+func TestExactProportions(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	for trial := 0; trial < 60; trial++ {
+		K := 2 + rng.IntN(4)
+		B := []int64{8, 20, 64, 100, 1104}[rng.IntN(5)]
+		L := int64(50 + rng.IntN(150))
+		w := make([]float64, K)
+		w2 := make([]float64, K)
+		sum, sum2 := 0.0, 0.0
+		for i := range w {
+			w[i] = 0.2 + rng.Float64()
+			w2[i] = 0.2 + rng.Float64()
+			sum += w[i]
+			sum2 += w2[i]
+		}
+		linear := rng.IntN(2) == 0
+		mix := map[string]any{}
+		var sources []any
+		for i := range w {
+			name := string(rune('a' + i))
+			sources = append(sources, map[string]any{"name": name, "size": 1000 + rng.IntN(100000)})
+			if linear {
+				mix[name] = map[string]any{"start": w[i] / sum, "end": w2[i] / sum2}
+			} else {
+				mix[name] = w[i] / sum
+			}
+		}
+		spec := map[string]any{"sources": sources, "global_batch_size": B, "seed": trial, "normalize": true,
+			"stages": []any{map[string]any{"steps": L, "mixture": mix}}}
+		s, err := Parse(spec)
+		if err != nil {
+			if strings.Contains(err.Error(), "at least one sample per global batch") {
+				continue // a deliberately refused sparse mixture
+			}
+			t.Fatal(err)
+		}
+		cum := make([]int64, K)
+		for step := int64(0); step < L; step++ {
+			q, err := s.Quotas(step)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := make([]int64, K)
+			for _, id := range batch(t, s, step, 0, 1) {
+				got[sourceOf(s, id)]++
+			}
+			var total int64
+			for i := range q {
+				if q[i] < 0 || got[i] != q[i] {
+					t.Fatalf("trial %d step %d: quota %v, batch holds %v", trial, step, q, got)
+				}
+				total += q[i]
+				cum[i] += q[i]
+				st, en := w[i]/sum, w[i]/sum
+				if linear {
+					st, en = w[i]/sum, w2[i]/sum2
+				}
+				x := ideal(B, step+1, L, st, en)
+				if math.Abs(float64(cum[i])-x) >= 1+1e-6 {
+					t.Fatalf("trial %d step %d source %d: prefix %d vs target %.4f", trial, step, i, cum[i], x)
+				}
+				p := st + (en-st)*float64(step)/float64(max(L-1, 1))
+				if K == 2 && math.Abs(float64(q[i])-float64(B)*p) >= 1+1e-6 {
+					t.Fatalf("trial %d step %d: two sources, quota %d vs %.4f", trial, step, q[i], float64(B)*p)
+				}
+				if math.Abs(float64(q[i])-float64(B)*p) >= 2 {
+					t.Fatalf("trial %d step %d: quota %d vs %.4f", trial, step, q[i], float64(B)*p)
+				}
+			}
+			if total != B {
+				t.Fatalf("batch of %d, want %d", total, B)
+			}
+		}
+	}
+}
+
+var replaySpec = map[string]any{
+	"sources":           srcs("slimpajama", 1000000, "pile", 1000000),
+	"global_batch_size": 20,
+	"seed":              7,
+	"stages": []any{
+		map[string]any{"steps": 100, "mixture": map[string]any{"pile": 1.0}},
+		map[string]any{"steps": 1000, "mixture": map[string]any{"slimpajama": 0.95, "pile": 0.05}},
+	},
+}
+
+// megatronBlend is Megatron's greedy largest-deficit blend, written out here
+// as the reference whose contiguous per-rank slicing skews replay.
+func megatronBlend(weights []float64, size int) []int {
+	cur := make([]float64, len(weights))
+	out := make([]int, size)
+	for i := range out {
+		t := math.Max(float64(i), 1)
+		best, bestV := 0, math.Inf(-1)
+		for d, w := range weights {
+			if v := w*t - cur[d]; v > bestV {
+				best, bestV = d, v
+			}
+		}
+		out[i] = best
+		cur[best]++
+	}
+	return out
+}
+
+func TestNoPeriodicRankSkew(t *testing.T) {
+	for _, c := range []struct{ mbs, dp int }{{5, 4}, {10, 8}, {1, 20}, {4, 8}} {
+		B := c.mbs * c.dp
+		spec := map[string]any{"sources": srcs("new", 10000000, "old", 10000000), "global_batch_size": B, "seed": 1,
+			"stages": []any{map[string]any{"steps": 20000 / B, "mixture": map[string]any{"new": 0.95, "old": 0.05}}}}
+		s := mustParse(t, spec)
+		steps := int64(20000 / B)
+		ours := make([]int, c.dp)
+		for step := int64(0); step < steps; step++ {
+			for r := 0; r < c.dp; r++ {
+				for _, id := range batch(t, s, step, r, c.dp) {
+					if sourceOf(s, id) == 1 {
+						ours[r]++
+					}
+				}
+			}
+		}
+		blend := megatronBlend([]float64{0.95, 0.05}, 20000)
+		theirs := make([]int, c.dp)
+		for i, d := range blend {
+			if d == 1 {
+				theirs[(i%B)/c.mbs]++
+			}
+		}
+		fair := 1000.0 / float64(c.dp)
+		for r, n := range ours {
+			// Binomial spread around the fair share; 6 sigma.
+			if math.Abs(float64(n)-fair) > 6*math.Sqrt(fair) {
+				t.Errorf("mbs=%d dp=%d: rank %d got %d replay samples, fair share %.0f (all: %v)", c.mbs, c.dp, r, n, fair, ours)
+			}
+		}
+		t.Logf("mbs=%d dp=%d: replay per rank rewarm %v, Megatron contiguous slicing %v", c.mbs, c.dp, ours, theirs)
+	}
+}
+
+func TestStratifiedRanks(t *testing.T) {
+	spec := map[string]any{"sources": srcs("a", 100000, "b", 100000, "c", 100000), "global_batch_size": 24, "seed": 3,
+		"stratified": true, "stages": []any{map[string]any{"steps": 200, "mixture": map[string]any{"a": 0.6, "b": 0.3, "c": 0.1}}}}
+	s := mustParse(t, spec)
+	for _, world := range []int{2, 3, 4, 8} {
+		for step := int64(0); step < 200; step++ {
+			q, _ := s.Quotas(step)
+			all := map[int64]int{}
+			for r := 0; r < world; r++ {
+				per := make([]int64, 3)
+				for _, id := range batch(t, s, step, r, world) {
+					per[sourceOf(s, id)]++
+					all[id]++
+				}
+				for src := range per {
+					lo, hi := q[src]/int64(world), (q[src]+int64(world)-1)/int64(world)
+					if per[src] < lo || per[src] > hi {
+						t.Fatalf("world %d step %d rank %d: %d of source %d, want %d..%d", world, step, r, per[src], src, lo, hi)
+					}
+				}
+			}
+			for _, id := range batch(t, s, step, 0, 1) {
+				all[id]--
+			}
+			for id, n := range all {
+				if n != 0 {
+					t.Fatalf("world %d step %d: id %d off by %d between ranks and the global batch", world, step, id, n)
+				}
+			}
+		}
+	}
+}
+
+func TestElasticSameGlobalBatch(t *testing.T) {
+	s := mustParse(t, map[string]any{"sources": srcs("a", 500000, "b", 70000), "global_batch_size": 48, "seed": 11,
+		"stages": []any{map[string]any{"steps": 300, "mixture": map[string]any{"a": 0.8, "b": 0.2}}}})
+	for step := int64(0); step < 300; step++ {
+		global := batch(t, s, step, 0, 1)
+		for _, world := range []int{2, 3, 8} {
+			var cat []int64
+			for r := 0; r < world; r++ {
+				cat = append(cat, batch(t, s, step, r, world)...)
+			}
+			for i := range global {
+				if cat[i] != global[i] {
+					t.Fatalf("step %d world %d: slot %d is %d, global %d", step, world, i, cat[i], global[i])
+				}
+			}
+		}
+	}
+}
+
+func TestResumeIsRandomAccess(t *testing.T) {
+	s := mustParse(t, replaySpec)
+	var seq [][]int64
+	for step := int64(0); step < s.TotalSteps(); step++ {
+		seq = append(seq, batch(t, s, step, 1, 4))
+	}
+	rng := rand.New(rand.NewPCG(1, 1))
+	for _, step := range rng.Perm(int(s.TotalSteps())) {
+		got := batch(t, s, int64(step), 1, 4)
+		for i := range got {
+			if got[i] != seq[step][i] {
+				t.Fatalf("step %d differs when computed out of order", step)
+			}
+		}
+	}
+	// A new Sampler from the same spec (a restart) gives the same batches.
+	s2 := mustParse(t, replaySpec)
+	if s2.Hash() != s.Hash() {
+		t.Fatal("hash differs")
+	}
+	for _, step := range []int64{0, 99, 100, 211, 1099} {
+		a, b := batch(t, s, step, 0, 1), batch(t, s2, step, 0, 1)
+		for i := range a {
+			if a[i] != b[i] {
+				t.Fatalf("restart differs at step %d", step)
+			}
+		}
+	}
+}
+
+func TestWithoutReplacementPerEpoch(t *testing.T) {
+	// 1000 samples, 50 per step: steps 0..19 are exactly epoch 0, 20..39 epoch 1.
+	s := mustParse(t, map[string]any{"sources": srcs("a", 1000), "global_batch_size": 50, "seed": 5,
+		"stages": []any{map[string]any{"steps": 45, "mixture": map[string]any{"a": 1.0}}}})
+	for epoch := int64(0); epoch < 2; epoch++ {
+		seen := map[int64]bool{}
+		for step := epoch * 20; step < (epoch+1)*20; step++ {
+			for _, id := range batch(t, s, step, 0, 1) {
+				if seen[id] {
+					t.Fatalf("epoch %d: %d repeats", epoch, id)
+				}
+				seen[id] = true
+			}
+		}
+		if len(seen) != 1000 {
+			t.Fatalf("epoch %d covered %d samples", epoch, len(seen))
+		}
+	}
+}
+
+func TestReplayOnlyWhatWasSeen(t *testing.T) {
+	spec := map[string]any{
+		"sources":           srcs("A", 100000, "B", 100000, "C", 100000),
+		"global_batch_size": 64,
+		"seed":              9,
+		"stages": []any{
+			map[string]any{"steps": 50, "mixture": map[string]any{"A": 1.0}},
+			map[string]any{"steps": 50, "mixture": map[string]any{"B": 0.9, "A": 0.1}},
+			map[string]any{"steps": 80, "mixture": map[string]any{"C": 0.8, "A": 0.1, "B": 0.1}},
+		},
+	}
+	s := mustParse(t, spec)
+	consumed := map[int][]map[int64]bool{}
+	for src := 0; src < 3; src++ {
+		consumed[src] = []map[int64]bool{{}, {}, {}}
+	}
+	for step := int64(0); step < s.TotalSteps(); step++ {
+		stage := 0
+		if step >= 50 {
+			stage = 1
+		}
+		if step >= 100 {
+			stage = 2
+		}
+		for _, id := range batch(t, s, step, 0, 1) {
+			consumed[sourceOf(s, id)][stage][id] = true
+		}
+	}
+	// Stage 2 replays A: only what stage 1 consumed.
+	for id := range consumed[0][1] {
+		if !consumed[0][0][id] {
+			t.Fatalf("stage 2 replayed A sample %d never consumed in stage 1", id)
+		}
+	}
+	// Stage 3 replays A (seen in stage 1) and B (seen in stage 2): chained.
+	for id := range consumed[0][2] {
+		if !consumed[0][0][id] {
+			t.Fatalf("stage 3 replayed A sample %d never consumed before", id)
+		}
+	}
+	for id := range consumed[1][2] {
+		if !consumed[1][1][id] {
+			t.Fatalf("stage 3 replayed B sample %d never consumed in stage 2", id)
+		}
+	}
+	if len(consumed[0][1]) < 250 || len(consumed[1][2]) < 400 {
+		t.Fatalf("too few replay draws: %d, %d", len(consumed[0][1]), len(consumed[1][2]))
+	}
+	// With replay: all, A continues its stream: new samples, disjoint from stage 1.
+	spec["replay"] = All
+	s = mustParse(t, spec)
+	first := map[int64]bool{}
+	for step := int64(0); step < 50; step++ {
+		for _, id := range batch(t, s, step, 0, 1) {
+			first[id] = true
+		}
+	}
+	for step := int64(50); step < 100; step++ {
+		for _, id := range batch(t, s, step, 0, 1) {
+			if sourceOf(s, id) == 0 && first[id] {
+				t.Fatalf("replay: all re-read A sample %d within its first epoch", id)
+			}
+		}
+	}
+}
+
+func TestSeenReplayPassesWithoutRepeats(t *testing.T) {
+	// 640 seen samples; stage 2 replays 32 per step for 40 steps = 2 passes.
+	s := mustParse(t, map[string]any{"sources": srcs("A", 5000, "B", 5000), "global_batch_size": 64, "seed": 2,
+		"stages": []any{
+			map[string]any{"steps": 10, "mixture": map[string]any{"A": 1.0}},
+			map[string]any{"steps": 40, "mixture": map[string]any{"B": 0.5, "A": 0.5}},
+		}})
+	pass := map[int64]bool{}
+	draws := 0
+	for step := int64(10); step < 30; step++ {
+		for _, id := range batch(t, s, step, 0, 1) {
+			if sourceOf(s, id) == 0 {
+				if pass[id] {
+					t.Fatalf("a seen sample repeats within one replay pass")
+				}
+				pass[id] = true
+				draws++
+			}
+		}
+	}
+	if draws != 640 || len(pass) != 640 {
+		t.Fatalf("first pass drew %d (%d distinct), want 640", draws, len(pass))
+	}
+}
+
+func TestBadSpecs(t *testing.T) {
+	base := func() map[string]any {
+		return map[string]any{"sources": srcs("a", 100, "b", 100), "global_batch_size": 8,
+			"stages": []any{map[string]any{"steps": 10, "mixture": map[string]any{"a": 0.5, "b": 0.5}}}}
+	}
+	cases := []struct {
+		edit  func(m map[string]any)
+		field string
+		value string
+	}{
+		{func(m map[string]any) { m["sources"] = srcs("a", 0, "b", 100) }, "sources[0].size", "0"},
+		{func(m map[string]any) { m["sources"] = srcs("a", 10, "a", 100) }, "sources[1].name", "a"},
+		{func(m map[string]any) {
+			m["stages"] = []any{map[string]any{"steps": 10, "mixture": map[string]any{"a": -0.5, "b": 1.5}}}
+		}, "stages[0].mixture.a", "-0.5"},
+		{func(m map[string]any) {
+			m["stages"] = []any{map[string]any{"steps": 10, "mixture": map[string]any{"a": math.NaN(), "b": 1.0}}}
+		}, "stages[0].mixture.a", "NaN"},
+		{func(m map[string]any) {
+			m["stages"] = []any{map[string]any{"steps": 10, "mixture": map[string]any{"a": 0.5, "b": 0.6}}}
+		}, "stages[0].mixture", "1.1"},
+		{func(m map[string]any) {
+			m["stages"] = []any{map[string]any{"steps": 10, "mixture": map[string]any{"a": 0.5, "zz": 0.5}}}
+		}, "stages[0].mixture.zz", "zz"},
+		{func(m map[string]any) {
+			m["stages"] = []any{map[string]any{"steps": 10, "mixture": map[string]any{"a": 1.0}},
+				map[string]any{"steps": 10, "mixture": map[string]any{"a": 0.5, "b": 0.5}, "replay": map[string]any{"b": "seen"}}}
+		}, "stages[1].mixture.b", "seen"},
+		{func(m map[string]any) {
+			m["stages"] = []any{map[string]any{"steps": 0, "mixture": map[string]any{"a": 1.0}}}
+		}, "stages[0].steps", "0"},
+		{func(m map[string]any) { m["global_batch_size"] = 0 }, "global_batch_size", "0"},
+		{func(m map[string]any) { m["replay"] = "some" }, "replay", "some"},
+		{func(m map[string]any) {
+			m["sources"] = srcs("a", 100, "b", 100, "c", 100)
+			m["stages"] = []any{map[string]any{"steps": 10, "mixture": map[string]any{"a": 0.5, "b": 0.45, "c": 0.05}}}
+		}, "stages[0].mixture.c", "0.05"},
+		{func(m map[string]any) {
+			m["stages"] = []any{map[string]any{"steps": 10, "mixture": map[string]any{"a": map[string]any{"start": 0.5}, "b": 0.5}}}
+		}, "stages[0].mixture.a.end", "missing"},
+	}
+	for i, c := range cases {
+		m := base()
+		c.edit(m)
+		_, err := Parse(m)
+		var fe *specfield.Error
+		if !errors.As(err, &fe) || fe.Field != c.field || !strings.Contains(err.Error(), c.value) {
+			t.Errorf("case %d: got %v, want field %q with %q", i, err, c.field, c.value)
+		}
+	}
+	// Sums that do not reach 1 are rescaled with normalize.
+	m := base()
+	m["normalize"] = true
+	m["stages"] = []any{map[string]any{"steps": 10, "mixture": map[string]any{"a": 3.0, "b": 1.0}}}
+	s := mustParse(t, m)
+	if q, _ := s.Quotas(0); q[0] != 6 || q[1] != 2 {
+		t.Errorf("normalized quotas %v", q)
+	}
+	// A world size that does not divide the batch, and steps outside the plan.
+	out := make([]int64, 2)
+	if err := s.Batch(0, 0, 3, out); err == nil || !strings.Contains(err.Error(), `"world_size"`) {
+		t.Errorf("world size 3 with batch 8: %v", err)
+	}
+	if err := s.Batch(10, 0, 4, out); !errors.Is(err, ErrStep) {
+		t.Errorf("step past the plan: %v", err)
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add(int64(100), int64(7), int64(8), 0.9, 0.1, int64(10), "seen")
+	f.Add(int64(1), int64(1), int64(1), 1.0, 0.0, int64(1), "all")
+	f.Fuzz(func(t *testing.T, n1, n2, B int64, p1, p2 float64, steps int64, mode string) {
+		m := map[string]any{"sources": srcs("a", n1, "b", n2), "global_batch_size": B, "replay": mode,
+			"stages": []any{
+				map[string]any{"steps": steps, "mixture": map[string]any{"a": 1.0}},
+				map[string]any{"steps": steps, "mixture": map[string]any{"a": p1, "b": p2}},
+			}}
+		s, err := Parse(m)
+		if err != nil {
+			return
+		}
+		if s.TotalSteps() > 1<<20 || B > 1<<12 {
+			return
+		}
+		out := make([]int64, B)
+		for _, step := range []int64{0, s.TotalSteps() / 2, s.TotalSteps() - 1} {
+			if err := s.Batch(step, 0, 1, out); err != nil {
+				t.Fatal(err)
+			}
+			for _, id := range out {
+				if id < 0 || id >= n1+n2 {
+					t.Fatalf("id %d out of range", id)
+				}
+			}
+		}
+	})
+}
+
+func BenchmarkBatchPerIndex(b *testing.B) {
+	s := mustParse(b, map[string]any{"sources": srcs("new", 1000000000, "old", 300000000), "global_batch_size": 1024, "seed": 1,
+		"stages": []any{
+			map[string]any{"steps": 1000, "mixture": map[string]any{"old": 1.0}},
+			map[string]any{"steps": 100000, "mixture": map[string]any{"new": 0.95, "old": 0.05}},
+		}})
+	out := make([]int64, 1024)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := s.Batch(int64(i%100000)+1000, 0, 1, out); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/1024, "ns/index")
+}
+
+// BenchmarkMegatronBlendBuild builds Megatron's greedy blending index (the
+// reference in megatronBlend, the loop Megatron runs in C++) for 10^7
+// samples: the work Megatron does before its first batch.
+func BenchmarkMegatronBlendBuild(b *testing.B) {
+	for i := 0; i < b.N; i++ {
+		_ = megatronBlend([]float64{0.95, 0.05}, 10_000_000)
+	}
+}
+
+// BenchmarkFirstBatch is rewarm's time to the first batch over 10^7
+// samples: validate the spec and compute one global batch of 1024.
+func BenchmarkFirstBatch(b *testing.B) {
+	spec := map[string]any{"sources": srcs("new", 9_500_000, "old", 500_000), "global_batch_size": 1024, "seed": 1,
+		"stages": []any{
+			map[string]any{"steps": 100, "mixture": map[string]any{"old": 1.0}},
+			map[string]any{"steps": 9000, "mixture": map[string]any{"new": 0.95, "old": 0.05}},
+		}}
+	out := make([]int64, 1024)
+	for i := 0; i < b.N; i++ {
+		s, err := Parse(spec)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := s.Batch(100, 0, 1, out); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkPermPlusQuota is the per-index cost the issue budgets: the
+// stream permutation plus the batch's quota computation, amortized.
+func BenchmarkPermPlusQuota(b *testing.B) {
+	s := mustParse(b, map[string]any{"sources": srcs("new", 1000000000, "old", 300000000), "global_batch_size": 1024, "seed": 1,
+		"stages": []any{map[string]any{"steps": 100000, "mixture": map[string]any{"new": 0.95, "old": 0.05}}}})
+	p := NewPerm(1000000000, 7)
+	lo, hi := make([]int64, 2), make([]int64, 2)
+	var sink uint64
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if i%1024 == 0 {
+			t := int64(i/1024) % 99999
+			quotasAt(&s.stages[0], 1024, t, lo)
+			quotasAt(&s.stages[0], 1024, t+1, hi)
+		}
+		sink += p.At(uint64(i))
+	}
+	_ = sink
+}

@@ -1,0 +1,313 @@
+// Package replay decides which sample indices each rank reads at each step
+// of a continual pre-training run: new data mixed with replay of earlier
+// data, exact per batch, O(1) memory in the dataset size, and a pure
+// function of (spec, step), so resume needs no fast-forward and the global
+// batch is the same at any world size.
+//
+// The pieces, each a small closed form:
+//
+//   - quotas: per stage, source s gets C_s(T) of the first T·B slots, the
+//     cumulative largest-remainder rounding of B·Σ_{t<T} p_s(t);
+//   - order: each source is read through a stream of per-epoch keyed Feistel
+//     permutations (Perm), continued across stages;
+//   - replay: "seen" draws come from the stream positions consumed before
+//     the stage, through a fresh keyed permutation of them;
+//   - layout: the B slots of a global batch are shuffled with a keyed
+//     permutation, then sliced by rank (or dealt per source with
+//     stratified).
+package replay
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"math"
+	"sort"
+	"strings"
+
+	"github.com/rewarm/rewarm/internal/specfield"
+)
+
+// Replay modes for a source that an earlier stage already used.
+const (
+	// Seen draws only the samples consumed by earlier stages.
+	Seen = "seen"
+	// All continues the source's own stream over the whole source (unseen
+	// samples first, then the next epochs).
+	All = "all"
+)
+
+// Source is one dataset, in torch ConcatDataset order.
+type Source struct {
+	Name string `spec:"name,required"`
+	Size int64  `spec:"size,required"`
+}
+
+// Stage is a run of steps with one mixture. A proportion is a number, or
+// {start, end} for a linear change from the first step (start) to the last
+// (end). Replay is "seen" or "all" for every earlier-used source, or a
+// mapping from source name to mode.
+type Stage struct {
+	Name    string         `spec:"name"`
+	Steps   int64          `spec:"steps,required"`
+	Mixture map[string]any `spec:"mixture,required"`
+	Replay  any            `spec:"replay"`
+}
+
+// Spec is a replay sampler spec.
+type Spec struct {
+	Sources         []Source `spec:"sources,required"`
+	GlobalBatchSize int64    `spec:"global_batch_size,required"`
+	Seed            int64    `spec:"seed"`
+	Stages          []Stage  `spec:"stages,required"`
+	Replay          string   `spec:"replay"`
+	Stratified      bool     `spec:"stratified"`
+	Normalize       bool     `spec:"normalize"`
+}
+
+func fail(field string, value any, format string, args ...any) error {
+	return specfield.Errorf("replay", field, value, format, args...)
+}
+
+// proportion is p(t) = start + (end − start)·t/(L − 1) over a stage of L steps.
+type proportion struct{ start, end float64 }
+
+// stagePlan is a validated stage.
+type stagePlan struct {
+	name    string
+	begin   int64 // first global step
+	steps   int64
+	props   []proportion // by source index; zero for absent sources
+	active  []int        // sources with a non-zero proportion somewhere in the stage
+	mode    []string     // "new", Seen or All, by source
+	fresh0  []int64      // stream position of each source at the stage start
+	counts  []int64      // samples each source gets over the whole stage
+	seenLen []int64      // for Seen sources: positions available (= fresh0)
+}
+
+// Parse validates a spec map and returns a Sampler.
+func Parse(m map[string]any) (*Sampler, error) {
+	spec := Spec{Replay: Seen}
+	if err := specfield.Decode("replay", m, &spec); err != nil {
+		return nil, err
+	}
+	return New(spec)
+}
+
+// New validates a spec and returns a Sampler.
+func New(spec Spec) (*Sampler, error) {
+	if len(spec.Sources) == 0 {
+		return nil, fail("sources", "[]", "give at least one source")
+	}
+	index := map[string]int{}
+	var offsets []int64
+	var total int64
+	for i, src := range spec.Sources {
+		f := fmt.Sprintf("sources[%d]", i)
+		if src.Name == "" {
+			return nil, fail(f+".name", src.Name, "must not be empty")
+		}
+		if _, dup := index[src.Name]; dup {
+			return nil, fail(f+".name", src.Name, "duplicate source name")
+		}
+		if src.Size <= 0 {
+			return nil, fail(f+".size", src.Size, "source %q must hold at least one sample", src.Name)
+		}
+		if total > math.MaxInt64-src.Size {
+			return nil, fail(f+".size", src.Size, "the sources together exceed 2^63 samples")
+		}
+		index[src.Name] = i
+		offsets = append(offsets, total)
+		total += src.Size
+	}
+	if spec.GlobalBatchSize < 1 || spec.GlobalBatchSize > 1<<24 {
+		return nil, fail("global_batch_size", spec.GlobalBatchSize, "must be between 1 and %d", 1<<24)
+	}
+	if spec.Replay != Seen && spec.Replay != All {
+		return nil, fail("replay", spec.Replay, "must be %q or %q", Seen, All)
+	}
+	if len(spec.Stages) == 0 {
+		return nil, fail("stages", "[]", "give at least one stage")
+	}
+	K := len(spec.Sources)
+	B := spec.GlobalBatchSize
+	fresh := make([]int64, K) // stream position per source
+	used := make([]bool, K)
+	var begin int64
+	stages := make([]stagePlan, len(spec.Stages))
+	for k, st := range spec.Stages {
+		f := fmt.Sprintf("stages[%d]", k)
+		if st.Steps < 1 {
+			return nil, fail(f+".steps", st.Steps, "must be >= 1")
+		}
+		if begin > math.MaxInt64/2-st.Steps {
+			return nil, fail(f+".steps", st.Steps, "too many steps in total")
+		}
+		sp := stagePlan{name: st.Name, begin: begin, steps: st.Steps, props: make([]proportion, K),
+			mode: make([]string, K), fresh0: append([]int64(nil), fresh...), seenLen: make([]int64, K)}
+		if sp.name == "" {
+			sp.name = fmt.Sprintf("stage %d", k)
+		}
+		if err := parseMixture(&sp, st.Mixture, index, f, spec.Normalize, spec.Sources); err != nil {
+			return nil, err
+		}
+		modes, err := parseModes(st.Replay, spec.Replay, index, f)
+		if err != nil {
+			return nil, err
+		}
+		for _, s := range sp.active {
+			mode, explicit := modes(s)
+			switch {
+			case !used[s] && !(explicit && mode == Seen):
+				sp.mode[s] = "new"
+			default:
+				sp.mode[s] = mode
+			}
+			if sp.mode[s] == Seen {
+				if fresh[s] == 0 {
+					return nil, fail(f+".mixture."+spec.Sources[s].Name, "seen",
+						"replay of %q draws only samples consumed earlier, and no earlier stage read any", spec.Sources[s].Name)
+				}
+				sp.seenLen[s] = fresh[s]
+			}
+		}
+		if K > 2 && len(sp.active) > 2 {
+			// Cumulative largest remainder can hand a source less than one
+			// sample per batch back a slot; refuse rather than yield -1.
+			for _, s := range sp.active {
+				if lo := math.Min(sp.props[s].start, sp.props[s].end); lo*float64(B) < 1 {
+					return nil, fail(f+".mixture."+spec.Sources[s].Name, lo,
+						"with more than two sources each needs at least one sample per global batch (global_batch_size·p >= 1, here %g); "+
+							"raise global_batch_size or group the small sources", lo*float64(B))
+				}
+			}
+		}
+		sp.counts = make([]int64, K)
+		quotasAt(&sp, B, sp.steps, sp.counts)
+		for _, s := range sp.active {
+			used[s] = true
+			if sp.mode[s] != Seen {
+				fresh[s] += sp.counts[s]
+			}
+		}
+		stages[k] = sp
+		begin += st.Steps
+	}
+	canon, _ := json.Marshal(specfield.Encode(&spec))
+	sum := sha256.Sum256(canon)
+	return &Sampler{spec: spec, stages: stages, offsets: offsets, total: begin, hash: hex.EncodeToString(sum[:8])}, nil
+}
+
+func parseMixture(sp *stagePlan, mix map[string]any, index map[string]int, f string, normalize bool, sources []Source) error {
+	if len(mix) == 0 {
+		return fail(f+".mixture", "{}", "give at least one source proportion")
+	}
+	names := make([]string, 0, len(mix))
+	for name := range mix {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	var sumStart, sumEnd float64
+	for _, name := range names {
+		field := f + ".mixture." + name
+		s, ok := index[name]
+		if !ok {
+			known := make([]string, len(sources))
+			for i, src := range sources {
+				known[i] = src.Name
+			}
+			return fail(field, name, "unknown source (sources: %s)", strings.Join(known, ", "))
+		}
+		var p proportion
+		switch v := mix[name].(type) {
+		case map[string]any:
+			var lin struct {
+				Start float64 `spec:"start,required"`
+				End   float64 `spec:"end,required"`
+			}
+			if err := specfield.Decode("replay", v, &lin); err != nil {
+				return prefix(err, field)
+			}
+			p = proportion{lin.Start, lin.End}
+		default:
+			var one struct {
+				P float64 `spec:"p"`
+			}
+			if err := specfield.Decode("replay", map[string]any{"p": v}, &one); err != nil {
+				return fail(field, v, "must be a number or {start, end}")
+			}
+			p = proportion{one.P, one.P}
+		}
+		for _, x := range []float64{p.start, p.end} {
+			if math.IsNaN(x) || math.IsInf(x, 0) || x < 0 {
+				return fail(field, x, "proportion of %q must be a finite number >= 0", name)
+			}
+		}
+		sp.props[s] = p
+		sumStart += p.start
+		sumEnd += p.end
+	}
+	for _, sum := range []float64{sumStart, sumEnd} {
+		if math.Abs(sum-1) > 1e-9 && !normalize {
+			return fail(f+".mixture", fmt.Sprintf("sum %g", sum),
+				"proportions must sum to 1 (at the stage's first and last step); set normalize: true to rescale them")
+		}
+		if sum <= 0 {
+			return fail(f+".mixture", fmt.Sprintf("sum %g", sum), "proportions sum to 0")
+		}
+	}
+	for s := range sp.props {
+		sp.props[s].start /= sumStart
+		sp.props[s].end /= sumEnd
+		if sp.props[s].start > 0 || sp.props[s].end > 0 {
+			sp.active = append(sp.active, s)
+		}
+	}
+	return nil
+}
+
+func prefix(err error, field string) error {
+	if fe, ok := err.(*specfield.Error); ok {
+		out := *fe
+		out.Field = field + "." + fe.Field
+		return &out
+	}
+	return err
+}
+
+// parseModes returns each source's replay mode in a stage, and whether the
+// stage named it explicitly.
+func parseModes(raw any, def string, index map[string]int, f string) (func(int) (string, bool), error) {
+	switch v := raw.(type) {
+	case nil:
+		return func(int) (string, bool) { return def, false }, nil
+	case string:
+		if v != Seen && v != All {
+			return nil, fail(f+".replay", v, "must be %q or %q, or a mapping from source to mode", Seen, All)
+		}
+		return func(int) (string, bool) { return v, false }, nil
+	}
+	m, ok := specfield.AsMap(raw)
+	if !ok {
+		return nil, fail(f+".replay", raw, "must be %q or %q, or a mapping from source to mode", Seen, All)
+	}
+	modes := map[int]string{}
+	for name, val := range m {
+		s, ok := index[name]
+		if !ok {
+			return nil, fail(f+".replay."+name, name, "unknown source")
+		}
+		mode, _ := val.(string)
+		if mode != Seen && mode != All {
+			return nil, fail(f+".replay."+name, val, "must be %q or %q", Seen, All)
+		}
+		modes[s] = mode
+	}
+	return func(s int) (string, bool) {
+		if m, ok := modes[s]; ok {
+			return m, true
+		}
+		return def, false
+	}, nil
+}
