@@ -30,6 +30,7 @@ FUZZ_TARGETS = {
     "./dispatch": ["FuzzHandleFrame"],
     "./sidecar": ["FuzzReadFrame"],
     "./replay": ["FuzzParse"],
+    "./mod": ["FuzzPlanSpec"],
 }
 
 nox.options.sessions = ["lint", "go", "tests", "integration", "demo"]
@@ -111,11 +112,15 @@ def demo(session: nox.Session) -> None:
 @nox.session(venv_backend="none", default=False)
 def bench(session: nox.Session) -> None:
     """Side-by-side benchmarks (not run by CI): per-step overhead against torch's schedulers,
-    replay first-batch time and memory against torch's samplers and Megatron's blend build."""
+    replay first-batch time and memory against torch's samplers and Megatron's blend build,
+    and MoD layers against dense ones."""
     py = shared_python(session)
     session.run(py, "bench/bench_step.py", *session.posargs)
     session.run(py, "bench/bench_replay.py")
-    session.run("go", "test", "-run=^$", "-bench=.", "-benchmem", "./sched", "./dispatch", "./replay")
+    session.run(py, "bench/bench_mod.py")
+    session.run(
+        "go", "test", "-run=^$", "-bench=.", "-benchmem", "./sched", "./dispatch", "./replay", "./mod"
+    )
 
 
 def _generate(session: nox.Session, go_out: Path, py_out: Path) -> None:

@@ -203,6 +203,8 @@ func (c *Conn) handle(req *pb.Request) *pb.Response {
 		resp, err = c.d.getBatches(b.GetBatches)
 	case *pb.Request_GetQuotas:
 		resp, err = c.d.getQuotas(b.GetQuotas)
+	case *pb.Request_GetModPlan:
+		resp, err = modPlan(b.GetModPlan)
 	default:
 		err = fail(pb.ErrorCode_ERROR_CODE_UNIMPLEMENTED, "", "request type %T is not implemented", b)
 	}

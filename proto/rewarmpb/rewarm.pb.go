@@ -169,6 +169,7 @@ type Request struct {
 	//	*Request_OpenSampler
 	//	*Request_GetBatches
 	//	*Request_GetQuotas
+	//	*Request_GetModPlan
 	Body          isRequest_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -326,6 +327,15 @@ func (x *Request) GetGetQuotas() *GetQuotas {
 	return nil
 }
 
+func (x *Request) GetGetModPlan() *GetModPlan {
+	if x != nil {
+		if x, ok := x.Body.(*Request_GetModPlan); ok {
+			return x.GetModPlan
+		}
+	}
+	return nil
+}
+
 type isRequest_Body interface {
 	isRequest_Body()
 }
@@ -378,6 +388,10 @@ type Request_GetQuotas struct {
 	GetQuotas *GetQuotas `protobuf:"bytes,13,opt,name=get_quotas,json=getQuotas,proto3,oneof"`
 }
 
+type Request_GetModPlan struct {
+	GetModPlan *GetModPlan `protobuf:"bytes,14,opt,name=get_mod_plan,json=getModPlan,proto3,oneof"`
+}
+
 func (*Request_Hello) isRequest_Body() {}
 
 func (*Request_OpenSession) isRequest_Body() {}
@@ -402,6 +416,8 @@ func (*Request_GetBatches) isRequest_Body() {}
 
 func (*Request_GetQuotas) isRequest_Body() {}
 
+func (*Request_GetModPlan) isRequest_Body() {}
+
 // Response answers one Request. Failures come back as Error, never as a
 // dropped connection, unless the frame itself cannot be read.
 type Response struct {
@@ -420,6 +436,7 @@ type Response struct {
 	//	*Response_Sampler
 	//	*Response_Batches
 	//	*Response_Quotas
+	//	*Response_ModPlan
 	Body          isResponse_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -568,6 +585,15 @@ func (x *Response) GetQuotas() *Quotas {
 	return nil
 }
 
+func (x *Response) GetModPlan() *ModPlan {
+	if x != nil {
+		if x, ok := x.Body.(*Response_ModPlan); ok {
+			return x.ModPlan
+		}
+	}
+	return nil
+}
+
 type isResponse_Body interface {
 	isResponse_Body()
 }
@@ -616,6 +642,10 @@ type Response_Quotas struct {
 	Quotas *Quotas `protobuf:"bytes,12,opt,name=quotas,proto3,oneof"`
 }
 
+type Response_ModPlan struct {
+	ModPlan *ModPlan `protobuf:"bytes,13,opt,name=mod_plan,json=modPlan,proto3,oneof"`
+}
+
 func (*Response_Error) isResponse_Body() {}
 
 func (*Response_Hello) isResponse_Body() {}
@@ -637,6 +667,8 @@ func (*Response_Sampler) isResponse_Body() {}
 func (*Response_Batches) isResponse_Body() {}
 
 func (*Response_Quotas) isResponse_Body() {}
+
+func (*Response_ModPlan) isResponse_Body() {}
 
 // Hello must be the first request on a connection.
 type Hello struct {
@@ -2426,11 +2458,324 @@ func (x *Quotas) GetCounts() []int64 {
 	return nil
 }
 
+// GetModPlan plans Mixture-of-Depths token retention: num_layers, tokens
+// (routable count N) or buckets, text_tokens, hidden_size, ffn_size,
+// schedule {kind: prd | shifted_linear | constant | interleave | explicit,
+// ...} and rounding {mode, precision, multiple, align, min_k, max_k}.
+type GetModPlan struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Spec          *structpb.Struct       `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetModPlan) Reset() {
+	*x = GetModPlan{}
+	mi := &file_rewarm_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetModPlan) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetModPlan) ProtoMessage() {}
+
+func (x *GetModPlan) ProtoReflect() protoreflect.Message {
+	mi := &file_rewarm_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetModPlan.ProtoReflect.Descriptor instead.
+func (*GetModPlan) Descriptor() ([]byte, []int) {
+	return file_rewarm_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *GetModPlan) GetSpec() *structpb.Struct {
+	if x != nil {
+		return x.Spec
+	}
+	return nil
+}
+
+type ModLayer struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Index         int64                  `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	Route         bool                   `protobuf:"varint,2,opt,name=route,proto3" json:"route,omitempty"`
+	Ratio         float64                `protobuf:"fixed64,3,opt,name=ratio,proto3" json:"ratio,omitempty"`
+	K             int64                  `protobuf:"varint,4,opt,name=k,proto3" json:"k,omitempty"`
+	KvCapacity    int64                  `protobuf:"varint,5,opt,name=kv_capacity,json=kvCapacity,proto3" json:"kv_capacity,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ModLayer) Reset() {
+	*x = ModLayer{}
+	mi := &file_rewarm_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ModLayer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ModLayer) ProtoMessage() {}
+
+func (x *ModLayer) ProtoReflect() protoreflect.Message {
+	mi := &file_rewarm_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ModLayer.ProtoReflect.Descriptor instead.
+func (*ModLayer) Descriptor() ([]byte, []int) {
+	return file_rewarm_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *ModLayer) GetIndex() int64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *ModLayer) GetRoute() bool {
+	if x != nil {
+		return x.Route
+	}
+	return false
+}
+
+func (x *ModLayer) GetRatio() float64 {
+	if x != nil {
+		return x.Ratio
+	}
+	return 0
+}
+
+func (x *ModLayer) GetK() int64 {
+	if x != nil {
+		return x.K
+	}
+	return 0
+}
+
+func (x *ModLayer) GetKvCapacity() int64 {
+	if x != nil {
+		return x.KvCapacity
+	}
+	return 0
+}
+
+type ModSummary struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	MeanRatio     float64                `protobuf:"fixed64,1,opt,name=mean_ratio,json=meanRatio,proto3" json:"mean_ratio,omitempty"`
+	KvRatio       float64                `protobuf:"fixed64,2,opt,name=kv_ratio,json=kvRatio,proto3" json:"kv_ratio,omitempty"`
+	FlopsDense    float64                `protobuf:"fixed64,3,opt,name=flops_dense,json=flopsDense,proto3" json:"flops_dense,omitempty"`
+	FlopsMod      float64                `protobuf:"fixed64,4,opt,name=flops_mod,json=flopsMod,proto3" json:"flops_mod,omitempty"`
+	FlopsRatio    float64                `protobuf:"fixed64,5,opt,name=flops_ratio,json=flopsRatio,proto3" json:"flops_ratio,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ModSummary) Reset() {
+	*x = ModSummary{}
+	mi := &file_rewarm_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ModSummary) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ModSummary) ProtoMessage() {}
+
+func (x *ModSummary) ProtoReflect() protoreflect.Message {
+	mi := &file_rewarm_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ModSummary.ProtoReflect.Descriptor instead.
+func (*ModSummary) Descriptor() ([]byte, []int) {
+	return file_rewarm_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *ModSummary) GetMeanRatio() float64 {
+	if x != nil {
+		return x.MeanRatio
+	}
+	return 0
+}
+
+func (x *ModSummary) GetKvRatio() float64 {
+	if x != nil {
+		return x.KvRatio
+	}
+	return 0
+}
+
+func (x *ModSummary) GetFlopsDense() float64 {
+	if x != nil {
+		return x.FlopsDense
+	}
+	return 0
+}
+
+func (x *ModSummary) GetFlopsMod() float64 {
+	if x != nil {
+		return x.FlopsMod
+	}
+	return 0
+}
+
+func (x *ModSummary) GetFlopsRatio() float64 {
+	if x != nil {
+		return x.FlopsRatio
+	}
+	return 0
+}
+
+type ModBucket struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tokens        int64                  `protobuf:"varint,1,opt,name=tokens,proto3" json:"tokens,omitempty"`
+	Layers        []*ModLayer            `protobuf:"bytes,2,rep,name=layers,proto3" json:"layers,omitempty"`
+	Summary       *ModSummary            `protobuf:"bytes,3,opt,name=summary,proto3" json:"summary,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ModBucket) Reset() {
+	*x = ModBucket{}
+	mi := &file_rewarm_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ModBucket) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ModBucket) ProtoMessage() {}
+
+func (x *ModBucket) ProtoReflect() protoreflect.Message {
+	mi := &file_rewarm_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ModBucket.ProtoReflect.Descriptor instead.
+func (*ModBucket) Descriptor() ([]byte, []int) {
+	return file_rewarm_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *ModBucket) GetTokens() int64 {
+	if x != nil {
+		return x.Tokens
+	}
+	return 0
+}
+
+func (x *ModBucket) GetLayers() []*ModLayer {
+	if x != nil {
+		return x.Layers
+	}
+	return nil
+}
+
+func (x *ModBucket) GetSummary() *ModSummary {
+	if x != nil {
+		return x.Summary
+	}
+	return nil
+}
+
+// ModPlan holds one bucket per routable-token count, smallest first.
+type ModPlan struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Buckets       []*ModBucket           `protobuf:"bytes,1,rep,name=buckets,proto3" json:"buckets,omitempty"`
+	TextTokens    int64                  `protobuf:"varint,2,opt,name=text_tokens,json=textTokens,proto3" json:"text_tokens,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ModPlan) Reset() {
+	*x = ModPlan{}
+	mi := &file_rewarm_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ModPlan) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ModPlan) ProtoMessage() {}
+
+func (x *ModPlan) ProtoReflect() protoreflect.Message {
+	mi := &file_rewarm_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ModPlan.ProtoReflect.Descriptor instead.
+func (*ModPlan) Descriptor() ([]byte, []int) {
+	return file_rewarm_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *ModPlan) GetBuckets() []*ModBucket {
+	if x != nil {
+		return x.Buckets
+	}
+	return nil
+}
+
+func (x *ModPlan) GetTextTokens() int64 {
+	if x != nil {
+		return x.TextTokens
+	}
+	return 0
+}
+
 var File_rewarm_proto protoreflect.FileDescriptor
 
 const file_rewarm_proto_rawDesc = "" +
 	"\n" +
-	"\frewarm.proto\x12\trewarm.v1\x1a\x1cgoogle/protobuf/struct.proto\"\x9f\x05\n" +
+	"\frewarm.proto\x12\trewarm.v1\x1a\x1cgoogle/protobuf/struct.proto\"\xda\x05\n" +
 	"\aRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12(\n" +
 	"\x05hello\x18\x02 \x01(\v2\x10.rewarm.v1.HelloH\x00R\x05hello\x12;\n" +
@@ -2447,8 +2792,10 @@ const file_rewarm_proto_rawDesc = "" +
 	"\vget_batches\x18\f \x01(\v2\x15.rewarm.v1.GetBatchesH\x00R\n" +
 	"getBatches\x125\n" +
 	"\n" +
-	"get_quotas\x18\r \x01(\v2\x14.rewarm.v1.GetQuotasH\x00R\tgetQuotasB\x06\n" +
-	"\x04body\"\x9c\x04\n" +
+	"get_quotas\x18\r \x01(\v2\x14.rewarm.v1.GetQuotasH\x00R\tgetQuotas\x129\n" +
+	"\fget_mod_plan\x18\x0e \x01(\v2\x15.rewarm.v1.GetModPlanH\x00R\n" +
+	"getModPlanB\x06\n" +
+	"\x04body\"\xcd\x04\n" +
 	"\bResponse\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12(\n" +
 	"\x05error\x18\x02 \x01(\v2\x10.rewarm.v1.ErrorH\x00R\x05error\x12-\n" +
@@ -2462,7 +2809,8 @@ const file_rewarm_proto_rawDesc = "" +
 	"\asampler\x18\n" +
 	" \x01(\v2\x16.rewarm.v1.SamplerInfoH\x00R\asampler\x12.\n" +
 	"\abatches\x18\v \x01(\v2\x12.rewarm.v1.BatchesH\x00R\abatches\x12+\n" +
-	"\x06quotas\x18\f \x01(\v2\x11.rewarm.v1.QuotasH\x00R\x06quotasB\x06\n" +
+	"\x06quotas\x18\f \x01(\v2\x11.rewarm.v1.QuotasH\x00R\x06quotas\x12/\n" +
+	"\bmod_plan\x18\r \x01(\v2\x12.rewarm.v1.ModPlanH\x00R\amodPlanB\x06\n" +
 	"\x04body\"J\n" +
 	"\x05Hello\x12)\n" +
 	"\x10protocol_version\x18\x01 \x01(\rR\x0fprotocolVersion\x12\x16\n" +
@@ -2601,7 +2949,35 @@ const file_rewarm_proto_rawDesc = "" +
 	"\x04step\x18\x01 \x01(\x03R\x04step\x12\x14\n" +
 	"\x05count\x18\x02 \x01(\rR\x05count\x12\x18\n" +
 	"\asources\x18\x03 \x01(\rR\asources\x12\x16\n" +
-	"\x06counts\x18\x04 \x03(\x03R\x06counts*Q\n" +
+	"\x06counts\x18\x04 \x03(\x03R\x06counts\"9\n" +
+	"\n" +
+	"GetModPlan\x12+\n" +
+	"\x04spec\x18\x01 \x01(\v2\x17.google.protobuf.StructR\x04spec\"{\n" +
+	"\bModLayer\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x03R\x05index\x12\x14\n" +
+	"\x05route\x18\x02 \x01(\bR\x05route\x12\x14\n" +
+	"\x05ratio\x18\x03 \x01(\x01R\x05ratio\x12\f\n" +
+	"\x01k\x18\x04 \x01(\x03R\x01k\x12\x1f\n" +
+	"\vkv_capacity\x18\x05 \x01(\x03R\n" +
+	"kvCapacity\"\xa5\x01\n" +
+	"\n" +
+	"ModSummary\x12\x1d\n" +
+	"\n" +
+	"mean_ratio\x18\x01 \x01(\x01R\tmeanRatio\x12\x19\n" +
+	"\bkv_ratio\x18\x02 \x01(\x01R\akvRatio\x12\x1f\n" +
+	"\vflops_dense\x18\x03 \x01(\x01R\n" +
+	"flopsDense\x12\x1b\n" +
+	"\tflops_mod\x18\x04 \x01(\x01R\bflopsMod\x12\x1f\n" +
+	"\vflops_ratio\x18\x05 \x01(\x01R\n" +
+	"flopsRatio\"\x81\x01\n" +
+	"\tModBucket\x12\x16\n" +
+	"\x06tokens\x18\x01 \x01(\x03R\x06tokens\x12+\n" +
+	"\x06layers\x18\x02 \x03(\v2\x13.rewarm.v1.ModLayerR\x06layers\x12/\n" +
+	"\asummary\x18\x03 \x01(\v2\x15.rewarm.v1.ModSummaryR\asummary\"Z\n" +
+	"\aModPlan\x12.\n" +
+	"\abuckets\x18\x01 \x03(\v2\x14.rewarm.v1.ModBucketR\abuckets\x12\x1f\n" +
+	"\vtext_tokens\x18\x02 \x01(\x03R\n" +
+	"textTokens*Q\n" +
 	"\x0fProtocolVersion\x12 \n" +
 	"\x1cPROTOCOL_VERSION_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18PROTOCOL_VERSION_CURRENT\x10\x01*\xbb\x02\n" +
@@ -2630,7 +3006,7 @@ func file_rewarm_proto_rawDescGZIP() []byte {
 }
 
 var file_rewarm_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_rewarm_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_rewarm_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_rewarm_proto_goTypes = []any{
 	(ProtocolVersion)(0),    // 0: rewarm.v1.ProtocolVersion
 	(ErrorCode)(0),          // 1: rewarm.v1.ErrorCode
@@ -2664,7 +3040,12 @@ var file_rewarm_proto_goTypes = []any{
 	(*Batches)(nil),         // 29: rewarm.v1.Batches
 	(*GetQuotas)(nil),       // 30: rewarm.v1.GetQuotas
 	(*Quotas)(nil),          // 31: rewarm.v1.Quotas
-	(*structpb.Struct)(nil), // 32: google.protobuf.Struct
+	(*GetModPlan)(nil),      // 32: rewarm.v1.GetModPlan
+	(*ModLayer)(nil),        // 33: rewarm.v1.ModLayer
+	(*ModSummary)(nil),      // 34: rewarm.v1.ModSummary
+	(*ModBucket)(nil),       // 35: rewarm.v1.ModBucket
+	(*ModPlan)(nil),         // 36: rewarm.v1.ModPlan
+	(*structpb.Struct)(nil), // 37: google.protobuf.Struct
 }
 var file_rewarm_proto_depIdxs = []int32{
 	4,  // 0: rewarm.v1.Request.hello:type_name -> rewarm.v1.Hello
@@ -2679,33 +3060,39 @@ var file_rewarm_proto_depIdxs = []int32{
 	26, // 9: rewarm.v1.Request.open_sampler:type_name -> rewarm.v1.OpenSampler
 	28, // 10: rewarm.v1.Request.get_batches:type_name -> rewarm.v1.GetBatches
 	30, // 11: rewarm.v1.Request.get_quotas:type_name -> rewarm.v1.GetQuotas
-	25, // 12: rewarm.v1.Response.error:type_name -> rewarm.v1.Error
-	5,  // 13: rewarm.v1.Response.hello:type_name -> rewarm.v1.HelloReply
-	7,  // 14: rewarm.v1.Response.session:type_name -> rewarm.v1.SessionInfo
-	10, // 15: rewarm.v1.Response.lr:type_name -> rewarm.v1.LRValues
-	21, // 16: rewarm.v1.Response.state:type_name -> rewarm.v1.StateBlob
-	24, // 17: rewarm.v1.Response.closed:type_name -> rewarm.v1.Closed
-	16, // 18: rewarm.v1.Response.ack:type_name -> rewarm.v1.Ack
-	19, // 19: rewarm.v1.Response.preview:type_name -> rewarm.v1.PreviewValues
-	27, // 20: rewarm.v1.Response.sampler:type_name -> rewarm.v1.SamplerInfo
-	29, // 21: rewarm.v1.Response.batches:type_name -> rewarm.v1.Batches
-	31, // 22: rewarm.v1.Response.quotas:type_name -> rewarm.v1.Quotas
-	32, // 23: rewarm.v1.OpenSession.schedule:type_name -> google.protobuf.Struct
-	32, // 24: rewarm.v1.SessionInfo.schedule:type_name -> google.protobuf.Struct
-	8,  // 25: rewarm.v1.GetLR.groups:type_name -> rewarm.v1.Group
-	12, // 26: rewarm.v1.Replan.extend:type_name -> rewarm.v1.Extend
-	13, // 27: rewarm.v1.Replan.anneal:type_name -> rewarm.v1.Anneal
-	14, // 28: rewarm.v1.Replan.new_stage:type_name -> rewarm.v1.NewStage
-	32, // 29: rewarm.v1.NewStage.schedule:type_name -> google.protobuf.Struct
-	32, // 30: rewarm.v1.Preview.schedule:type_name -> google.protobuf.Struct
-	18, // 31: rewarm.v1.PreviewValues.phases:type_name -> rewarm.v1.Phase
-	1,  // 32: rewarm.v1.Error.code:type_name -> rewarm.v1.ErrorCode
-	32, // 33: rewarm.v1.OpenSampler.spec:type_name -> google.protobuf.Struct
-	34, // [34:34] is the sub-list for method output_type
-	34, // [34:34] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	32, // 12: rewarm.v1.Request.get_mod_plan:type_name -> rewarm.v1.GetModPlan
+	25, // 13: rewarm.v1.Response.error:type_name -> rewarm.v1.Error
+	5,  // 14: rewarm.v1.Response.hello:type_name -> rewarm.v1.HelloReply
+	7,  // 15: rewarm.v1.Response.session:type_name -> rewarm.v1.SessionInfo
+	10, // 16: rewarm.v1.Response.lr:type_name -> rewarm.v1.LRValues
+	21, // 17: rewarm.v1.Response.state:type_name -> rewarm.v1.StateBlob
+	24, // 18: rewarm.v1.Response.closed:type_name -> rewarm.v1.Closed
+	16, // 19: rewarm.v1.Response.ack:type_name -> rewarm.v1.Ack
+	19, // 20: rewarm.v1.Response.preview:type_name -> rewarm.v1.PreviewValues
+	27, // 21: rewarm.v1.Response.sampler:type_name -> rewarm.v1.SamplerInfo
+	29, // 22: rewarm.v1.Response.batches:type_name -> rewarm.v1.Batches
+	31, // 23: rewarm.v1.Response.quotas:type_name -> rewarm.v1.Quotas
+	36, // 24: rewarm.v1.Response.mod_plan:type_name -> rewarm.v1.ModPlan
+	37, // 25: rewarm.v1.OpenSession.schedule:type_name -> google.protobuf.Struct
+	37, // 26: rewarm.v1.SessionInfo.schedule:type_name -> google.protobuf.Struct
+	8,  // 27: rewarm.v1.GetLR.groups:type_name -> rewarm.v1.Group
+	12, // 28: rewarm.v1.Replan.extend:type_name -> rewarm.v1.Extend
+	13, // 29: rewarm.v1.Replan.anneal:type_name -> rewarm.v1.Anneal
+	14, // 30: rewarm.v1.Replan.new_stage:type_name -> rewarm.v1.NewStage
+	37, // 31: rewarm.v1.NewStage.schedule:type_name -> google.protobuf.Struct
+	37, // 32: rewarm.v1.Preview.schedule:type_name -> google.protobuf.Struct
+	18, // 33: rewarm.v1.PreviewValues.phases:type_name -> rewarm.v1.Phase
+	1,  // 34: rewarm.v1.Error.code:type_name -> rewarm.v1.ErrorCode
+	37, // 35: rewarm.v1.OpenSampler.spec:type_name -> google.protobuf.Struct
+	37, // 36: rewarm.v1.GetModPlan.spec:type_name -> google.protobuf.Struct
+	33, // 37: rewarm.v1.ModBucket.layers:type_name -> rewarm.v1.ModLayer
+	34, // 38: rewarm.v1.ModBucket.summary:type_name -> rewarm.v1.ModSummary
+	35, // 39: rewarm.v1.ModPlan.buckets:type_name -> rewarm.v1.ModBucket
+	40, // [40:40] is the sub-list for method output_type
+	40, // [40:40] is the sub-list for method input_type
+	40, // [40:40] is the sub-list for extension type_name
+	40, // [40:40] is the sub-list for extension extendee
+	0,  // [0:40] is the sub-list for field type_name
 }
 
 func init() { file_rewarm_proto_init() }
@@ -2726,6 +3113,7 @@ func file_rewarm_proto_init() {
 		(*Request_OpenSampler)(nil),
 		(*Request_GetBatches)(nil),
 		(*Request_GetQuotas)(nil),
+		(*Request_GetModPlan)(nil),
 	}
 	file_rewarm_proto_msgTypes[1].OneofWrappers = []any{
 		(*Response_Error)(nil),
@@ -2739,6 +3127,7 @@ func file_rewarm_proto_init() {
 		(*Response_Sampler)(nil),
 		(*Response_Batches)(nil),
 		(*Response_Quotas)(nil),
+		(*Response_ModPlan)(nil),
 	}
 	file_rewarm_proto_msgTypes[6].OneofWrappers = []any{}
 	file_rewarm_proto_msgTypes[9].OneofWrappers = []any{
@@ -2753,7 +3142,7 @@ func file_rewarm_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rewarm_proto_rawDesc), len(file_rewarm_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   30,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -260,6 +260,15 @@ class Client:
         k = r.sources
         return [list(r.counts[i * k : (i + 1) * k]) for i in range(r.count)]
 
+    def mod_plan(self, spec: Mapping[str, Any]) -> Any:
+        """The raw rewarm.v1.ModPlan for a plan spec."""
+        req = pb.Request(get_mod_plan=pb.GetModPlan())
+        try:
+            req.get_mod_plan.spec.update(dict(spec))
+        except (ValueError, TypeError) as exc:
+            raise SpecError(f"plan spec cannot be encoded: {exc}", code="INVALID_ARGUMENT") from exc
+        return self.call(req).mod_plan
+
     def get_state(self, session_id: int, step: int) -> bytes:
         return self.call(pb.Request(get_state=pb.GetState(session_id=session_id, step=step))).state.msgpack
 

@@ -39,7 +39,7 @@ ERROR_CODE_INTERNAL: ErrorCode
 ERROR_CODE_RESOURCE_EXHAUSTED: ErrorCode
 
 class Request(_message.Message):
-    __slots__ = ("id", "hello", "open_session", "get_lr", "get_state", "restore_state", "close_session", "replan", "report", "preview", "open_sampler", "get_batches", "get_quotas")
+    __slots__ = ("id", "hello", "open_session", "get_lr", "get_state", "restore_state", "close_session", "replan", "report", "preview", "open_sampler", "get_batches", "get_quotas", "get_mod_plan")
     ID_FIELD_NUMBER: _ClassVar[int]
     HELLO_FIELD_NUMBER: _ClassVar[int]
     OPEN_SESSION_FIELD_NUMBER: _ClassVar[int]
@@ -53,6 +53,7 @@ class Request(_message.Message):
     OPEN_SAMPLER_FIELD_NUMBER: _ClassVar[int]
     GET_BATCHES_FIELD_NUMBER: _ClassVar[int]
     GET_QUOTAS_FIELD_NUMBER: _ClassVar[int]
+    GET_MOD_PLAN_FIELD_NUMBER: _ClassVar[int]
     id: int
     hello: Hello
     open_session: OpenSession
@@ -66,10 +67,11 @@ class Request(_message.Message):
     open_sampler: OpenSampler
     get_batches: GetBatches
     get_quotas: GetQuotas
-    def __init__(self, id: _Optional[int] = ..., hello: _Optional[_Union[Hello, _Mapping]] = ..., open_session: _Optional[_Union[OpenSession, _Mapping]] = ..., get_lr: _Optional[_Union[GetLR, _Mapping]] = ..., get_state: _Optional[_Union[GetState, _Mapping]] = ..., restore_state: _Optional[_Union[RestoreState, _Mapping]] = ..., close_session: _Optional[_Union[CloseSession, _Mapping]] = ..., replan: _Optional[_Union[Replan, _Mapping]] = ..., report: _Optional[_Union[Report, _Mapping]] = ..., preview: _Optional[_Union[Preview, _Mapping]] = ..., open_sampler: _Optional[_Union[OpenSampler, _Mapping]] = ..., get_batches: _Optional[_Union[GetBatches, _Mapping]] = ..., get_quotas: _Optional[_Union[GetQuotas, _Mapping]] = ...) -> None: ...
+    get_mod_plan: GetModPlan
+    def __init__(self, id: _Optional[int] = ..., hello: _Optional[_Union[Hello, _Mapping]] = ..., open_session: _Optional[_Union[OpenSession, _Mapping]] = ..., get_lr: _Optional[_Union[GetLR, _Mapping]] = ..., get_state: _Optional[_Union[GetState, _Mapping]] = ..., restore_state: _Optional[_Union[RestoreState, _Mapping]] = ..., close_session: _Optional[_Union[CloseSession, _Mapping]] = ..., replan: _Optional[_Union[Replan, _Mapping]] = ..., report: _Optional[_Union[Report, _Mapping]] = ..., preview: _Optional[_Union[Preview, _Mapping]] = ..., open_sampler: _Optional[_Union[OpenSampler, _Mapping]] = ..., get_batches: _Optional[_Union[GetBatches, _Mapping]] = ..., get_quotas: _Optional[_Union[GetQuotas, _Mapping]] = ..., get_mod_plan: _Optional[_Union[GetModPlan, _Mapping]] = ...) -> None: ...
 
 class Response(_message.Message):
-    __slots__ = ("id", "error", "hello", "session", "lr", "state", "closed", "ack", "preview", "sampler", "batches", "quotas")
+    __slots__ = ("id", "error", "hello", "session", "lr", "state", "closed", "ack", "preview", "sampler", "batches", "quotas", "mod_plan")
     ID_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     HELLO_FIELD_NUMBER: _ClassVar[int]
@@ -82,6 +84,7 @@ class Response(_message.Message):
     SAMPLER_FIELD_NUMBER: _ClassVar[int]
     BATCHES_FIELD_NUMBER: _ClassVar[int]
     QUOTAS_FIELD_NUMBER: _ClassVar[int]
+    MOD_PLAN_FIELD_NUMBER: _ClassVar[int]
     id: int
     error: Error
     hello: HelloReply
@@ -94,7 +97,8 @@ class Response(_message.Message):
     sampler: SamplerInfo
     batches: Batches
     quotas: Quotas
-    def __init__(self, id: _Optional[int] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., hello: _Optional[_Union[HelloReply, _Mapping]] = ..., session: _Optional[_Union[SessionInfo, _Mapping]] = ..., lr: _Optional[_Union[LRValues, _Mapping]] = ..., state: _Optional[_Union[StateBlob, _Mapping]] = ..., closed: _Optional[_Union[Closed, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., preview: _Optional[_Union[PreviewValues, _Mapping]] = ..., sampler: _Optional[_Union[SamplerInfo, _Mapping]] = ..., batches: _Optional[_Union[Batches, _Mapping]] = ..., quotas: _Optional[_Union[Quotas, _Mapping]] = ...) -> None: ...
+    mod_plan: ModPlan
+    def __init__(self, id: _Optional[int] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., hello: _Optional[_Union[HelloReply, _Mapping]] = ..., session: _Optional[_Union[SessionInfo, _Mapping]] = ..., lr: _Optional[_Union[LRValues, _Mapping]] = ..., state: _Optional[_Union[StateBlob, _Mapping]] = ..., closed: _Optional[_Union[Closed, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., preview: _Optional[_Union[PreviewValues, _Mapping]] = ..., sampler: _Optional[_Union[SamplerInfo, _Mapping]] = ..., batches: _Optional[_Union[Batches, _Mapping]] = ..., quotas: _Optional[_Union[Quotas, _Mapping]] = ..., mod_plan: _Optional[_Union[ModPlan, _Mapping]] = ...) -> None: ...
 
 class Hello(_message.Message):
     __slots__ = ("protocol_version", "client")
@@ -381,3 +385,55 @@ class Quotas(_message.Message):
     sources: int
     counts: _containers.RepeatedScalarFieldContainer[int]
     def __init__(self, step: _Optional[int] = ..., count: _Optional[int] = ..., sources: _Optional[int] = ..., counts: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class GetModPlan(_message.Message):
+    __slots__ = ("spec",)
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    spec: _struct_pb2.Struct
+    def __init__(self, spec: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+
+class ModLayer(_message.Message):
+    __slots__ = ("index", "route", "ratio", "k", "kv_capacity")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_FIELD_NUMBER: _ClassVar[int]
+    RATIO_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    KV_CAPACITY_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    route: bool
+    ratio: float
+    k: int
+    kv_capacity: int
+    def __init__(self, index: _Optional[int] = ..., route: _Optional[bool] = ..., ratio: _Optional[float] = ..., k: _Optional[int] = ..., kv_capacity: _Optional[int] = ...) -> None: ...
+
+class ModSummary(_message.Message):
+    __slots__ = ("mean_ratio", "kv_ratio", "flops_dense", "flops_mod", "flops_ratio")
+    MEAN_RATIO_FIELD_NUMBER: _ClassVar[int]
+    KV_RATIO_FIELD_NUMBER: _ClassVar[int]
+    FLOPS_DENSE_FIELD_NUMBER: _ClassVar[int]
+    FLOPS_MOD_FIELD_NUMBER: _ClassVar[int]
+    FLOPS_RATIO_FIELD_NUMBER: _ClassVar[int]
+    mean_ratio: float
+    kv_ratio: float
+    flops_dense: float
+    flops_mod: float
+    flops_ratio: float
+    def __init__(self, mean_ratio: _Optional[float] = ..., kv_ratio: _Optional[float] = ..., flops_dense: _Optional[float] = ..., flops_mod: _Optional[float] = ..., flops_ratio: _Optional[float] = ...) -> None: ...
+
+class ModBucket(_message.Message):
+    __slots__ = ("tokens", "layers", "summary")
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    tokens: int
+    layers: _containers.RepeatedCompositeFieldContainer[ModLayer]
+    summary: ModSummary
+    def __init__(self, tokens: _Optional[int] = ..., layers: _Optional[_Iterable[_Union[ModLayer, _Mapping]]] = ..., summary: _Optional[_Union[ModSummary, _Mapping]] = ...) -> None: ...
+
+class ModPlan(_message.Message):
+    __slots__ = ("buckets", "text_tokens")
+    BUCKETS_FIELD_NUMBER: _ClassVar[int]
+    TEXT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    buckets: _containers.RepeatedCompositeFieldContainer[ModBucket]
+    text_tokens: int
+    def __init__(self, buckets: _Optional[_Iterable[_Union[ModBucket, _Mapping]]] = ..., text_tokens: _Optional[int] = ...) -> None: ...

@@ -3,6 +3,8 @@
 //	rewarm serve --socket PATH         serve the dispatcher on a Unix socket
 //	rewarm show SPEC --at 0,100        print a schedule's values at some steps
 //	rewarm plot SPEC --steps N -o F    draw a schedule (PNG or SVG)
+//	rewarm plan --layers 32 --tokens N print a Mixture-of-Depths plan
+//	rewarm plot-plan ... -o F          draw a MoD plan's ratios per layer
 //	rewarm demo [ARGS]                 run the CPU training demo (needs the Python package)
 //	rewarm version                     print the version and protocol version
 package main
@@ -36,6 +38,8 @@ Usage:
   rewarm serve --socket PATH [flags]   serve the dispatcher on a Unix socket
   rewarm show SPEC [--at 0,100,1000]   print a schedule's values at those steps, and its phases
   rewarm plot SPEC --steps N [-o F]    draw the LR (and momentum, weight decay) to F (.png or .svg)
+  rewarm plan --layers 32 --tokens 576 print a Mixture-of-Depths plan (k per layer, KV, FLOPs)
+  rewarm plot-plan [plan flags] -o F   draw a MoD plan's kept fraction per layer
   rewarm demo [ARGS]                   train a tiny model on CPU with a rewarm schedule
   rewarm version                       print versions
   rewarm help [COMMAND]                show help
@@ -64,6 +68,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 				return show([]string{"-h"}, stdout, stderr)
 			case "plot":
 				return plotCmd([]string{"-h"}, stderr)
+			case "plan":
+				return planCmd([]string{"-h"}, stdout, stderr)
+			case "plot-plan":
+				return plotPlan([]string{"-h"}, stderr)
 			}
 		}
 		fmt.Fprintf(stdout, usage, strings.Join(sched.Kinds(), ", "))
@@ -76,6 +84,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return show(args[1:], stdout, stderr)
 	case "plot":
 		return plotCmd(args[1:], stderr)
+	case "plan":
+		return planCmd(args[1:], stdout, stderr)
+	case "plot-plan":
+		return plotPlan(args[1:], stderr)
 	case "version", "--version":
 		fmt.Fprintf(stdout, "rewarm %s (protocol %d)\n", version, dispatch.ProtocolVersion)
 		return 0

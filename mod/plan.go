@@ -1,0 +1,360 @@
+// Package mod plans Mixture-of-Depths token retention: for each decoder
+// layer, whether it routes, the fraction R of routable tokens it keeps, and
+// the static k a PyTorch routing module executes, one plan per bucket of
+// routable-token counts so shapes stay static.
+//
+// The default schedule is p-MoD's progressive ratio decay (Zhang et al.
+// 2024, as released): R_raw(l) = shift + ½cos(π·l/denom), a layer routes iff
+// R_raw(l) <= max_ratio, and then R = max(R_raw, min_ratio).
+package mod
+
+import (
+	"fmt"
+	"math"
+	"sort"
+
+	"github.com/rewarm/rewarm/internal/specfield"
+)
+
+// Schedule picks the routed layers and their ratios.
+type Schedule struct {
+	Kind     string    `spec:"kind"`
+	Shift    float64   `spec:"shift"`
+	MaxRatio float64   `spec:"max_ratio"`
+	MinRatio float64   `spec:"min_ratio"`
+	Denom    *float64  `spec:"denom"`
+	Ratio    float64   `spec:"ratio"`
+	Layers   []int64   `spec:"layers"`
+	Preset   string    `spec:"preset"`
+	Ratios   []float64 `spec:"ratios"`
+}
+
+// Rounding turns N·R into an integer k.
+type Rounding struct {
+	Mode      string `spec:"mode"`      // floor (p-MoD), nearest, ceil
+	Precision string `spec:"precision"` // float32 (p-MoD's torch arithmetic) or float64
+	Multiple  int64  `spec:"multiple"`  // align to a multiple (1: none)
+	Align     string `spec:"align"`     // "k" or "t_plus_k"
+	MinK      *int64 `spec:"min_k"`
+	MaxK      *int64 `spec:"max_k"`
+}
+
+// Spec is a plan request.
+type Spec struct {
+	NumLayers  int64    `spec:"num_layers,required"`
+	Tokens     int64    `spec:"tokens"`
+	Buckets    []int64  `spec:"buckets"`
+	TextTokens int64    `spec:"text_tokens"`
+	HiddenSize int64    `spec:"hidden_size"`
+	FFNSize    int64    `spec:"ffn_size"`
+	Schedule   Schedule `spec:"schedule"`
+	Rounding   Rounding `spec:"rounding"`
+}
+
+// Layer is one decoder layer of a plan.
+type Layer struct {
+	Index int64
+	Route bool
+	// Ratio is the fraction of routable tokens the layer keeps (1 when dense).
+	Ratio float64
+	// K is the number of routable tokens kept (N when dense).
+	K int64
+	// KVCapacity is the prompt KV entries the layer stores: text + kept.
+	KVCapacity int64
+}
+
+// Summary aggregates a plan.
+type Summary struct {
+	// MeanRatio is the mean of Ratio over layers (dense layers count 1).
+	MeanRatio float64
+	// KVRatio is Σ_l KVCapacity / (L·(T+N)): the prompt KV cache against dense.
+	KVRatio float64
+	// FLOPs counts the prefill with F(n) = 2n(4d² + 3d·m) + 4n²d per layer
+	// (n tokens entering it, 2 FLOPs per MAC, Q/K/V/O projections, a
+	// three-matrix SwiGLU MLP, QKᵀ and AV); router, norms, embeddings and the
+	// LM head are not counted.
+	FLOPsDense, FLOPsMoD, FLOPsRatio float64
+}
+
+// Bucket is the plan for one routable-token count N.
+type Bucket struct {
+	Tokens  int64
+	Layers  []Layer
+	Summary Summary
+}
+
+// Plan holds one bucket per routable-token count.
+type Plan struct {
+	Spec    Spec
+	Buckets []Bucket
+}
+
+func fail(field string, value any, format string, args ...any) error {
+	return specfield.Errorf("mod", field, value, format, args...)
+}
+
+// Defaults fill a Spec before decoding.
+func Defaults() Spec {
+	return Spec{
+		HiddenSize: 4096, FFNSize: 11008,
+		Schedule: Schedule{Kind: "prd", Shift: 0.5, MaxRatio: 0.85, MinRatio: 0.15, Ratio: 0.5},
+		Rounding: Rounding{Mode: "floor", Precision: "float32", Multiple: 1, Align: "k"},
+	}
+}
+
+// Parse decodes and builds a plan.
+func Parse(m map[string]any) (*Plan, error) {
+	spec := Defaults()
+	if err := specfield.Decode("mod", m, &spec); err != nil {
+		return nil, err
+	}
+	return New(spec)
+}
+
+func finite(x float64) bool { return !math.IsNaN(x) && !math.IsInf(x, 0) }
+
+func (s *Spec) validate() error {
+	L := s.NumLayers
+	if L < 1 || L > 4096 {
+		return fail("num_layers", L, "must be between 1 and 4096")
+	}
+	if s.Tokens < 0 {
+		return fail("tokens", s.Tokens, "must be >= 0")
+	}
+	if s.Tokens == 0 && len(s.Buckets) == 0 {
+		return fail("tokens", 0, "give tokens (the routable-token count N) or buckets")
+	}
+	for i, b := range s.Buckets {
+		if b < 1 || (i > 0 && b <= s.Buckets[i-1]) {
+			return fail(fmt.Sprintf("buckets[%d]", i), b, "buckets must be positive and increasing")
+		}
+	}
+	if s.TextTokens < 0 {
+		return fail("text_tokens", s.TextTokens, "must be >= 0")
+	}
+	if s.HiddenSize < 1 || s.FFNSize < 1 {
+		return fail("hidden_size", s.HiddenSize, "hidden_size and ffn_size must be >= 1")
+	}
+	sc := &s.Schedule
+	for _, f := range []struct {
+		name string
+		v    float64
+	}{{"schedule.shift", sc.Shift}, {"schedule.max_ratio", sc.MaxRatio}, {"schedule.min_ratio", sc.MinRatio}, {"schedule.ratio", sc.Ratio}} {
+		if !finite(f.v) || f.v < 0 {
+			return fail(f.name, f.v, "must be a finite number >= 0")
+		}
+	}
+	if sc.MinRatio > 1 || sc.MaxRatio > 1 || sc.Ratio > 1 {
+		return fail("schedule.ratio", sc.Ratio, "ratios (ratio, min_ratio, max_ratio) must be <= 1")
+	}
+	if sc.Denom != nil && (!finite(*sc.Denom) || *sc.Denom <= 0) {
+		return fail("schedule.denom", *sc.Denom, "must be a finite number > 0")
+	}
+	switch sc.Kind {
+	case "prd", "shifted_linear", "interleave":
+	case "constant":
+		if sc.Layers == nil && sc.Preset == "" {
+			return fail("schedule.layers", nil, "constant needs layers (a list) or preset (deep_all, deep_all_include_last)")
+		}
+		if sc.Preset != "" && sc.Preset != "deep_all" && sc.Preset != "deep_all_include_last" {
+			return fail("schedule.preset", sc.Preset, "must be deep_all or deep_all_include_last")
+		}
+		for i, l := range sc.Layers {
+			if l < 0 || l >= L {
+				return fail(fmt.Sprintf("schedule.layers[%d]", i), l, "must be a layer index in [0, %d)", L)
+			}
+		}
+	case "explicit":
+		if int64(len(sc.Ratios)) != L {
+			return fail("schedule.ratios", fmt.Sprintf("%d values", len(sc.Ratios)), "give one ratio per layer (%d)", L)
+		}
+		for i, r := range sc.Ratios {
+			if !finite(r) || r < 0 || r > 1 {
+				return fail(fmt.Sprintf("schedule.ratios[%d]", i), r, "must be in [0, 1]")
+			}
+		}
+	default:
+		return fail("schedule.kind", sc.Kind, "must be one of: prd, shifted_linear, constant, interleave, explicit")
+	}
+	rd := &s.Rounding
+	switch rd.Mode {
+	case "floor", "nearest", "ceil":
+	default:
+		return fail("rounding.mode", rd.Mode, "must be floor, nearest or ceil")
+	}
+	if rd.Precision != "float32" && rd.Precision != "float64" {
+		return fail("rounding.precision", rd.Precision, "must be float32 or float64")
+	}
+	if rd.Multiple < 1 || rd.Multiple > 1<<20 {
+		return fail("rounding.multiple", rd.Multiple, "must be >= 1 (1, 8, 64 and 128 are the useful ones)")
+	}
+	if rd.Align != "k" && rd.Align != "t_plus_k" {
+		return fail("rounding.align", rd.Align, "must be k or t_plus_k")
+	}
+	if rd.MinK != nil && *rd.MinK < 0 {
+		return fail("rounding.min_k", *rd.MinK, "must be >= 0")
+	}
+	if rd.MaxK != nil && rd.MinK != nil && *rd.MaxK < *rd.MinK {
+		return fail("rounding.max_k", *rd.MaxK, "must be >= min_k (%d)", *rd.MinK)
+	}
+	return nil
+}
+
+// ratios returns each layer's routing decision and ratio.
+func (s *Spec) ratios() ([]bool, []float64) {
+	L := s.NumLayers
+	sc := s.Schedule
+	denom := float64(L - 1)
+	if sc.Denom != nil {
+		denom = *sc.Denom
+	}
+	if denom == 0 {
+		denom = 1
+	}
+	route := make([]bool, L)
+	ratio := make([]float64, L)
+	for l := int64(0); l < L; l++ {
+		ratio[l] = 1
+		switch sc.Kind {
+		case "prd", "shifted_linear":
+			raw := sc.Shift + 0.5*math.Cos(math.Pi*float64(l)/denom)
+			if sc.Kind == "shifted_linear" {
+				raw = sc.Shift + 0.5 - float64(l)/denom
+			}
+			if raw <= sc.MaxRatio {
+				route[l], ratio[l] = true, math.Max(raw, sc.MinRatio)
+			}
+		case "interleave":
+			if l%2 == 1 {
+				route[l], ratio[l] = true, sc.Ratio
+			}
+		case "explicit":
+			if sc.Ratios[l] < 1 {
+				route[l], ratio[l] = true, sc.Ratios[l]
+			}
+		}
+	}
+	if sc.Kind == "constant" {
+		layers := sc.Layers
+		switch sc.Preset {
+		case "deep_all":
+			for l := int64(2); l <= L-2; l++ {
+				layers = append(layers, l)
+			}
+		case "deep_all_include_last":
+			for l := int64(2); l <= L-1; l++ {
+				layers = append(layers, l)
+			}
+		}
+		for _, l := range layers {
+			route[l], ratio[l] = true, sc.Ratio
+		}
+	}
+	return route, ratio
+}
+
+// K is the number of routable tokens a layer with ratio keeps out of n.
+func (r *Rounding) K(n int64, ratio float64, text int64) int64 {
+	var x float64
+	if r.Precision == "float32" {
+		// p-MoD multiplies an integer tensor by a Python float: torch
+		// computes it in float32.
+		x = float64(float32(n) * float32(ratio))
+	} else {
+		x = float64(n) * ratio
+	}
+	var k int64
+	switch r.Mode {
+	case "nearest":
+		k = int64(math.Floor(x + 0.5))
+	case "ceil":
+		k = int64(math.Ceil(x))
+	default:
+		k = int64(math.Floor(x))
+	}
+	if m := r.Multiple; m > 1 {
+		base := int64(0)
+		if r.Align == "t_plus_k" {
+			base = text
+		}
+		v := base + k
+		switch r.Mode {
+		case "nearest":
+			v = (v + m/2) / m * m
+		case "ceil":
+			v = (v + m - 1) / m * m
+		default:
+			v = v / m * m
+		}
+		k = v - base
+	}
+	if r.MinK != nil {
+		k = max(k, *r.MinK)
+	}
+	if r.MaxK != nil {
+		k = min(k, *r.MaxK)
+	}
+	return min(max(k, 0), n)
+}
+
+// LayerFLOPs is F(n) = 2n(4d² + 3d·m) + 4n²d.
+func LayerFLOPs(n, d, m int64) float64 {
+	N, D, M := float64(n), float64(d), float64(m)
+	return 2*N*(4*D*D+3*D*M) + 4*N*N*D
+}
+
+// New validates a spec and builds its plan.
+func New(spec Spec) (*Plan, error) {
+	if err := spec.validate(); err != nil {
+		return nil, err
+	}
+	buckets := append([]int64(nil), spec.Buckets...)
+	if spec.Tokens > 0 {
+		buckets = append(buckets, spec.Tokens)
+		sort.Slice(buckets, func(a, b int) bool { return buckets[a] < buckets[b] })
+		buckets = dedup(buckets)
+	}
+	route, ratio := spec.ratios()
+	p := &Plan{Spec: spec}
+	T := spec.TextTokens
+	for _, n := range buckets {
+		b := Bucket{Tokens: n}
+		var sumR, kv, fd, fm float64
+		for l := int64(0); l < spec.NumLayers; l++ {
+			k := n
+			if route[l] {
+				k = spec.Rounding.K(n, ratio[l], T)
+			}
+			b.Layers = append(b.Layers, Layer{Index: l, Route: route[l], Ratio: ratio[l], K: k, KVCapacity: T + k})
+			sumR += ratio[l]
+			kv += float64(T + k)
+			fd += LayerFLOPs(T+n, spec.HiddenSize, spec.FFNSize)
+			fm += LayerFLOPs(T+k, spec.HiddenSize, spec.FFNSize)
+		}
+		L := float64(spec.NumLayers)
+		b.Summary = Summary{MeanRatio: sumR / L, KVRatio: kv / (L * float64(T+n)),
+			FLOPsDense: fd, FLOPsMoD: fm, FLOPsRatio: fm / fd}
+		p.Buckets = append(p.Buckets, b)
+	}
+	return p, nil
+}
+
+func dedup(xs []int64) []int64 {
+	out := xs[:0]
+	for i, x := range xs {
+		if i == 0 || x != xs[i-1] {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// For returns the bucket for n routable tokens: the smallest bucket >= n.
+func (p *Plan) For(n int64) (*Bucket, error) {
+	for i := range p.Buckets {
+		if p.Buckets[i].Tokens >= n {
+			return &p.Buckets[i], nil
+		}
+	}
+	return nil, fail("tokens", n, "exceeds the largest bucket (%d)", p.Buckets[len(p.Buckets)-1].Tokens)
+}

@@ -1,0 +1,112 @@
+"""rewarm.mod.plan: Mixture-of-Depths retention plans from the Go planner."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from rewarm._client import Backend, connect
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    index: int
+    route: bool
+    ratio: float
+    k: int
+    kv_capacity: int
+
+
+@dataclass(frozen=True)
+class Summary:
+    mean_ratio: float
+    kv_ratio: float
+    flops_dense: float
+    flops_mod: float
+    flops_ratio: float
+
+
+@dataclass(frozen=True)
+class BucketPlan:
+    tokens: int
+    layers: tuple[LayerPlan, ...]
+    summary: Summary
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One BucketPlan per routable-token count; ``layers`` and ``summary`` are
+    the first bucket's (the only one unless buckets were given)."""
+
+    buckets: tuple[BucketPlan, ...]
+    text_tokens: int
+
+    @property
+    def layers(self) -> tuple[LayerPlan, ...]:
+        return self.buckets[0].layers
+
+    @property
+    def summary(self) -> Summary:
+        return self.buckets[0].summary
+
+    @property
+    def tokens(self) -> int:
+        return self.buckets[0].tokens
+
+    def for_tokens(self, n: int) -> BucketPlan:
+        """The bucket for n routable tokens: the smallest one that holds n
+        (pad the routable span to its size and mark the padding invalid)."""
+        for b in self.buckets:
+            if b.tokens >= n:
+                return b
+        raise ValueError(f"{n} routable tokens exceed the largest bucket ({self.buckets[-1].tokens})")
+
+
+def plan(
+    num_layers: int,
+    tokens: int | None = None,
+    schedule: Mapping[str, Any] | None = None,
+    rounding: Mapping[str, Any] | None = None,
+    *,
+    buckets: Sequence[int] | None = None,
+    text_tokens: int = 0,
+    hidden_size: int = 4096,
+    ffn_size: int = 11008,
+    backend: Backend = "auto",
+) -> Plan:
+    """Plan per-layer token retention. ``schedule`` defaults to p-MoD's
+    progressive ratio decay ``{"kind": "prd", "shift": 0.5, "max_ratio": 0.85,
+    "min_ratio": 0.15}``; ``rounding`` to ``{"mode": "floor", "precision":
+    "float32", "multiple": 1, "align": "k"}`` (bit-exact with p-MoD). See
+    docs/mod.md."""
+    spec: dict[str, Any] = {
+        "num_layers": num_layers,
+        "text_tokens": text_tokens,
+        "hidden_size": hidden_size,
+        "ffn_size": ffn_size,
+    }
+    if tokens is not None:
+        spec["tokens"] = tokens
+    if buckets is not None:
+        spec["buckets"] = list(buckets)
+    if schedule is not None:
+        spec["schedule"] = dict(schedule)
+    if rounding is not None:
+        spec["rounding"] = dict(rounding)
+    client = connect(backend)
+    try:
+        raw = client.mod_plan(spec)
+    finally:
+        client.close()
+    out = []
+    for b in raw.buckets:
+        s = b.summary
+        out.append(
+            BucketPlan(
+                tokens=b.tokens,
+                layers=tuple(LayerPlan(x.index, x.route, x.ratio, x.k, x.kv_capacity) for x in b.layers),
+                summary=Summary(s.mean_ratio, s.kv_ratio, s.flops_dense, s.flops_mod, s.flops_ratio),
+            )
+        )
+    return Plan(buckets=tuple(out), text_tokens=raw.text_tokens)

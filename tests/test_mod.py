@@ -1,0 +1,169 @@
+"""Mixture-of-Depths plans through Python and the modules that execute them."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import rewarm
+import rewarm.mod as M
+
+VEC576 = (
+    [576] * 8 + [486, 464, 440, 414, 388, 360, 331, 302, 273, 244, 215, 187, 161, 135, 111, 89] + [86] * 8
+)
+
+
+def test_plan_matches_the_test_vector_on_both_backends(
+    sidecar: rewarm.Sidecar, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a = M.plan(num_layers=32, tokens=576, backend="inprocess")
+    monkeypatch.setenv("REWARM_SOCKET", sidecar.path)
+    b = M.plan(num_layers=32, tokens=576, backend="socket")
+    assert a == b
+    assert [lp.k for lp in a.layers] == VEC576
+    assert [lp.route for lp in a.layers] == [False] * 8 + [True] * 24
+    assert a.summary.mean_ratio == pytest.approx(0.5375)
+    buckets = M.plan(num_layers=32, buckets=[576, 2880], rounding={"multiple": 64})
+    assert [b.tokens for b in buckets.buckets] == [576, 2880]
+    assert all(lp.k % 64 == 0 or lp.k == 576 for lp in buckets.for_tokens(500).layers)
+    with pytest.raises(ValueError, match="largest bucket"):
+        buckets.for_tokens(3000)
+    with pytest.raises(rewarm.SpecError) as ei:
+        M.plan(num_layers=32, tokens=576, schedule={"kind": "zigzag"})
+    assert ei.value.field == "schedule.kind"
+
+
+def _model(seed: int = 0, layers: int = 4) -> M.TinyLlama:
+    torch.manual_seed(seed)
+    return M.TinyLlama(
+        M.LlamaConfig(vocab_size=64, hidden_size=32, num_layers=layers, num_heads=4, ffn_size=64)
+    )
+
+
+def _batch(b: int = 2, text: int = 6, routable: int = 20):
+    torch.manual_seed(1)
+    ids = torch.randint(0, 64, (b, text + routable))
+    # Routable span in the middle, as an image between a prompt and a question.
+    mask = torch.zeros(b, text + routable, dtype=torch.bool)
+    mask[:, 3 : 3 + routable] = True
+    return ids, mask
+
+
+def test_every_ratio_one_is_bit_identical() -> None:
+    ids, mask = _batch()
+    dense = _model()
+    want = dense(ids)
+    # Wrap every layer with k = N: the gather/scatter path, all tokens kept.
+    wrapped = _model()
+    for i, blk in enumerate(wrapped.layers):
+        wrapped.layers[i] = M.MoDLayer(blk, k=20, tokens=20, hidden_size=32)
+    assert torch.equal(wrapped(ids, route_mask=mask), want)
+    # A plan whose ratios are all 1 wraps nothing.
+    same = M.apply(
+        _model(), M.plan(num_layers=4, tokens=20, schedule={"kind": "explicit", "ratios": [1, 1, 1, 1]})
+    )
+    assert not any(isinstance(layer, M.MoDLayer) for layer in same.layers)
+    assert torch.equal(same(ids, route_mask=mask), want)
+
+
+def test_skipped_tokens_are_scaled_identity_and_kept_ones_follow_string() -> None:
+    ids, mask = _batch()
+    model = _model()
+    blk = model.layers[1]
+    layer = M.MoDLayer(blk, k=5, tokens=20, hidden_size=32)
+    torch.nn.init.normal_(layer.router.proj.weight, std=0.1)
+    x = model.embed(ids)
+    pos = torch.arange(ids.shape[1]).expand_as(ids)
+    out = layer(x, pos, route_mask=mask)
+    r = layer.router(x)
+    w = 0.2 * torch.tanh(r) + 1
+    assert torch.all((w >= 0.8) & (w <= 1.2))
+    # Which routable tokens were kept: the 5 largest logits per row.
+    for b in range(ids.shape[0]):
+        routable = mask[b].nonzero().squeeze(-1)
+        kept = set(routable[r[b, routable].topk(5).indices].tolist())
+        keep_idx = sorted(set(range(ids.shape[1])) - set(routable.tolist()) | kept)
+        a, f = blk.forward_halves(x[b : b + 1, keep_idx], pos[b : b + 1, keep_idx])
+        for j, t in enumerate(keep_idx):
+            gate = w[b, t] if t in kept else 1.0
+            torch.testing.assert_close(out[b, t], x[b, t] + a[0, j] + gate * f[0, j], rtol=1e-5, atol=1e-6)
+        for t in set(routable.tolist()) - kept:
+            torch.testing.assert_close(out[b, t], w[b, t] * x[b, t])
+
+
+def test_ties_go_to_the_lower_position_and_positions_stay_original() -> None:
+    seen = {}
+
+    class Probe(torch.nn.Module):
+        def forward_halves(self, x, positions):
+            seen["positions"] = positions.clone()
+            return torch.zeros_like(x), torch.zeros_like(x)
+
+    layer = M.MoDLayer(Probe(), k=3, tokens=5, hidden_size=4)
+    mask = torch.tensor([[False, True, True, False, True, True, True]])
+    layer(torch.randn(1, 7, 4), torch.arange(7), route_mask=mask)
+    # Zero router: every logit ties, so the first three routable positions win.
+    assert seen["positions"].tolist() == [[0, 1, 2, 3, 4]]
+
+
+def test_gradients_reach_the_router() -> None:
+    ids, mask = _batch()
+    model = M.apply(_model(), M.plan(num_layers=4, tokens=20, schedule={"kind": "interleave", "ratio": 0.5}))
+    routers = [layer.router.proj.weight for layer in model.layers if isinstance(layer, M.MoDLayer)]
+    assert len(routers) == 2
+    loss = torch.nn.functional.cross_entropy(model(ids, route_mask=mask).flatten(0, 1), ids.flatten())
+    loss.backward()
+    for g in routers:
+        assert g.grad is not None and g.grad.abs().sum() > 0
+
+
+def test_valid_mask_keeps_padding_out() -> None:
+    ids, mask = _batch(b=1)
+    valid = mask.clone()
+    valid[0, 15:23] = False  # the sample has 12 real routable tokens, padded to the bucket of 20
+    model = _model()
+    layer = M.MoDLayer(model.layers[0], k=8, tokens=20, hidden_size=32)
+    torch.nn.init.normal_(layer.router.proj.weight)
+    with torch.no_grad():
+        layer.router.proj.bias.fill_(0.0)
+    seen = {}
+    orig = layer.block.forward_halves
+
+    def spy(x, positions):
+        seen["pos"] = positions
+        return orig(x, positions)
+
+    layer.block.forward_halves = spy
+    layer(model.embed(ids), torch.arange(ids.shape[1]), route_mask=mask, valid_mask=valid)
+    kept = set(seen["pos"][0].tolist()) & set(range(3, 23))
+    assert len(kept) == 8 and not kept & set(range(15, 23))
+
+
+def test_cli_plan_and_plot_plan(tmp_path) -> None:
+    import subprocess
+
+    out = subprocess.run(
+        [rewarm.find_binary(), "plan", "--layers", "32", "--tokens", "576"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 0, out.stderr
+    rows = [line.split() for line in out.stdout.splitlines() if line.strip() and line.split()[0].isdigit()]
+    assert [int(r[3]) for r in rows] == VEC576
+    assert "mean ratio 0.5375" in out.stdout
+    png = tmp_path / "plan.png"
+    r = subprocess.run(
+        [rewarm.find_binary(), "plot-plan", "--buckets", "576,2880", "-o", str(png)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert r.returncode == 0 and png.read_bytes().startswith(b"\x89PNG")
+    bad = subprocess.run(
+        [rewarm.find_binary(), "plan", "--layers", "32", "--tokens", "576", "--schedule", "zig"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert bad.returncode == 1 and "schedule.kind" in bad.stderr
