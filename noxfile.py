@@ -118,6 +118,17 @@ def bench(session: nox.Session) -> None:
     session.run(py, "bench/bench_step.py", *session.posargs)
     session.run(py, "bench/bench_replay.py")
     session.run(py, "bench/bench_mod.py")
+    # The sidecar under load: 64 clients x 10,000 requests, latency percentiles.
+    session.run(
+        "go",
+        "test",
+        "-count=1",
+        "-run",
+        "^TestLoad$",
+        "-v",
+        "./sidecar",
+        env={"REWARM_LOADTEST_REQUESTS": "10000"},
+    )
     session.run(
         "go", "test", "-run=^$", "-bench=.", "-benchmem", "./sched", "./dispatch", "./replay", "./mod"
     )

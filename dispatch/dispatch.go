@@ -14,6 +14,7 @@ import (
 	"math"
 	"runtime/debug"
 	"sync"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -44,6 +45,9 @@ type Options struct {
 	MaxSessions int
 	// Logger receives handler panics and refused requests (slog.Default() when nil).
 	Logger *slog.Logger
+	// Observe, when set, is called after every request with its method name,
+	// its error code (ERROR_CODE_UNSPECIFIED on success) and its duration.
+	Observe func(method string, code pb.ErrorCode, d time.Duration)
 }
 
 // Dispatcher holds the sessions and answers requests. It is safe for
@@ -54,8 +58,17 @@ type Dispatcher struct {
 
 	mu       sync.Mutex
 	sessions map[uint64]*session
-	samplers map[uint64]*replay.Sampler
+	samplers map[uint64]*samplerEntry
 	nextID   uint64
+	controls []*pb.Control
+	ctlSeq   uint64
+}
+
+type samplerEntry struct {
+	s    *replay.Sampler
+	spec map[string]any
+	// step is the last step a client asked for; it only feeds status output.
+	step int64
 }
 
 type session struct {
@@ -80,7 +93,7 @@ func New(opts Options) *Dispatcher {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Dispatcher{opts: opts, log: log, sessions: map[uint64]*session{}, samplers: map[uint64]*replay.Sampler{}}
+	return &Dispatcher{opts: opts, log: log, sessions: map[uint64]*session{}, samplers: map[uint64]*samplerEntry{}}
 }
 
 // Conn is one client connection. It is not safe for concurrent use; each
@@ -121,15 +134,27 @@ func (c *Conn) HandleFrame(frame []byte) []byte {
 // Handle answers one Request. A panic in a handler is recovered, logged and
 // reported as ERROR_CODE_INTERNAL.
 func (c *Conn) Handle(req *pb.Request) (resp *pb.Response) {
+	start := time.Now()
 	defer func() {
 		if r := recover(); r != nil {
 			c.d.log.Error("handler panic", "panic", r, "stack", string(debug.Stack()))
 			resp = errorResponse(req.GetId(), pb.ErrorCode_ERROR_CODE_INTERNAL, "", fmt.Sprintf("internal error: %v", r))
 		}
+		if obs := c.d.opts.Observe; obs != nil {
+			obs(Method(req), resp.GetError().GetCode(), time.Since(start))
+		}
 	}()
 	resp = c.handle(req)
 	resp.Id = req.GetId()
 	return resp
+}
+
+// Method names a request by its body type, for metrics and logs.
+func Method(req *pb.Request) string {
+	if req.Body == nil {
+		return "unknown"
+	}
+	return string(req.ProtoReflect().WhichOneof(req.ProtoReflect().Descriptor().Oneofs().ByName("body")).Name())
 }
 
 // status is an error that carries a wire error code and, for spec errors,
@@ -205,6 +230,12 @@ func (c *Conn) handle(req *pb.Request) *pb.Response {
 		resp, err = c.d.getQuotas(b.GetQuotas)
 	case *pb.Request_GetModPlan:
 		resp, err = modPlan(b.GetModPlan)
+	case *pb.Request_GetStatus:
+		resp, err = c.d.status()
+	case *pb.Request_PostControl:
+		resp, err = c.d.postControl(b.PostControl)
+	case *pb.Request_PollControl:
+		resp, err = c.d.pollControl(b.PollControl)
 	default:
 		err = fail(pb.ErrorCode_ERROR_CODE_UNIMPLEMENTED, "", "request type %T is not implemented", b)
 	}
@@ -379,11 +410,8 @@ func (d *Dispatcher) getLR(r *pb.GetLR) (*pb.Response, error) {
 	return &pb.Response{Body: &pb.Response_Lr{Lr: out}}, nil
 }
 
-func (d *Dispatcher) replan(r *pb.Replan) (*pb.Response, error) {
-	s, err := d.lookup(r.GetSessionId())
-	if err != nil {
-		return nil, err
-	}
+// toReplan converts a wire re-plan.
+func toReplan(r *pb.Replan) (sched.Replan, error) {
 	rp := sched.Replan{At: r.GetAtStep()}
 	switch op := r.Op.(type) {
 	case *pb.Replan_Extend:
@@ -396,11 +424,23 @@ func (d *Dispatcher) replan(r *pb.Replan) (*pb.Response, error) {
 		}
 	case *pb.Replan_NewStage:
 		if op.NewStage.GetSchedule() == nil {
-			return nil, fail(pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "new_stage.schedule", "replan: new_stage needs a schedule")
+			return rp, fail(pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "new_stage.schedule", "replan: new_stage needs a schedule")
 		}
 		rp.Op, rp.Spec = sched.OpNewStage, op.NewStage.GetSchedule().AsMap()
 	default:
-		return nil, fail(pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "op", "replan: give extend, anneal or new_stage")
+		return rp, fail(pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "op", "replan: give extend, anneal or new_stage")
+	}
+	return rp, nil
+}
+
+func (d *Dispatcher) replan(r *pb.Replan) (*pb.Response, error) {
+	s, err := d.lookup(r.GetSessionId())
+	if err != nil {
+		return nil, err
+	}
+	rp, err := toReplan(r)
+	if err != nil {
+		return nil, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -12,7 +12,8 @@ func (d *Dispatcher) openSampler(r *pb.OpenSampler) (*pb.Response, error) {
 	if r.GetSpec() == nil {
 		return nil, fail(pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "spec", "open_sampler: missing replay spec")
 	}
-	s, err := replay.Parse(r.GetSpec().AsMap())
+	spec := r.GetSpec().AsMap()
+	s, err := replay.Parse(spec)
 	if err != nil {
 		return nil, err
 	}
@@ -22,24 +23,30 @@ func (d *Dispatcher) openSampler(r *pb.OpenSampler) (*pb.Response, error) {
 		return nil, fail(pb.ErrorCode_ERROR_CODE_RESOURCE_EXHAUSTED, "", "too many open sessions and samplers; close unused ones")
 	}
 	d.nextID++
-	d.samplers[d.nextID] = s
-	info := &pb.SamplerInfo{SamplerId: d.nextID, SpecHash: s.Hash(), TotalSteps: s.TotalSteps(),
+	d.samplers[d.nextID] = &samplerEntry{s: s, spec: spec}
+	return samplerInfo(d.nextID, s), nil
+}
+
+func samplerInfo(id uint64, s *replay.Sampler) *pb.Response {
+	info := &pb.SamplerInfo{SamplerId: id, SpecHash: s.Hash(), TotalSteps: s.TotalSteps(),
 		GlobalBatchSize: s.BatchSize(), Stratified: s.Stratified()}
 	for _, src := range s.Sources() {
 		info.SourceNames = append(info.SourceNames, src.Name)
 		info.SourceSizes = append(info.SourceSizes, src.Size)
 	}
-	return &pb.Response{Body: &pb.Response_Sampler{Sampler: info}}, nil
+	return &pb.Response{Body: &pb.Response_Sampler{Sampler: info}}
 }
 
-func (d *Dispatcher) sampler(id uint64) (*replay.Sampler, error) {
+// sampler looks a sampler up and records step as its latest.
+func (d *Dispatcher) sampler(id uint64, step int64) (*replay.Sampler, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	s, ok := d.samplers[id]
+	e, ok := d.samplers[id]
 	if !ok {
 		return nil, fail(pb.ErrorCode_ERROR_CODE_NOT_FOUND, "sampler_id", "no sampler with id %d", id)
 	}
-	return s, nil
+	e.step = step
+	return e.s, nil
 }
 
 func stepRange(step int64, count uint32, total int64) (int64, error) {
@@ -54,7 +61,7 @@ func stepRange(step int64, count uint32, total int64) (int64, error) {
 }
 
 func (d *Dispatcher) getBatches(r *pb.GetBatches) (*pb.Response, error) {
-	s, err := d.sampler(r.GetSamplerId())
+	s, err := d.sampler(r.GetSamplerId(), r.GetStep())
 	if err != nil {
 		return nil, err
 	}
@@ -96,7 +103,7 @@ func (d *Dispatcher) getBatches(r *pb.GetBatches) (*pb.Response, error) {
 }
 
 func (d *Dispatcher) getQuotas(r *pb.GetQuotas) (*pb.Response, error) {
-	s, err := d.sampler(r.GetSamplerId())
+	s, err := d.sampler(r.GetSamplerId(), r.GetStep())
 	if err != nil {
 		return nil, err
 	}

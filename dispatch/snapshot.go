@@ -14,13 +14,20 @@ import (
 // snapshotFormat is bumped when the payload layout changes incompatibly.
 const snapshotFormat = 1
 
-// envelope wraps a msgpack payload with its format and a checksum, so a
-// truncated or edited blob is refused instead of restoring a wrong schedule.
+// envelope wraps a msgpack payload with its format, what it holds and a
+// checksum, so a truncated or edited blob is refused instead of restoring a
+// wrong schedule.
 type envelope struct {
 	Format  int    `msgpack:"format"`
+	Kind    string `msgpack:"kind"`
 	Payload []byte `msgpack:"payload"`
 	CRC32   uint32 `msgpack:"crc32"`
 }
+
+const (
+	kindSession = "session"
+	kindSidecar = "sidecar"
+)
 
 // sessionState is everything needed to recreate a session: the rates are a
 // pure function of (spec, re-plans, reports, step).
@@ -43,36 +50,69 @@ func marshalSorted(v any) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-func encodeSnapshot(st sessionState) ([]byte, error) {
-	payload, err := marshalSorted(&st)
+func seal(kind string, v any) ([]byte, error) {
+	payload, err := marshalSorted(v)
 	if err != nil {
-		return nil, fmt.Errorf("encode session state: %w", err)
+		return nil, fmt.Errorf("encode %s state: %w", kind, err)
 	}
-	return marshalSorted(&envelope{Format: snapshotFormat, Payload: payload, CRC32: crc32.ChecksumIEEE(payload)})
+	return marshalSorted(&envelope{Format: snapshotFormat, Kind: kind, Payload: payload, CRC32: crc32.ChecksumIEEE(payload)})
 }
 
-var errSnapshot = errors.New("invalid snapshot")
+// ErrSnapshot reports a state blob that cannot be restored.
+var ErrSnapshot = errors.New("invalid snapshot")
 
-func decodeSnapshot(blob []byte) (sessionState, error) {
+func unseal(kind string, blob []byte, v any) error {
 	var env envelope
 	if err := msgpack.Unmarshal(blob, &env); err != nil {
-		return sessionState{}, fmt.Errorf("%w: not a rewarm state blob (%v)", errSnapshot, err)
+		return fmt.Errorf("%w: not a rewarm state blob (%v)", ErrSnapshot, err)
 	}
 	if env.Format != snapshotFormat {
-		return sessionState{}, fmt.Errorf("%w: format %d, this build reads format %d", errSnapshot, env.Format, snapshotFormat)
+		return fmt.Errorf("%w: format %d, this build reads format %d", ErrSnapshot, env.Format, snapshotFormat)
+	}
+	if env.Kind != kind {
+		return fmt.Errorf("%w: holds %q state, expected %q", ErrSnapshot, env.Kind, kind)
 	}
 	if got := crc32.ChecksumIEEE(env.Payload); got != env.CRC32 {
-		return sessionState{}, fmt.Errorf("%w: checksum mismatch (stored %08x, computed %08x): the blob is corrupt", errSnapshot, env.CRC32, got)
+		return fmt.Errorf("%w: checksum mismatch (stored %08x, computed %08x): the blob is corrupt", ErrSnapshot, env.CRC32, got)
 	}
+	if err := msgpack.Unmarshal(env.Payload, v); err != nil {
+		return fmt.Errorf("%w: payload: %v", ErrSnapshot, err)
+	}
+	return nil
+}
+
+func encodeSnapshot(st sessionState) ([]byte, error) { return seal(kindSession, &st) }
+
+func decodeSnapshot(blob []byte) (sessionState, error) {
 	var st sessionState
-	if err := msgpack.Unmarshal(env.Payload, &st); err != nil {
-		return sessionState{}, fmt.Errorf("%w: payload: %v", errSnapshot, err)
+	if err := unseal(kindSession, blob, &st); err != nil {
+		return sessionState{}, err
 	}
 	if st.Spec == nil {
-		return sessionState{}, fmt.Errorf("%w: no schedule spec", errSnapshot)
+		return sessionState{}, fmt.Errorf("%w: no schedule spec", ErrSnapshot)
 	}
 	if st.Step < 0 {
-		return sessionState{}, fmt.Errorf("%w: negative step %d", errSnapshot, st.Step)
+		return sessionState{}, fmt.Errorf("%w: negative step %d", ErrSnapshot, st.Step)
 	}
 	return st, nil
+}
+
+// dispatcherState is a whole dispatcher: what the sidecar snapshots.
+type dispatcherState struct {
+	NextID   uint64         `msgpack:"next_id"`
+	Sessions []savedSession `msgpack:"sessions"`
+	Samplers []savedSampler `msgpack:"samplers"`
+	CtlSeq   uint64         `msgpack:"control_seq"`
+	Controls [][]byte       `msgpack:"controls"`
+}
+
+type savedSession struct {
+	ID    uint64       `msgpack:"id"`
+	State sessionState `msgpack:"state"`
+}
+
+type savedSampler struct {
+	ID   uint64         `msgpack:"id"`
+	Spec map[string]any `msgpack:"spec"`
+	Step int64          `msgpack:"step"`
 }

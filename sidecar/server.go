@@ -41,9 +41,20 @@ type Server struct {
 	IdleTimeout time.Duration
 	Log         *slog.Logger
 
-	mu    sync.Mutex
-	conns map[net.Conn]struct{}
-	wg    sync.WaitGroup
+	mu       sync.Mutex
+	conns    map[net.Conn]struct{}
+	lastSeen time.Time
+	wg       sync.WaitGroup
+}
+
+// Idle reports how long the server has had no connection (0 while one is open).
+func (s *Server) Idle() time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.conns) > 0 || s.lastSeen.IsZero() {
+		return 0
+	}
+	return time.Since(s.lastSeen)
 }
 
 func (s *Server) logger() *slog.Logger {
@@ -93,6 +104,7 @@ func Listen(path string) (*net.UnixListener, error) {
 func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	s.mu.Lock()
 	s.conns = map[net.Conn]struct{}{}
+	s.lastSeen = time.Now()
 	s.mu.Unlock()
 	go func() {
 		<-ctx.Done()
@@ -142,6 +154,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 func (s *Server) track(c net.Conn, add bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.lastSeen = time.Now()
 	if add {
 		s.conns[c] = struct{}{}
 	} else {

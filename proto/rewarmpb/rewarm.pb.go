@@ -170,6 +170,9 @@ type Request struct {
 	//	*Request_GetBatches
 	//	*Request_GetQuotas
 	//	*Request_GetModPlan
+	//	*Request_GetStatus
+	//	*Request_PostControl
+	//	*Request_PollControl
 	Body          isRequest_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -336,6 +339,33 @@ func (x *Request) GetGetModPlan() *GetModPlan {
 	return nil
 }
 
+func (x *Request) GetGetStatus() *GetStatus {
+	if x != nil {
+		if x, ok := x.Body.(*Request_GetStatus); ok {
+			return x.GetStatus
+		}
+	}
+	return nil
+}
+
+func (x *Request) GetPostControl() *PostControl {
+	if x != nil {
+		if x, ok := x.Body.(*Request_PostControl); ok {
+			return x.PostControl
+		}
+	}
+	return nil
+}
+
+func (x *Request) GetPollControl() *PollControl {
+	if x != nil {
+		if x, ok := x.Body.(*Request_PollControl); ok {
+			return x.PollControl
+		}
+	}
+	return nil
+}
+
 type isRequest_Body interface {
 	isRequest_Body()
 }
@@ -392,6 +422,18 @@ type Request_GetModPlan struct {
 	GetModPlan *GetModPlan `protobuf:"bytes,14,opt,name=get_mod_plan,json=getModPlan,proto3,oneof"`
 }
 
+type Request_GetStatus struct {
+	GetStatus *GetStatus `protobuf:"bytes,15,opt,name=get_status,json=getStatus,proto3,oneof"`
+}
+
+type Request_PostControl struct {
+	PostControl *PostControl `protobuf:"bytes,16,opt,name=post_control,json=postControl,proto3,oneof"`
+}
+
+type Request_PollControl struct {
+	PollControl *PollControl `protobuf:"bytes,17,opt,name=poll_control,json=pollControl,proto3,oneof"`
+}
+
 func (*Request_Hello) isRequest_Body() {}
 
 func (*Request_OpenSession) isRequest_Body() {}
@@ -418,6 +460,12 @@ func (*Request_GetQuotas) isRequest_Body() {}
 
 func (*Request_GetModPlan) isRequest_Body() {}
 
+func (*Request_GetStatus) isRequest_Body() {}
+
+func (*Request_PostControl) isRequest_Body() {}
+
+func (*Request_PollControl) isRequest_Body() {}
+
 // Response answers one Request. Failures come back as Error, never as a
 // dropped connection, unless the frame itself cannot be read.
 type Response struct {
@@ -437,6 +485,8 @@ type Response struct {
 	//	*Response_Batches
 	//	*Response_Quotas
 	//	*Response_ModPlan
+	//	*Response_Status
+	//	*Response_Controls
 	Body          isResponse_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -594,6 +644,24 @@ func (x *Response) GetModPlan() *ModPlan {
 	return nil
 }
 
+func (x *Response) GetStatus() *Status {
+	if x != nil {
+		if x, ok := x.Body.(*Response_Status); ok {
+			return x.Status
+		}
+	}
+	return nil
+}
+
+func (x *Response) GetControls() *Controls {
+	if x != nil {
+		if x, ok := x.Body.(*Response_Controls); ok {
+			return x.Controls
+		}
+	}
+	return nil
+}
+
 type isResponse_Body interface {
 	isResponse_Body()
 }
@@ -646,6 +714,14 @@ type Response_ModPlan struct {
 	ModPlan *ModPlan `protobuf:"bytes,13,opt,name=mod_plan,json=modPlan,proto3,oneof"`
 }
 
+type Response_Status struct {
+	Status *Status `protobuf:"bytes,14,opt,name=status,proto3,oneof"`
+}
+
+type Response_Controls struct {
+	Controls *Controls `protobuf:"bytes,15,opt,name=controls,proto3,oneof"`
+}
+
 func (*Response_Error) isResponse_Body() {}
 
 func (*Response_Hello) isResponse_Body() {}
@@ -669,6 +745,10 @@ func (*Response_Batches) isResponse_Body() {}
 func (*Response_Quotas) isResponse_Body() {}
 
 func (*Response_ModPlan) isResponse_Body() {}
+
+func (*Response_Status) isResponse_Body() {}
+
+func (*Response_Controls) isResponse_Body() {}
 
 // Hello must be the first request on a connection.
 type Hello struct {
@@ -2771,11 +2851,518 @@ func (x *ModPlan) GetTextTokens() int64 {
 	return 0
 }
 
+// GetStatus describes every open session and sampler (rewarm ctl status).
+type GetStatus struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetStatus) Reset() {
+	*x = GetStatus{}
+	mi := &file_rewarm_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetStatus) ProtoMessage() {}
+
+func (x *GetStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_rewarm_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetStatus.ProtoReflect.Descriptor instead.
+func (*GetStatus) Descriptor() ([]byte, []int) {
+	return file_rewarm_proto_rawDescGZIP(), []int{35}
+}
+
+type SessionStatus struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	SessionId uint64                 `protobuf:"varint,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	Name      string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Kind      string                 `protobuf:"bytes,3,opt,name=kind,proto3" json:"kind,omitempty"`
+	// The last step a client asked about, and the base LR there.
+	Step          int64    `protobuf:"varint,4,opt,name=step,proto3" json:"step,omitempty"`
+	Lr            float64  `protobuf:"fixed64,5,opt,name=lr,proto3" json:"lr,omitempty"`
+	PlanVersion   uint64   `protobuf:"varint,6,opt,name=plan_version,json=planVersion,proto3" json:"plan_version,omitempty"`
+	Phases        []*Phase `protobuf:"bytes,7,rep,name=phases,proto3" json:"phases,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SessionStatus) Reset() {
+	*x = SessionStatus{}
+	mi := &file_rewarm_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SessionStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SessionStatus) ProtoMessage() {}
+
+func (x *SessionStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_rewarm_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SessionStatus.ProtoReflect.Descriptor instead.
+func (*SessionStatus) Descriptor() ([]byte, []int) {
+	return file_rewarm_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *SessionStatus) GetSessionId() uint64 {
+	if x != nil {
+		return x.SessionId
+	}
+	return 0
+}
+
+func (x *SessionStatus) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SessionStatus) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *SessionStatus) GetStep() int64 {
+	if x != nil {
+		return x.Step
+	}
+	return 0
+}
+
+func (x *SessionStatus) GetLr() float64 {
+	if x != nil {
+		return x.Lr
+	}
+	return 0
+}
+
+func (x *SessionStatus) GetPlanVersion() uint64 {
+	if x != nil {
+		return x.PlanVersion
+	}
+	return 0
+}
+
+func (x *SessionStatus) GetPhases() []*Phase {
+	if x != nil {
+		return x.Phases
+	}
+	return nil
+}
+
+type SamplerStatus struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	SamplerId   uint64                 `protobuf:"varint,1,opt,name=sampler_id,json=samplerId,proto3" json:"sampler_id,omitempty"`
+	SpecHash    string                 `protobuf:"bytes,2,opt,name=spec_hash,json=specHash,proto3" json:"spec_hash,omitempty"`
+	Step        int64                  `protobuf:"varint,3,opt,name=step,proto3" json:"step,omitempty"`
+	TotalSteps  int64                  `protobuf:"varint,4,opt,name=total_steps,json=totalSteps,proto3" json:"total_steps,omitempty"`
+	SourceNames []string               `protobuf:"bytes,5,rep,name=source_names,json=sourceNames,proto3" json:"source_names,omitempty"`
+	// Samples per source in the global batch of `step`.
+	Quotas        []int64 `protobuf:"varint,6,rep,packed,name=quotas,proto3" json:"quotas,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SamplerStatus) Reset() {
+	*x = SamplerStatus{}
+	mi := &file_rewarm_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SamplerStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SamplerStatus) ProtoMessage() {}
+
+func (x *SamplerStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_rewarm_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SamplerStatus.ProtoReflect.Descriptor instead.
+func (*SamplerStatus) Descriptor() ([]byte, []int) {
+	return file_rewarm_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *SamplerStatus) GetSamplerId() uint64 {
+	if x != nil {
+		return x.SamplerId
+	}
+	return 0
+}
+
+func (x *SamplerStatus) GetSpecHash() string {
+	if x != nil {
+		return x.SpecHash
+	}
+	return ""
+}
+
+func (x *SamplerStatus) GetStep() int64 {
+	if x != nil {
+		return x.Step
+	}
+	return 0
+}
+
+func (x *SamplerStatus) GetTotalSteps() int64 {
+	if x != nil {
+		return x.TotalSteps
+	}
+	return 0
+}
+
+func (x *SamplerStatus) GetSourceNames() []string {
+	if x != nil {
+		return x.SourceNames
+	}
+	return nil
+}
+
+func (x *SamplerStatus) GetQuotas() []int64 {
+	if x != nil {
+		return x.Quotas
+	}
+	return nil
+}
+
+type Status struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Server   string                 `protobuf:"bytes,1,opt,name=server,proto3" json:"server,omitempty"`
+	Sessions []*SessionStatus       `protobuf:"bytes,2,rep,name=sessions,proto3" json:"sessions,omitempty"`
+	Samplers []*SamplerStatus       `protobuf:"bytes,3,rep,name=samplers,proto3" json:"samplers,omitempty"`
+	// The sequence number of the newest posted control.
+	ControlSeq    uint64 `protobuf:"varint,4,opt,name=control_seq,json=controlSeq,proto3" json:"control_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Status) Reset() {
+	*x = Status{}
+	mi := &file_rewarm_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Status) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Status) ProtoMessage() {}
+
+func (x *Status) ProtoReflect() protoreflect.Message {
+	mi := &file_rewarm_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Status.ProtoReflect.Descriptor instead.
+func (*Status) Descriptor() ([]byte, []int) {
+	return file_rewarm_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *Status) GetServer() string {
+	if x != nil {
+		return x.Server
+	}
+	return ""
+}
+
+func (x *Status) GetSessions() []*SessionStatus {
+	if x != nil {
+		return x.Sessions
+	}
+	return nil
+}
+
+func (x *Status) GetSamplers() []*SamplerStatus {
+	if x != nil {
+		return x.Samplers
+	}
+	return nil
+}
+
+func (x *Status) GetControlSeq() uint64 {
+	if x != nil {
+		return x.ControlSeq
+	}
+	return 0
+}
+
+// PostControl queues a re-plan for the training job to apply (rewarm ctl).
+// The sidecar does not apply it: rank 0 polls, broadcasts it to every rank
+// with torch.distributed, and each rank applies it to its own session, so all
+// ranks on all nodes switch at replan.at_step. session_id in replan is
+// ignored; target_name, when set, limits it to sessions of that name.
+type PostControl struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Replan        *Replan                `protobuf:"bytes,1,opt,name=replan,proto3" json:"replan,omitempty"`
+	TargetName    string                 `protobuf:"bytes,2,opt,name=target_name,json=targetName,proto3" json:"target_name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PostControl) Reset() {
+	*x = PostControl{}
+	mi := &file_rewarm_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PostControl) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PostControl) ProtoMessage() {}
+
+func (x *PostControl) ProtoReflect() protoreflect.Message {
+	mi := &file_rewarm_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PostControl.ProtoReflect.Descriptor instead.
+func (*PostControl) Descriptor() ([]byte, []int) {
+	return file_rewarm_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *PostControl) GetReplan() *Replan {
+	if x != nil {
+		return x.Replan
+	}
+	return nil
+}
+
+func (x *PostControl) GetTargetName() string {
+	if x != nil {
+		return x.TargetName
+	}
+	return ""
+}
+
+type Control struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Seq           uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	Replan        *Replan                `protobuf:"bytes,2,opt,name=replan,proto3" json:"replan,omitempty"`
+	TargetName    string                 `protobuf:"bytes,3,opt,name=target_name,json=targetName,proto3" json:"target_name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Control) Reset() {
+	*x = Control{}
+	mi := &file_rewarm_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Control) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Control) ProtoMessage() {}
+
+func (x *Control) ProtoReflect() protoreflect.Message {
+	mi := &file_rewarm_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Control.ProtoReflect.Descriptor instead.
+func (*Control) Descriptor() ([]byte, []int) {
+	return file_rewarm_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *Control) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *Control) GetReplan() *Replan {
+	if x != nil {
+		return x.Replan
+	}
+	return nil
+}
+
+func (x *Control) GetTargetName() string {
+	if x != nil {
+		return x.TargetName
+	}
+	return ""
+}
+
+// PollControl returns the controls posted after after_seq. The poller may
+// report its session's current step, which `rewarm ctl status` shows.
+type PollControl struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AfterSeq      uint64                 `protobuf:"varint,1,opt,name=after_seq,json=afterSeq,proto3" json:"after_seq,omitempty"`
+	SessionId     uint64                 `protobuf:"varint,2,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	Step          int64                  `protobuf:"varint,3,opt,name=step,proto3" json:"step,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PollControl) Reset() {
+	*x = PollControl{}
+	mi := &file_rewarm_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PollControl) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PollControl) ProtoMessage() {}
+
+func (x *PollControl) ProtoReflect() protoreflect.Message {
+	mi := &file_rewarm_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PollControl.ProtoReflect.Descriptor instead.
+func (*PollControl) Descriptor() ([]byte, []int) {
+	return file_rewarm_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *PollControl) GetAfterSeq() uint64 {
+	if x != nil {
+		return x.AfterSeq
+	}
+	return 0
+}
+
+func (x *PollControl) GetSessionId() uint64 {
+	if x != nil {
+		return x.SessionId
+	}
+	return 0
+}
+
+func (x *PollControl) GetStep() int64 {
+	if x != nil {
+		return x.Step
+	}
+	return 0
+}
+
+type Controls struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Controls      []*Control             `protobuf:"bytes,1,rep,name=controls,proto3" json:"controls,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Controls) Reset() {
+	*x = Controls{}
+	mi := &file_rewarm_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Controls) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Controls) ProtoMessage() {}
+
+func (x *Controls) ProtoReflect() protoreflect.Message {
+	mi := &file_rewarm_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Controls.ProtoReflect.Descriptor instead.
+func (*Controls) Descriptor() ([]byte, []int) {
+	return file_rewarm_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *Controls) GetControls() []*Control {
+	if x != nil {
+		return x.Controls
+	}
+	return nil
+}
+
 var File_rewarm_proto protoreflect.FileDescriptor
 
 const file_rewarm_proto_rawDesc = "" +
 	"\n" +
-	"\frewarm.proto\x12\trewarm.v1\x1a\x1cgoogle/protobuf/struct.proto\"\xda\x05\n" +
+	"\frewarm.proto\x12\trewarm.v1\x1a\x1cgoogle/protobuf/struct.proto\"\x8b\a\n" +
 	"\aRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12(\n" +
 	"\x05hello\x18\x02 \x01(\v2\x10.rewarm.v1.HelloH\x00R\x05hello\x12;\n" +
@@ -2794,8 +3381,12 @@ const file_rewarm_proto_rawDesc = "" +
 	"\n" +
 	"get_quotas\x18\r \x01(\v2\x14.rewarm.v1.GetQuotasH\x00R\tgetQuotas\x129\n" +
 	"\fget_mod_plan\x18\x0e \x01(\v2\x15.rewarm.v1.GetModPlanH\x00R\n" +
-	"getModPlanB\x06\n" +
-	"\x04body\"\xcd\x04\n" +
+	"getModPlan\x125\n" +
+	"\n" +
+	"get_status\x18\x0f \x01(\v2\x14.rewarm.v1.GetStatusH\x00R\tgetStatus\x12;\n" +
+	"\fpost_control\x18\x10 \x01(\v2\x16.rewarm.v1.PostControlH\x00R\vpostControl\x12;\n" +
+	"\fpoll_control\x18\x11 \x01(\v2\x16.rewarm.v1.PollControlH\x00R\vpollControlB\x06\n" +
+	"\x04body\"\xad\x05\n" +
 	"\bResponse\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12(\n" +
 	"\x05error\x18\x02 \x01(\v2\x10.rewarm.v1.ErrorH\x00R\x05error\x12-\n" +
@@ -2810,7 +3401,9 @@ const file_rewarm_proto_rawDesc = "" +
 	" \x01(\v2\x16.rewarm.v1.SamplerInfoH\x00R\asampler\x12.\n" +
 	"\abatches\x18\v \x01(\v2\x12.rewarm.v1.BatchesH\x00R\abatches\x12+\n" +
 	"\x06quotas\x18\f \x01(\v2\x11.rewarm.v1.QuotasH\x00R\x06quotas\x12/\n" +
-	"\bmod_plan\x18\r \x01(\v2\x12.rewarm.v1.ModPlanH\x00R\amodPlanB\x06\n" +
+	"\bmod_plan\x18\r \x01(\v2\x12.rewarm.v1.ModPlanH\x00R\amodPlan\x12+\n" +
+	"\x06status\x18\x0e \x01(\v2\x11.rewarm.v1.StatusH\x00R\x06status\x121\n" +
+	"\bcontrols\x18\x0f \x01(\v2\x13.rewarm.v1.ControlsH\x00R\bcontrolsB\x06\n" +
 	"\x04body\"J\n" +
 	"\x05Hello\x12)\n" +
 	"\x10protocol_version\x18\x01 \x01(\rR\x0fprotocolVersion\x12\x16\n" +
@@ -2977,7 +3570,48 @@ const file_rewarm_proto_rawDesc = "" +
 	"\aModPlan\x12.\n" +
 	"\abuckets\x18\x01 \x03(\v2\x14.rewarm.v1.ModBucketR\abuckets\x12\x1f\n" +
 	"\vtext_tokens\x18\x02 \x01(\x03R\n" +
-	"textTokens*Q\n" +
+	"textTokens\"\v\n" +
+	"\tGetStatus\"\xc7\x01\n" +
+	"\rSessionStatus\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\x04R\tsessionId\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
+	"\x04kind\x18\x03 \x01(\tR\x04kind\x12\x12\n" +
+	"\x04step\x18\x04 \x01(\x03R\x04step\x12\x0e\n" +
+	"\x02lr\x18\x05 \x01(\x01R\x02lr\x12!\n" +
+	"\fplan_version\x18\x06 \x01(\x04R\vplanVersion\x12(\n" +
+	"\x06phases\x18\a \x03(\v2\x10.rewarm.v1.PhaseR\x06phases\"\xbb\x01\n" +
+	"\rSamplerStatus\x12\x1d\n" +
+	"\n" +
+	"sampler_id\x18\x01 \x01(\x04R\tsamplerId\x12\x1b\n" +
+	"\tspec_hash\x18\x02 \x01(\tR\bspecHash\x12\x12\n" +
+	"\x04step\x18\x03 \x01(\x03R\x04step\x12\x1f\n" +
+	"\vtotal_steps\x18\x04 \x01(\x03R\n" +
+	"totalSteps\x12!\n" +
+	"\fsource_names\x18\x05 \x03(\tR\vsourceNames\x12\x16\n" +
+	"\x06quotas\x18\x06 \x03(\x03R\x06quotas\"\xad\x01\n" +
+	"\x06Status\x12\x16\n" +
+	"\x06server\x18\x01 \x01(\tR\x06server\x124\n" +
+	"\bsessions\x18\x02 \x03(\v2\x18.rewarm.v1.SessionStatusR\bsessions\x124\n" +
+	"\bsamplers\x18\x03 \x03(\v2\x18.rewarm.v1.SamplerStatusR\bsamplers\x12\x1f\n" +
+	"\vcontrol_seq\x18\x04 \x01(\x04R\n" +
+	"controlSeq\"Y\n" +
+	"\vPostControl\x12)\n" +
+	"\x06replan\x18\x01 \x01(\v2\x11.rewarm.v1.ReplanR\x06replan\x12\x1f\n" +
+	"\vtarget_name\x18\x02 \x01(\tR\n" +
+	"targetName\"g\n" +
+	"\aControl\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12)\n" +
+	"\x06replan\x18\x02 \x01(\v2\x11.rewarm.v1.ReplanR\x06replan\x12\x1f\n" +
+	"\vtarget_name\x18\x03 \x01(\tR\n" +
+	"targetName\"]\n" +
+	"\vPollControl\x12\x1b\n" +
+	"\tafter_seq\x18\x01 \x01(\x04R\bafterSeq\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x02 \x01(\x04R\tsessionId\x12\x12\n" +
+	"\x04step\x18\x03 \x01(\x03R\x04step\":\n" +
+	"\bControls\x12.\n" +
+	"\bcontrols\x18\x01 \x03(\v2\x12.rewarm.v1.ControlR\bcontrols*Q\n" +
 	"\x0fProtocolVersion\x12 \n" +
 	"\x1cPROTOCOL_VERSION_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18PROTOCOL_VERSION_CURRENT\x10\x01*\xbb\x02\n" +
@@ -3006,7 +3640,7 @@ func file_rewarm_proto_rawDescGZIP() []byte {
 }
 
 var file_rewarm_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_rewarm_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
+var file_rewarm_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
 var file_rewarm_proto_goTypes = []any{
 	(ProtocolVersion)(0),    // 0: rewarm.v1.ProtocolVersion
 	(ErrorCode)(0),          // 1: rewarm.v1.ErrorCode
@@ -3045,7 +3679,15 @@ var file_rewarm_proto_goTypes = []any{
 	(*ModSummary)(nil),      // 34: rewarm.v1.ModSummary
 	(*ModBucket)(nil),       // 35: rewarm.v1.ModBucket
 	(*ModPlan)(nil),         // 36: rewarm.v1.ModPlan
-	(*structpb.Struct)(nil), // 37: google.protobuf.Struct
+	(*GetStatus)(nil),       // 37: rewarm.v1.GetStatus
+	(*SessionStatus)(nil),   // 38: rewarm.v1.SessionStatus
+	(*SamplerStatus)(nil),   // 39: rewarm.v1.SamplerStatus
+	(*Status)(nil),          // 40: rewarm.v1.Status
+	(*PostControl)(nil),     // 41: rewarm.v1.PostControl
+	(*Control)(nil),         // 42: rewarm.v1.Control
+	(*PollControl)(nil),     // 43: rewarm.v1.PollControl
+	(*Controls)(nil),        // 44: rewarm.v1.Controls
+	(*structpb.Struct)(nil), // 45: google.protobuf.Struct
 }
 var file_rewarm_proto_depIdxs = []int32{
 	4,  // 0: rewarm.v1.Request.hello:type_name -> rewarm.v1.Hello
@@ -3061,38 +3703,49 @@ var file_rewarm_proto_depIdxs = []int32{
 	28, // 10: rewarm.v1.Request.get_batches:type_name -> rewarm.v1.GetBatches
 	30, // 11: rewarm.v1.Request.get_quotas:type_name -> rewarm.v1.GetQuotas
 	32, // 12: rewarm.v1.Request.get_mod_plan:type_name -> rewarm.v1.GetModPlan
-	25, // 13: rewarm.v1.Response.error:type_name -> rewarm.v1.Error
-	5,  // 14: rewarm.v1.Response.hello:type_name -> rewarm.v1.HelloReply
-	7,  // 15: rewarm.v1.Response.session:type_name -> rewarm.v1.SessionInfo
-	10, // 16: rewarm.v1.Response.lr:type_name -> rewarm.v1.LRValues
-	21, // 17: rewarm.v1.Response.state:type_name -> rewarm.v1.StateBlob
-	24, // 18: rewarm.v1.Response.closed:type_name -> rewarm.v1.Closed
-	16, // 19: rewarm.v1.Response.ack:type_name -> rewarm.v1.Ack
-	19, // 20: rewarm.v1.Response.preview:type_name -> rewarm.v1.PreviewValues
-	27, // 21: rewarm.v1.Response.sampler:type_name -> rewarm.v1.SamplerInfo
-	29, // 22: rewarm.v1.Response.batches:type_name -> rewarm.v1.Batches
-	31, // 23: rewarm.v1.Response.quotas:type_name -> rewarm.v1.Quotas
-	36, // 24: rewarm.v1.Response.mod_plan:type_name -> rewarm.v1.ModPlan
-	37, // 25: rewarm.v1.OpenSession.schedule:type_name -> google.protobuf.Struct
-	37, // 26: rewarm.v1.SessionInfo.schedule:type_name -> google.protobuf.Struct
-	8,  // 27: rewarm.v1.GetLR.groups:type_name -> rewarm.v1.Group
-	12, // 28: rewarm.v1.Replan.extend:type_name -> rewarm.v1.Extend
-	13, // 29: rewarm.v1.Replan.anneal:type_name -> rewarm.v1.Anneal
-	14, // 30: rewarm.v1.Replan.new_stage:type_name -> rewarm.v1.NewStage
-	37, // 31: rewarm.v1.NewStage.schedule:type_name -> google.protobuf.Struct
-	37, // 32: rewarm.v1.Preview.schedule:type_name -> google.protobuf.Struct
-	18, // 33: rewarm.v1.PreviewValues.phases:type_name -> rewarm.v1.Phase
-	1,  // 34: rewarm.v1.Error.code:type_name -> rewarm.v1.ErrorCode
-	37, // 35: rewarm.v1.OpenSampler.spec:type_name -> google.protobuf.Struct
-	37, // 36: rewarm.v1.GetModPlan.spec:type_name -> google.protobuf.Struct
-	33, // 37: rewarm.v1.ModBucket.layers:type_name -> rewarm.v1.ModLayer
-	34, // 38: rewarm.v1.ModBucket.summary:type_name -> rewarm.v1.ModSummary
-	35, // 39: rewarm.v1.ModPlan.buckets:type_name -> rewarm.v1.ModBucket
-	40, // [40:40] is the sub-list for method output_type
-	40, // [40:40] is the sub-list for method input_type
-	40, // [40:40] is the sub-list for extension type_name
-	40, // [40:40] is the sub-list for extension extendee
-	0,  // [0:40] is the sub-list for field type_name
+	37, // 13: rewarm.v1.Request.get_status:type_name -> rewarm.v1.GetStatus
+	41, // 14: rewarm.v1.Request.post_control:type_name -> rewarm.v1.PostControl
+	43, // 15: rewarm.v1.Request.poll_control:type_name -> rewarm.v1.PollControl
+	25, // 16: rewarm.v1.Response.error:type_name -> rewarm.v1.Error
+	5,  // 17: rewarm.v1.Response.hello:type_name -> rewarm.v1.HelloReply
+	7,  // 18: rewarm.v1.Response.session:type_name -> rewarm.v1.SessionInfo
+	10, // 19: rewarm.v1.Response.lr:type_name -> rewarm.v1.LRValues
+	21, // 20: rewarm.v1.Response.state:type_name -> rewarm.v1.StateBlob
+	24, // 21: rewarm.v1.Response.closed:type_name -> rewarm.v1.Closed
+	16, // 22: rewarm.v1.Response.ack:type_name -> rewarm.v1.Ack
+	19, // 23: rewarm.v1.Response.preview:type_name -> rewarm.v1.PreviewValues
+	27, // 24: rewarm.v1.Response.sampler:type_name -> rewarm.v1.SamplerInfo
+	29, // 25: rewarm.v1.Response.batches:type_name -> rewarm.v1.Batches
+	31, // 26: rewarm.v1.Response.quotas:type_name -> rewarm.v1.Quotas
+	36, // 27: rewarm.v1.Response.mod_plan:type_name -> rewarm.v1.ModPlan
+	40, // 28: rewarm.v1.Response.status:type_name -> rewarm.v1.Status
+	44, // 29: rewarm.v1.Response.controls:type_name -> rewarm.v1.Controls
+	45, // 30: rewarm.v1.OpenSession.schedule:type_name -> google.protobuf.Struct
+	45, // 31: rewarm.v1.SessionInfo.schedule:type_name -> google.protobuf.Struct
+	8,  // 32: rewarm.v1.GetLR.groups:type_name -> rewarm.v1.Group
+	12, // 33: rewarm.v1.Replan.extend:type_name -> rewarm.v1.Extend
+	13, // 34: rewarm.v1.Replan.anneal:type_name -> rewarm.v1.Anneal
+	14, // 35: rewarm.v1.Replan.new_stage:type_name -> rewarm.v1.NewStage
+	45, // 36: rewarm.v1.NewStage.schedule:type_name -> google.protobuf.Struct
+	45, // 37: rewarm.v1.Preview.schedule:type_name -> google.protobuf.Struct
+	18, // 38: rewarm.v1.PreviewValues.phases:type_name -> rewarm.v1.Phase
+	1,  // 39: rewarm.v1.Error.code:type_name -> rewarm.v1.ErrorCode
+	45, // 40: rewarm.v1.OpenSampler.spec:type_name -> google.protobuf.Struct
+	45, // 41: rewarm.v1.GetModPlan.spec:type_name -> google.protobuf.Struct
+	33, // 42: rewarm.v1.ModBucket.layers:type_name -> rewarm.v1.ModLayer
+	34, // 43: rewarm.v1.ModBucket.summary:type_name -> rewarm.v1.ModSummary
+	35, // 44: rewarm.v1.ModPlan.buckets:type_name -> rewarm.v1.ModBucket
+	18, // 45: rewarm.v1.SessionStatus.phases:type_name -> rewarm.v1.Phase
+	38, // 46: rewarm.v1.Status.sessions:type_name -> rewarm.v1.SessionStatus
+	39, // 47: rewarm.v1.Status.samplers:type_name -> rewarm.v1.SamplerStatus
+	11, // 48: rewarm.v1.PostControl.replan:type_name -> rewarm.v1.Replan
+	11, // 49: rewarm.v1.Control.replan:type_name -> rewarm.v1.Replan
+	42, // 50: rewarm.v1.Controls.controls:type_name -> rewarm.v1.Control
+	51, // [51:51] is the sub-list for method output_type
+	51, // [51:51] is the sub-list for method input_type
+	51, // [51:51] is the sub-list for extension type_name
+	51, // [51:51] is the sub-list for extension extendee
+	0,  // [0:51] is the sub-list for field type_name
 }
 
 func init() { file_rewarm_proto_init() }
@@ -3114,6 +3767,9 @@ func file_rewarm_proto_init() {
 		(*Request_GetBatches)(nil),
 		(*Request_GetQuotas)(nil),
 		(*Request_GetModPlan)(nil),
+		(*Request_GetStatus)(nil),
+		(*Request_PostControl)(nil),
+		(*Request_PollControl)(nil),
 	}
 	file_rewarm_proto_msgTypes[1].OneofWrappers = []any{
 		(*Response_Error)(nil),
@@ -3128,6 +3784,8 @@ func file_rewarm_proto_init() {
 		(*Response_Batches)(nil),
 		(*Response_Quotas)(nil),
 		(*Response_ModPlan)(nil),
+		(*Response_Status)(nil),
+		(*Response_Controls)(nil),
 	}
 	file_rewarm_proto_msgTypes[6].OneofWrappers = []any{}
 	file_rewarm_proto_msgTypes[9].OneofWrappers = []any{
@@ -3142,7 +3800,7 @@ func file_rewarm_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rewarm_proto_rawDesc), len(file_rewarm_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   35,
+			NumMessages:   43,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -260,6 +260,29 @@ class Client:
         k = r.sources
         return [list(r.counts[i * k : (i + 1) * k]) for i in range(r.count)]
 
+    def poll_control(self, after_seq: int, session_id: int = 0, step: int = -1) -> list[dict[str, Any]]:
+        """Controls posted with `rewarm ctl` after after_seq, as re-plan dicts
+        with "seq", "op", "at_step", "target_name" and the op's arguments."""
+        req = pb.Request(poll_control=pb.PollControl(after_seq=after_seq, session_id=session_id, step=step))
+        out = []
+        for c in self.call(req).controls.controls:
+            r = c.replan
+            d: dict[str, Any] = {"seq": c.seq, "at_step": r.at_step, "target_name": c.target_name}
+            op = r.WhichOneof("op")
+            if op == "extend":
+                d.update(op="extend", total_steps=r.extend.total_steps, mode=r.extend.mode or "continuous")
+            elif op == "anneal":
+                d.update(op="anneal", steps=r.anneal.steps, shape=r.anneal.shape or "cosine")
+                if r.anneal.HasField("min_lr"):
+                    d["min_lr"] = r.anneal.min_lr
+            elif op == "new_stage":
+                d.update(op="new_stage", schedule=_struct_to_dict(r.new_stage.schedule))
+            out.append(d)
+        return out
+
+    def status(self) -> Any:
+        return self.call(pb.Request(get_status=pb.GetStatus())).status
+
     def mod_plan(self, spec: Mapping[str, Any]) -> Any:
         """The raw rewarm.v1.ModPlan for a plan spec."""
         req = pb.Request(get_mod_plan=pb.GetModPlan())
@@ -283,14 +306,32 @@ class Client:
         self.transport.close()
 
 
-def connect(backend: Backend = "auto", socket_path: str | os.PathLike[str] | None = None) -> Client:
+def connect(
+    backend: Backend = "auto", socket_path: str | os.PathLike[str] | None = None, failover: bool = True
+) -> Client:
     """Open a client. ``auto`` uses the sidecar when REWARM_SOCKET (or
-    socket_path) is set and the in-process extension otherwise."""
+    socket_path) is set and the in-process extension otherwise.
+
+    A socket client fails over: if the sidecar dies it computes in-process and
+    reconnects with backoff (failover=False turns that off). Under torchrun
+    with backend="socket" and no path, local rank 0 connects to the node's
+    sidecar or spawns one (see rewarm._launch.connect_or_spawn).
+    """
     if backend not in ("auto", "inprocess", "socket"):
         raise ValueError(f"backend={backend!r}: expected 'auto', 'inprocess' or 'socket'")
     path = socket_path if socket_path is not None else os.environ.get("REWARM_SOCKET") or None
+    if backend == "socket" and not path and "LOCAL_RANK" in os.environ:
+        from rewarm._launch import connect_or_spawn
+
+        path = connect_or_spawn()
     if backend == "socket" or (backend == "auto" and path):
         if not path:
             raise ValueError("backend='socket' needs a socket path: pass socket_path= or set REWARM_SOCKET")
-        return Client(SocketTransport(path))
+        if not failover:
+            return Client(SocketTransport(path))
+        from rewarm._failover import connect_failover
+
+        return Client(
+            connect_failover(os.fspath(path), f"rewarm-py/{__version__}", must_connect=backend == "socket")
+        )
     return Client(InProcessTransport())

@@ -11,6 +11,7 @@ made through this object drops the window.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
@@ -99,6 +100,8 @@ class RewarmOptimizer(Optimizer):
         self._inprocess = self._client.kind == "inprocess"
         self._norm_ord = {"l1": 1.0, "l2": 2.0}.get(track_grad_norm or "")
         self.grad_norms: list[float] = []
+        self._ctl_seq = 0  # the newest `rewarm ctl` control seen
+        self._polled_at = -1
         self._last_lrs: list[float] = list(self.lrs_at(0))
         self._check_momentum()
         self._scheduler: RewarmLRScheduler | None = None
@@ -245,6 +248,51 @@ class RewarmOptimizer(Optimizer):
             applied.append({"op": op, **r})
         return applied
 
+    def poll_control(self, src: int = 0, every: int = 1) -> list[dict]:
+        """Pick up re-plans posted with `rewarm ctl` and apply them on every rank.
+
+        Call it once per step on every rank (it is a collective under
+        torch.distributed): rank ``src`` polls its sidecar (at most once per
+        step), broadcasts what it found, and every rank applies it, so all
+        ranks on all nodes switch at the control's ``at_step``. A control whose
+        step has already passed is skipped with a warning. Without a sidecar
+        there is nothing to poll and it returns []. With ``every=k`` the
+        collective runs only when k divides the step count, for jobs where a
+        broadcast per step costs too much.
+        """
+        import torch.distributed as dist
+
+        if every > 1 and self._n % every:
+            return []
+        distributed = dist.is_available() and dist.is_initialized()
+        is_src = not distributed or dist.get_rank() == src
+        pending: list[dict] | None = None
+        if is_src and self._polled_at != self._n:
+            self._polled_at = self._n
+            pending = []
+            if self._client.kind == "socket":
+                try:
+                    found = self._client.poll_control(self._ctl_seq, self._session, self._n)
+                except Exception as exc:  # the job must not stop for a control channel
+                    warnings.warn(f"rewarm: polling for controls failed: {exc}", stacklevel=2)
+                    found = []
+                for c in found:
+                    self._ctl_seq = max(self._ctl_seq, int(c.pop("seq")))
+                    target = c.pop("target_name")
+                    if target and target != self._name:
+                        continue
+                    if c["at_step"] < self._n:
+                        warnings.warn(
+                            f"rewarm: skipping a control for step {c['at_step']}: {self._n} updates were "
+                            "already applied; post controls further ahead",
+                            stacklevel=2,
+                        )
+                        continue
+                    pending.append(c)
+        elif is_src:
+            pending = []
+        return self.broadcast_replans(pending, src=src)
+
     def report(self, metric: float) -> None:
         """Report a metric observed after the updates applied so far (for
         plateau schedules)."""
@@ -342,6 +390,7 @@ class RewarmOptimizer(Optimizer):
             "step": self._n,
             "groups": [vars(g) for g in self._groups],
             "session": self._client.get_state(self._session, self._n),
+            "control_seq": self._ctl_seq,
         }
 
     def load_rewarm_state(self, state: Mapping[str, Any]) -> None:
@@ -363,6 +412,7 @@ class RewarmOptimizer(Optimizer):
         old, self._session = self._session, info.session_id
         self._client.close_session(old)
         self._n = int(info.step)
+        self._ctl_seq = int(state.get("control_seq", 0))
         self._invalidate()
         self._last_lrs = list(self.lrs_at(self._n - 1) if self._n > 0 else self.lrs_at(0))
 

@@ -39,7 +39,7 @@ ERROR_CODE_INTERNAL: ErrorCode
 ERROR_CODE_RESOURCE_EXHAUSTED: ErrorCode
 
 class Request(_message.Message):
-    __slots__ = ("id", "hello", "open_session", "get_lr", "get_state", "restore_state", "close_session", "replan", "report", "preview", "open_sampler", "get_batches", "get_quotas", "get_mod_plan")
+    __slots__ = ("id", "hello", "open_session", "get_lr", "get_state", "restore_state", "close_session", "replan", "report", "preview", "open_sampler", "get_batches", "get_quotas", "get_mod_plan", "get_status", "post_control", "poll_control")
     ID_FIELD_NUMBER: _ClassVar[int]
     HELLO_FIELD_NUMBER: _ClassVar[int]
     OPEN_SESSION_FIELD_NUMBER: _ClassVar[int]
@@ -54,6 +54,9 @@ class Request(_message.Message):
     GET_BATCHES_FIELD_NUMBER: _ClassVar[int]
     GET_QUOTAS_FIELD_NUMBER: _ClassVar[int]
     GET_MOD_PLAN_FIELD_NUMBER: _ClassVar[int]
+    GET_STATUS_FIELD_NUMBER: _ClassVar[int]
+    POST_CONTROL_FIELD_NUMBER: _ClassVar[int]
+    POLL_CONTROL_FIELD_NUMBER: _ClassVar[int]
     id: int
     hello: Hello
     open_session: OpenSession
@@ -68,10 +71,13 @@ class Request(_message.Message):
     get_batches: GetBatches
     get_quotas: GetQuotas
     get_mod_plan: GetModPlan
-    def __init__(self, id: _Optional[int] = ..., hello: _Optional[_Union[Hello, _Mapping]] = ..., open_session: _Optional[_Union[OpenSession, _Mapping]] = ..., get_lr: _Optional[_Union[GetLR, _Mapping]] = ..., get_state: _Optional[_Union[GetState, _Mapping]] = ..., restore_state: _Optional[_Union[RestoreState, _Mapping]] = ..., close_session: _Optional[_Union[CloseSession, _Mapping]] = ..., replan: _Optional[_Union[Replan, _Mapping]] = ..., report: _Optional[_Union[Report, _Mapping]] = ..., preview: _Optional[_Union[Preview, _Mapping]] = ..., open_sampler: _Optional[_Union[OpenSampler, _Mapping]] = ..., get_batches: _Optional[_Union[GetBatches, _Mapping]] = ..., get_quotas: _Optional[_Union[GetQuotas, _Mapping]] = ..., get_mod_plan: _Optional[_Union[GetModPlan, _Mapping]] = ...) -> None: ...
+    get_status: GetStatus
+    post_control: PostControl
+    poll_control: PollControl
+    def __init__(self, id: _Optional[int] = ..., hello: _Optional[_Union[Hello, _Mapping]] = ..., open_session: _Optional[_Union[OpenSession, _Mapping]] = ..., get_lr: _Optional[_Union[GetLR, _Mapping]] = ..., get_state: _Optional[_Union[GetState, _Mapping]] = ..., restore_state: _Optional[_Union[RestoreState, _Mapping]] = ..., close_session: _Optional[_Union[CloseSession, _Mapping]] = ..., replan: _Optional[_Union[Replan, _Mapping]] = ..., report: _Optional[_Union[Report, _Mapping]] = ..., preview: _Optional[_Union[Preview, _Mapping]] = ..., open_sampler: _Optional[_Union[OpenSampler, _Mapping]] = ..., get_batches: _Optional[_Union[GetBatches, _Mapping]] = ..., get_quotas: _Optional[_Union[GetQuotas, _Mapping]] = ..., get_mod_plan: _Optional[_Union[GetModPlan, _Mapping]] = ..., get_status: _Optional[_Union[GetStatus, _Mapping]] = ..., post_control: _Optional[_Union[PostControl, _Mapping]] = ..., poll_control: _Optional[_Union[PollControl, _Mapping]] = ...) -> None: ...
 
 class Response(_message.Message):
-    __slots__ = ("id", "error", "hello", "session", "lr", "state", "closed", "ack", "preview", "sampler", "batches", "quotas", "mod_plan")
+    __slots__ = ("id", "error", "hello", "session", "lr", "state", "closed", "ack", "preview", "sampler", "batches", "quotas", "mod_plan", "status", "controls")
     ID_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     HELLO_FIELD_NUMBER: _ClassVar[int]
@@ -85,6 +91,8 @@ class Response(_message.Message):
     BATCHES_FIELD_NUMBER: _ClassVar[int]
     QUOTAS_FIELD_NUMBER: _ClassVar[int]
     MOD_PLAN_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    CONTROLS_FIELD_NUMBER: _ClassVar[int]
     id: int
     error: Error
     hello: HelloReply
@@ -98,7 +106,9 @@ class Response(_message.Message):
     batches: Batches
     quotas: Quotas
     mod_plan: ModPlan
-    def __init__(self, id: _Optional[int] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., hello: _Optional[_Union[HelloReply, _Mapping]] = ..., session: _Optional[_Union[SessionInfo, _Mapping]] = ..., lr: _Optional[_Union[LRValues, _Mapping]] = ..., state: _Optional[_Union[StateBlob, _Mapping]] = ..., closed: _Optional[_Union[Closed, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., preview: _Optional[_Union[PreviewValues, _Mapping]] = ..., sampler: _Optional[_Union[SamplerInfo, _Mapping]] = ..., batches: _Optional[_Union[Batches, _Mapping]] = ..., quotas: _Optional[_Union[Quotas, _Mapping]] = ..., mod_plan: _Optional[_Union[ModPlan, _Mapping]] = ...) -> None: ...
+    status: Status
+    controls: Controls
+    def __init__(self, id: _Optional[int] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., hello: _Optional[_Union[HelloReply, _Mapping]] = ..., session: _Optional[_Union[SessionInfo, _Mapping]] = ..., lr: _Optional[_Union[LRValues, _Mapping]] = ..., state: _Optional[_Union[StateBlob, _Mapping]] = ..., closed: _Optional[_Union[Closed, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., preview: _Optional[_Union[PreviewValues, _Mapping]] = ..., sampler: _Optional[_Union[SamplerInfo, _Mapping]] = ..., batches: _Optional[_Union[Batches, _Mapping]] = ..., quotas: _Optional[_Union[Quotas, _Mapping]] = ..., mod_plan: _Optional[_Union[ModPlan, _Mapping]] = ..., status: _Optional[_Union[Status, _Mapping]] = ..., controls: _Optional[_Union[Controls, _Mapping]] = ...) -> None: ...
 
 class Hello(_message.Message):
     __slots__ = ("protocol_version", "client")
@@ -437,3 +447,87 @@ class ModPlan(_message.Message):
     buckets: _containers.RepeatedCompositeFieldContainer[ModBucket]
     text_tokens: int
     def __init__(self, buckets: _Optional[_Iterable[_Union[ModBucket, _Mapping]]] = ..., text_tokens: _Optional[int] = ...) -> None: ...
+
+class GetStatus(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class SessionStatus(_message.Message):
+    __slots__ = ("session_id", "name", "kind", "step", "lr", "plan_version", "phases")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    LR_FIELD_NUMBER: _ClassVar[int]
+    PLAN_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PHASES_FIELD_NUMBER: _ClassVar[int]
+    session_id: int
+    name: str
+    kind: str
+    step: int
+    lr: float
+    plan_version: int
+    phases: _containers.RepeatedCompositeFieldContainer[Phase]
+    def __init__(self, session_id: _Optional[int] = ..., name: _Optional[str] = ..., kind: _Optional[str] = ..., step: _Optional[int] = ..., lr: _Optional[float] = ..., plan_version: _Optional[int] = ..., phases: _Optional[_Iterable[_Union[Phase, _Mapping]]] = ...) -> None: ...
+
+class SamplerStatus(_message.Message):
+    __slots__ = ("sampler_id", "spec_hash", "step", "total_steps", "source_names", "quotas")
+    SAMPLER_ID_FIELD_NUMBER: _ClassVar[int]
+    SPEC_HASH_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_STEPS_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_NAMES_FIELD_NUMBER: _ClassVar[int]
+    QUOTAS_FIELD_NUMBER: _ClassVar[int]
+    sampler_id: int
+    spec_hash: str
+    step: int
+    total_steps: int
+    source_names: _containers.RepeatedScalarFieldContainer[str]
+    quotas: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, sampler_id: _Optional[int] = ..., spec_hash: _Optional[str] = ..., step: _Optional[int] = ..., total_steps: _Optional[int] = ..., source_names: _Optional[_Iterable[str]] = ..., quotas: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class Status(_message.Message):
+    __slots__ = ("server", "sessions", "samplers", "control_seq")
+    SERVER_FIELD_NUMBER: _ClassVar[int]
+    SESSIONS_FIELD_NUMBER: _ClassVar[int]
+    SAMPLERS_FIELD_NUMBER: _ClassVar[int]
+    CONTROL_SEQ_FIELD_NUMBER: _ClassVar[int]
+    server: str
+    sessions: _containers.RepeatedCompositeFieldContainer[SessionStatus]
+    samplers: _containers.RepeatedCompositeFieldContainer[SamplerStatus]
+    control_seq: int
+    def __init__(self, server: _Optional[str] = ..., sessions: _Optional[_Iterable[_Union[SessionStatus, _Mapping]]] = ..., samplers: _Optional[_Iterable[_Union[SamplerStatus, _Mapping]]] = ..., control_seq: _Optional[int] = ...) -> None: ...
+
+class PostControl(_message.Message):
+    __slots__ = ("replan", "target_name")
+    REPLAN_FIELD_NUMBER: _ClassVar[int]
+    TARGET_NAME_FIELD_NUMBER: _ClassVar[int]
+    replan: Replan
+    target_name: str
+    def __init__(self, replan: _Optional[_Union[Replan, _Mapping]] = ..., target_name: _Optional[str] = ...) -> None: ...
+
+class Control(_message.Message):
+    __slots__ = ("seq", "replan", "target_name")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    REPLAN_FIELD_NUMBER: _ClassVar[int]
+    TARGET_NAME_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    replan: Replan
+    target_name: str
+    def __init__(self, seq: _Optional[int] = ..., replan: _Optional[_Union[Replan, _Mapping]] = ..., target_name: _Optional[str] = ...) -> None: ...
+
+class PollControl(_message.Message):
+    __slots__ = ("after_seq", "session_id", "step")
+    AFTER_SEQ_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    after_seq: int
+    session_id: int
+    step: int
+    def __init__(self, after_seq: _Optional[int] = ..., session_id: _Optional[int] = ..., step: _Optional[int] = ...) -> None: ...
+
+class Controls(_message.Message):
+    __slots__ = ("controls",)
+    CONTROLS_FIELD_NUMBER: _ClassVar[int]
+    controls: _containers.RepeatedCompositeFieldContainer[Control]
+    def __init__(self, controls: _Optional[_Iterable[_Union[Control, _Mapping]]] = ...) -> None: ...

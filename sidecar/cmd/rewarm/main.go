@@ -36,6 +36,9 @@ const usage = `rewarm: learning-rate schedules, replay sampling and MoD plans fo
 
 Usage:
   rewarm serve --socket PATH [flags]   serve the dispatcher on a Unix socket
+  rewarm launch [flags] -- torchrun …  run torchrun beside one sidecar for this node
+  rewarm ctl [--socket P] status|anneal|extend|stage
+                                       inspect a running job, or re-plan it at a future step
   rewarm show SPEC [--at 0,100,1000]   print a schedule's values at those steps, and its phases
   rewarm plot SPEC --steps N [-o F]    draw the LR (and momentum, weight decay) to F (.png or .svg)
   rewarm plan --layers 32 --tokens 576 print a Mixture-of-Depths plan (k per layer, KV, FLOPs)
@@ -70,6 +73,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 				return plotCmd([]string{"-h"}, stderr)
 			case "plan":
 				return planCmd([]string{"-h"}, stdout, stderr)
+			case "launch":
+				return launch([]string{"-h"}, stdout, stderr)
+			case "ctl":
+				return ctl([]string{"-h"}, stdout, stderr)
 			case "plot-plan":
 				return plotPlan([]string{"-h"}, stderr)
 			}
@@ -78,6 +85,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	case "serve":
 		return serve(args[1:], stdout, stderr)
+	case "launch":
+		return launch(args[1:], stdout, stderr)
+	case "ctl":
+		return ctl(args[1:], stdout, stderr)
 	case "demo":
 		return demo(args[1:], stderr)
 	case "show":
@@ -104,6 +115,10 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	maxFrame := fs.Uint("max-frame-bytes", sidecar.DefaultMaxFrame, "largest accepted request frame")
 	frameTimeout := fs.Duration("frame-timeout", 30*time.Second, "time allowed to receive one frame or send one reply")
 	idleTimeout := fs.Duration("conn-idle-timeout", 0, "close a connection idle this long (0: never)")
+	idleExit := fs.Duration("idle-exit", 0, "exit after this long with no client connected (0: never)")
+	stateDir := fs.String("state-dir", "", "snapshot sessions to this directory and restore them on start")
+	snapEvery := fs.Duration("snapshot-interval", 30*time.Second, "how often to snapshot when --state-dir is set")
+	metricsAddr := fs.String("metrics-addr", "", "serve Prometheus metrics on this loopback address (off by default)")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -131,6 +146,26 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "rewarm serve: %v\n", err)
 		return 1
 	}
+	metrics := sidecar.NewMetrics()
+	opts := dispatch.Options{Server: "rewarm-sidecar/" + version, Logger: log}
+	if *metricsAddr != "" {
+		if err := sidecar.CheckLoopback(*metricsAddr); err != nil {
+			fmt.Fprintf(stderr, "rewarm serve: --metrics-addr: %v\n", err)
+			return 2
+		}
+		opts.Observe = metrics.Observe
+	}
+	d := dispatch.New(opts)
+	if *stateDir != "" {
+		restored, err := sidecar.LoadSnapshot(*stateDir, d)
+		if err != nil {
+			fmt.Fprintf(stderr, "rewarm serve: refusing to start: %v\n", err)
+			return 1
+		}
+		if restored {
+			log.Info("restored snapshot", "dir", *stateDir, "sessions", d.Sessions())
+		}
+	}
 	// The umask dance in Listen is process-wide: listen before starting
 	// goroutines that create files.
 	l, err := sidecar.Listen(path)
@@ -141,11 +176,24 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	srv := &sidecar.Server{
-		Dispatcher:   dispatch.New(dispatch.Options{Server: "rewarm-sidecar/" + version, Logger: log}),
+		Dispatcher:   d,
 		MaxFrame:     uint32(*maxFrame),
 		FrameTimeout: *frameTimeout,
 		IdleTimeout:  *idleTimeout,
 		Log:          log,
+	}
+	if *metricsAddr != "" {
+		metrics.Attach(d)
+		addr, err := metrics.Serve(ctx, *metricsAddr)
+		if err != nil {
+			fmt.Fprintf(stderr, "rewarm serve: metrics: %v\n", err)
+			_ = l.Close()
+			return 1
+		}
+		log.Info("metrics", "addr", "http://"+addr+"/metrics")
+	}
+	if *idleExit > 0 || *stateDir != "" {
+		go background(ctx, stop, srv, d, *idleExit, *stateDir, *snapEvery, log)
 	}
 	fmt.Fprintf(stdout, "READY %s\n", path)
 	log.Info("serving", "socket", path, "pid", os.Getpid(), "protocol", dispatch.ProtocolVersion)
@@ -153,8 +201,40 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		log.Error("serve failed", "err", err)
 		return 1
 	}
+	if *stateDir != "" {
+		if err := sidecar.WriteSnapshot(*stateDir, d); err != nil {
+			log.Error("final snapshot failed", "err", err)
+			return 1
+		}
+	}
 	log.Info("stopped", "socket", path)
 	return 0
+}
+
+// background snapshots the state at intervals and stops an idle server.
+func background(ctx context.Context, stop func(), srv *sidecar.Server, d *dispatch.Dispatcher, idleExit time.Duration,
+	stateDir string, every time.Duration, log *slog.Logger) {
+	tick := time.NewTicker(min(time.Second, max(every, 10*time.Millisecond)))
+	defer tick.Stop()
+	last := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if stateDir != "" && time.Since(last) >= every {
+			if err := sidecar.WriteSnapshot(stateDir, d); err != nil {
+				log.Error("snapshot failed", "err", err)
+			}
+			last = time.Now()
+		}
+		if idleExit > 0 && srv.Idle() >= idleExit {
+			log.Info("no clients, exiting", "idle", srv.Idle().Round(time.Second))
+			stop()
+			return
+		}
+	}
 }
 
 // demo hands over to the Python package, which owns the training loop. It

@@ -1,0 +1,132 @@
+package dispatch
+
+import (
+	"sort"
+
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/rewarm/rewarm/proto/rewarmpb"
+	"github.com/rewarm/rewarm/sched"
+)
+
+// MaxControls bounds the queue of posted controls; the oldest are dropped.
+const MaxControls = 1024
+
+func (d *Dispatcher) postControl(r *pb.PostControl) (*pb.Response, error) {
+	rp := r.GetReplan()
+	if rp == nil || rp.Op == nil {
+		return nil, fail(pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "replan", "post_control: give a replan (extend, anneal or new_stage)")
+	}
+	if rp.GetAtStep() < 0 {
+		return nil, fail(pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "at_step", "post_control: at_step = %d: must be >= 0", rp.GetAtStep())
+	}
+	// Refuse what no session could apply: check it against each matching
+	// session now, on a copy of its plan.
+	if err := d.checkControl(rp, r.GetTargetName()); err != nil {
+		return nil, err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.ctlSeq++
+	c := &pb.Control{Seq: d.ctlSeq, Replan: proto.Clone(rp).(*pb.Replan), TargetName: r.GetTargetName()}
+	c.Replan.SessionId = 0
+	d.controls = append(d.controls, c)
+	if len(d.controls) > MaxControls {
+		d.controls = d.controls[len(d.controls)-MaxControls:]
+	}
+	d.log.Info("control posted", "seq", c.Seq, "at_step", rp.GetAtStep(), "target", r.GetTargetName())
+	return &pb.Response{Body: &pb.Response_Ack{Ack: &pb.Ack{PlanVersion: c.Seq}}}, nil
+}
+
+func (d *Dispatcher) checkControl(rp *pb.Replan, target string) error {
+	d.mu.Lock()
+	var sessions []*session
+	for _, s := range d.sessions {
+		if target == "" || s.name == target {
+			sessions = append(sessions, s)
+		}
+	}
+	d.mu.Unlock()
+	for _, s := range sessions {
+		s.mu.Lock()
+		trial, err := sched.NewPlan(s.plan.Config, s.plan.Replans, s.plan.Reports)
+		s.mu.Unlock()
+		if err != nil {
+			return err
+		}
+		r, err := toReplan(rp)
+		if err != nil {
+			return err
+		}
+		if err := trial.Replan(r); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (d *Dispatcher) pollControl(r *pb.PollControl) (*pb.Response, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if s, ok := d.sessions[r.GetSessionId()]; ok && r.GetStep() >= 0 {
+		s.mu.Lock()
+		s.step = r.GetStep()
+		s.mu.Unlock()
+	}
+	out := &pb.Controls{}
+	i := sort.Search(len(d.controls), func(i int) bool { return d.controls[i].GetSeq() > r.GetAfterSeq() })
+	for _, c := range d.controls[i:] {
+		out.Controls = append(out.Controls, proto.Clone(c).(*pb.Control))
+	}
+	return &pb.Response{Body: &pb.Response_Controls{Controls: out}}, nil
+}
+
+func (d *Dispatcher) status() (*pb.Response, error) {
+	return &pb.Response{Body: &pb.Response_Status{Status: d.Status()}}, nil
+}
+
+// Status describes every open session and sampler.
+func (d *Dispatcher) Status() *pb.Status {
+	d.mu.Lock()
+	ids := make([]uint64, 0, len(d.sessions))
+	for id := range d.sessions {
+		ids = append(ids, id)
+	}
+	sids := make([]uint64, 0, len(d.samplers))
+	for id := range d.samplers {
+		sids = append(sids, id)
+	}
+	out := &pb.Status{Server: d.opts.Server, ControlSeq: d.ctlSeq}
+	sessions := make([]*session, len(ids))
+	sort.Slice(ids, func(a, b int) bool { return ids[a] < ids[b] })
+	for i, id := range ids {
+		sessions[i] = d.sessions[id]
+	}
+	sort.Slice(sids, func(a, b int) bool { return sids[a] < sids[b] })
+	samplers := make([]*samplerEntry, len(sids))
+	for i, id := range sids {
+		samplers[i] = d.samplers[id]
+	}
+	d.mu.Unlock()
+	for _, s := range sessions {
+		s.mu.Lock()
+		st := &pb.SessionStatus{SessionId: s.id, Name: s.name, Kind: s.plan.Config.LR.Kind(), Step: s.step,
+			Lr: s.plan.LR(s.step), PlanVersion: version(s.plan)}
+		for _, ph := range s.plan.Phases() {
+			st.Phases = append(st.Phases, &pb.Phase{Name: ph.Name, Start: ph.Start})
+		}
+		s.mu.Unlock()
+		out.Sessions = append(out.Sessions, st)
+	}
+	for i, e := range samplers {
+		st := &pb.SamplerStatus{SamplerId: sids[i], SpecHash: e.s.Hash(), Step: e.step, TotalSteps: e.s.TotalSteps()}
+		for _, src := range e.s.Sources() {
+			st.SourceNames = append(st.SourceNames, src.Name)
+		}
+		if q, err := e.s.Quotas(e.step); err == nil {
+			st.Quotas = q
+		}
+		out.Samplers = append(out.Samplers, st)
+	}
+	return out
+}

@@ -1,0 +1,93 @@
+package dispatch
+
+import (
+	"strings"
+	"testing"
+
+	"google.golang.org/protobuf/types/known/structpb"
+
+	pb "github.com/rewarm/rewarm/proto/rewarmpb"
+)
+
+func TestControlQueueAndStatus(t *testing.T) {
+	d := New(Options{Server: "srv"})
+	c := d.NewConn()
+	c.Handle(&pb.Request{Body: &pb.Request_Hello{Hello: &pb.Hello{ProtocolVersion: ProtocolVersion}}})
+	id := open(t, c, cosineSpec)
+	getLR(c, id, 30, 4)
+	post := func(at int64, steps int64) *pb.Response {
+		return c.Handle(&pb.Request{Body: &pb.Request_PostControl{PostControl: &pb.PostControl{Replan: &pb.Replan{
+			AtStep: at, Op: &pb.Replan_Anneal{Anneal: &pb.Anneal{Steps: steps, Shape: "linear"}}}}}})
+	}
+	if r := post(50, 10); r.GetAck().GetPlanVersion() != 1 {
+		t.Fatalf("post: %v", r)
+	}
+	if r := post(60, 0); r.GetError().GetField() != "steps" {
+		t.Fatalf("a control no session can apply must be refused: %v", r)
+	}
+	if r := post(70, 5); r.GetAck().GetPlanVersion() != 2 {
+		t.Fatalf("second post: %v", r)
+	}
+	poll := func(after uint64, step int64) []*pb.Control {
+		return c.Handle(&pb.Request{Body: &pb.Request_PollControl{PollControl: &pb.PollControl{AfterSeq: after, SessionId: id, Step: step}}}).GetControls().GetControls()
+	}
+	if got := poll(0, 41); len(got) != 2 || got[0].GetReplan().GetAtStep() != 50 {
+		t.Fatalf("poll: %v", got)
+	}
+	if got := poll(1, 42); len(got) != 1 || got[0].GetSeq() != 2 {
+		t.Fatalf("poll after 1: %v", got)
+	}
+	st := c.Handle(&pb.Request{Body: &pb.Request_GetStatus{GetStatus: &pb.GetStatus{}}}).GetStatus()
+	if len(st.GetSessions()) != 1 || st.GetSessions()[0].GetStep() != 42 || st.GetControlSeq() != 2 ||
+		st.GetSessions()[0].GetLr() != cosineRef(42) {
+		t.Fatalf("status: %v", st)
+	}
+}
+
+func TestDispatcherSnapshotRoundTrip(t *testing.T) {
+	d := New(Options{})
+	c := d.NewConn()
+	c.Handle(&pb.Request{Body: &pb.Request_Hello{Hello: &pb.Hello{ProtocolVersion: ProtocolVersion}}})
+	id := open(t, c, cosineSpec)
+	c.Handle(&pb.Request{Body: &pb.Request_Replan{Replan: &pb.Replan{SessionId: id, AtStep: 40,
+		Op: &pb.Replan_Anneal{Anneal: &pb.Anneal{Steps: 10, Shape: "cosine"}}}}})
+	st, _ := structpb.NewStruct(samplerSpec)
+	sid := c.Handle(&pb.Request{Body: &pb.Request_OpenSampler{OpenSampler: &pb.OpenSampler{Spec: st}}}).GetSampler().GetSamplerId()
+	blob, err := d.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d2 := New(Options{})
+	if err := d2.Restore(blob); err != nil {
+		t.Fatal(err)
+	}
+	c2 := d2.NewConn()
+	c2.Handle(&pb.Request{Body: &pb.Request_Hello{Hello: &pb.Hello{ProtocolVersion: ProtocolVersion}}})
+	a := getLR(c, id, 0, 100).GetLr().GetValues()
+	b := getLR(c2, id, 0, 100).GetLr().GetValues() // the same id, the same re-planned schedule
+	for i := range a {
+		if a[i] != b[i] {
+			t.Fatalf("restored session differs at %d", i)
+		}
+	}
+	batches := func(c *Conn) []byte {
+		return c.Handle(&pb.Request{Body: &pb.Request_GetBatches{GetBatches: &pb.GetBatches{SamplerId: sid, Step: 7, Count: 3}}}).GetBatches().GetIds()
+	}
+	if string(batches(c)) != string(batches(c2)) {
+		t.Fatal("restored sampler differs")
+	}
+	// A new session after the restore does not reuse an id.
+	if nid := open(t, c2, cosineSpec); nid <= sid {
+		t.Fatalf("new id %d collides", nid)
+	}
+	for _, bad := range [][]byte{blob[:len(blob)-5], flip(blob, len(blob)/2), []byte("nope")} {
+		if err := New(Options{}).Restore(bad); err == nil || !strings.Contains(err.Error(), "snapshot") {
+			t.Errorf("corrupt snapshot accepted: %v", err)
+		}
+	}
+	// A session blob is not a sidecar snapshot.
+	one := c.Handle(&pb.Request{Body: &pb.Request_GetState{GetState: &pb.GetState{SessionId: id, Step: 3}}}).GetState().GetMsgpack()
+	if err := New(Options{}).Restore(one); err == nil || !strings.Contains(err.Error(), `"session"`) {
+		t.Errorf("session blob restored as a sidecar snapshot: %v", err)
+	}
+}

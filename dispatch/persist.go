@@ -1,0 +1,89 @@
+package dispatch
+
+import (
+	"fmt"
+	"sort"
+
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/rewarm/rewarm/proto/rewarmpb"
+	"github.com/rewarm/rewarm/replay"
+	"github.com/rewarm/rewarm/sched"
+)
+
+// Snapshot encodes every session, sampler and queued control as a
+// checksummed msgpack blob, keeping their ids.
+func (d *Dispatcher) Snapshot() ([]byte, error) {
+	d.mu.Lock()
+	st := dispatcherState{NextID: d.nextID, CtlSeq: d.ctlSeq}
+	sessions := make([]*session, 0, len(d.sessions))
+	for _, s := range d.sessions {
+		sessions = append(sessions, s)
+	}
+	for id, e := range d.samplers {
+		st.Samplers = append(st.Samplers, savedSampler{ID: id, Spec: e.spec, Step: e.step})
+	}
+	for _, c := range d.controls {
+		b, err := proto.Marshal(c)
+		if err != nil {
+			d.mu.Unlock()
+			return nil, err
+		}
+		st.Controls = append(st.Controls, b)
+	}
+	d.mu.Unlock()
+	for _, s := range sessions {
+		s.mu.Lock()
+		st.Sessions = append(st.Sessions, savedSession{ID: s.id, State: sessionState{
+			Spec: s.plan.Config.Canonical(), Replans: s.plan.Replans, Reports: s.plan.Reports, Step: s.step, Name: s.name}})
+		s.mu.Unlock()
+	}
+	sort.Slice(st.Sessions, func(a, b int) bool { return st.Sessions[a].ID < st.Sessions[b].ID })
+	sort.Slice(st.Samplers, func(a, b int) bool { return st.Samplers[a].ID < st.Samplers[b].ID })
+	return seal(kindSidecar, &st)
+}
+
+// Restore loads a Snapshot into an empty dispatcher. A corrupt or
+// incompatible blob is refused and the dispatcher is left empty.
+func (d *Dispatcher) Restore(blob []byte) error {
+	var st dispatcherState
+	if err := unseal(kindSidecar, blob, &st); err != nil {
+		return err
+	}
+	sessions := map[uint64]*session{}
+	for _, ss := range st.Sessions {
+		cfg, err := sched.ParseConfig(ss.State.Spec)
+		if err != nil {
+			return fmt.Errorf("%w: session %d: %v", ErrSnapshot, ss.ID, err)
+		}
+		plan, err := sched.NewPlan(cfg, ss.State.Replans, ss.State.Reports)
+		if err != nil {
+			return fmt.Errorf("%w: session %d: %v", ErrSnapshot, ss.ID, err)
+		}
+		sessions[ss.ID] = &session{id: ss.ID, name: ss.State.Name, plan: plan, step: ss.State.Step}
+	}
+	samplers := map[uint64]*samplerEntry{}
+	for _, sm := range st.Samplers {
+		s, err := replay.Parse(sm.Spec)
+		if err != nil {
+			return fmt.Errorf("%w: sampler %d: %v", ErrSnapshot, sm.ID, err)
+		}
+		samplers[sm.ID] = &samplerEntry{s: s, spec: sm.Spec, step: sm.Step}
+	}
+	var controls []*pb.Control
+	for _, b := range st.Controls {
+		c := &pb.Control{}
+		if err := proto.Unmarshal(b, c); err != nil {
+			return fmt.Errorf("%w: control: %v", ErrSnapshot, err)
+		}
+		controls = append(controls, c)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.sessions)+len(d.samplers) > 0 {
+		return fmt.Errorf("restore into a dispatcher that already holds sessions")
+	}
+	d.sessions, d.samplers, d.controls = sessions, samplers, controls
+	d.nextID, d.ctlSeq = st.NextID, st.CtlSeq
+	return nil
+}

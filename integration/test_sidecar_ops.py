@@ -1,0 +1,345 @@
+"""The sidecar in production: fault tolerance under torchrun, live control
+with `rewarm ctl` (one node and two), `rewarm launch`, the connect-or-spawn
+fallback, snapshots, metrics and the uid check."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+import rewarm
+
+HERE = Path(__file__).resolve().parent
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def wait_for(pred, timeout: float = 120.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def progress(out: Path, rank: int = 0) -> int:
+    try:
+        return int((out / f"progress{rank}").read_text() or 0)
+    except (FileNotFoundError, ValueError):
+        return 0
+
+
+def torchrun(out: Path, *args: str, env: dict | None = None, nproc: int = 2) -> subprocess.Popen:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={nproc}",
+            str(HERE / "fault_job.py"),
+            "--out",
+            str(out),
+            *args,
+        ],
+        env={**ENV, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def finish(proc: subprocess.Popen, timeout: float = 300) -> None:
+    out, _ = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, out[-4000:]
+
+
+def ranks(out: Path, n: int = 2) -> list[dict]:
+    return [json.loads((out / f"rank{r}.json").read_text()) for r in range(n)]
+
+
+def test_sidecar_killed_and_restarted_mid_run(tmp_path: Path) -> None:
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    ref.mkdir()
+    run.mkdir()
+    sock = str(tmp_path / "s.sock")
+    with rewarm.Sidecar(sock):
+        finish(torchrun(ref, env={"REWARM_SOCKET": sock}))
+    first = rewarm.Sidecar(sock)
+    job = torchrun(run, "--pace", "0.01", env={"REWARM_SOCKET": sock})
+    wait_for(lambda: progress(run) >= 150, what="step 150")
+    first.proc.send_signal(signal.SIGKILL)  # kill -9, mid-run
+    first.proc.wait()
+    wait_for(lambda: progress(run) >= 300, what="step 300")
+    second = rewarm.Sidecar(sock)  # the stale socket file is replaced
+    try:
+        finish(job)
+    finally:
+        second.stop()
+    want, got = ranks(ref), ranks(run)
+    for r in range(2):
+        assert got[r]["lrs"] == want[r]["lrs"], f"rank {r}: LR stream differs"
+        assert got[r]["ids"] == want[r]["ids"], f"rank {r}: replay stream differs"
+        assert got[r]["failovers"] >= 1 and got[r]["reconnects"] >= 1, got[r]
+
+
+def ctl(sock: str, *args: str) -> str:
+    out = subprocess.run(
+        [rewarm.find_binary(), "ctl", "--socket", sock, *args], capture_output=True, text=True, timeout=30
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_ctl_anneal_switches_both_ranks_at_the_same_step(tmp_path: Path) -> None:
+    sock = str(tmp_path / "s.sock")
+    with rewarm.Sidecar(sock):
+        job = torchrun(tmp_path, "--pace", "0.01", "--poll", "--steps", "300", env={"REWARM_SOCKET": sock})
+        wait_for(lambda: progress(tmp_path) >= 40, what="step 40")
+        status = ctl(sock, "status")
+        assert status.count('"job"') == 2 and "kind infinite" in status and "sampler" in status
+        assert "queued control 1" in ctl(
+            sock, "anneal", "--at-step", "200", "--steps", "50", "--shape", "linear"
+        )
+        bad = subprocess.run(
+            [rewarm.find_binary(), "ctl", "--socket", sock, "anneal", "--steps", "5"],
+            capture_output=True,
+            text=True,
+        )
+        assert bad.returncode == 2 and "--at-step" in bad.stderr
+        finish(job)
+    r0, r1 = ranks(tmp_path)
+    assert r0["lrs"] == r1["lrs"]
+    lrs = r0["lrs"]
+    assert lrs[199] == 0.01 and lrs[200] == 0.01  # const_lr until the anneal starts
+    assert abs(lrs[225] - (0.01 + (0.001 - 0.01) * 0.5)) < 1e-12
+    assert lrs[250] == 0.001 and lrs[299] == 0.001
+
+
+def test_two_nodes_two_sidecars(tmp_path: Path) -> None:
+    """Two simulated nodes on loopback, each with its own sidecar: a control
+    posted to node 0's sidecar reaches node 1 through rank 0's broadcast."""
+    s0, s1 = str(tmp_path / "n0.sock"), str(tmp_path / "n1.sock")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with rewarm.Sidecar(s0), rewarm.Sidecar(s1):
+        nodes = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "torch.distributed.run",
+                    "--nnodes=2",
+                    f"--node_rank={n}",
+                    "--nproc_per_node=1",
+                    "--master_addr=127.0.0.1",
+                    f"--master_port={port}",
+                    str(HERE / "fault_job.py"),
+                    "--out",
+                    str(tmp_path),
+                    "--pace",
+                    "0.01",
+                    "--poll",
+                    "--steps",
+                    "250",
+                ],
+                env={**ENV, "REWARM_SOCKET": sock},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            for n, sock in enumerate((s0, s1))
+        ]
+        wait_for(lambda: progress(tmp_path) >= 30, what="step 30")
+        ctl(s0, "anneal", "--at-step", "150", "--steps", "20", "--shape", "cosine", "--min-lr", "0.002")
+        for p in nodes:
+            finish(p)
+        assert "0 controls posted" in ctl(s1, "status")  # node 1 heard of it only from rank 0
+    r0, r1 = ranks(tmp_path)
+    assert r0["lrs"] == r1["lrs"]
+    assert r0["lrs"][149] == 0.01 and r0["lrs"][170] == 0.002
+
+
+def test_launch_runs_torchrun_beside_a_sidecar(tmp_path: Path) -> None:
+    sock = str(tmp_path / "l.sock")
+    env = {k: v for k, v in ENV.items() if k != "REWARM_SOCKET"}
+    # The exit code and REWARM_SOCKET reach the command; the sidecar is gone after.
+    r = subprocess.run(
+        [
+            rewarm.find_binary(),
+            "launch",
+            "--socket",
+            sock,
+            "--",
+            "sh",
+            "-c",
+            'test -S "$REWARM_SOCKET" && exit 7',
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 7, r.stderr
+    assert not os.path.exists(sock)
+    # A real torchrun job whose workers fail once and are restarted: the sidecar
+    # (and its sessions) survive the restart.
+    out = tmp_path / "job"
+    out.mkdir()
+    r = subprocess.run(
+        [
+            rewarm.find_binary(),
+            "launch",
+            "--socket",
+            sock,
+            "--",
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "--max_restarts=1",
+            str(HERE / "launch_job.py"),
+            str(out),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    seen = json.loads((out / "attempt1.json").read_text())
+    assert seen["socket"] == sock and seen["sessions_before_me"] >= 2  # attempt 0's sessions are still there
+    assert not os.path.exists(sock)
+    # SIGTERM to the launcher reaches the command, and the sidecar stops.
+    p = subprocess.Popen(
+        [
+            rewarm.find_binary(),
+            "launch",
+            "--socket",
+            sock,
+            "--",
+            sys.executable,
+            "-c",
+            "import signal, sys, time\n"
+            "signal.signal(signal.SIGTERM, lambda *a: sys.exit(42))\n"
+            "print('up', flush=True)\ntime.sleep(60)",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert p.stdout is not None and p.stdout.readline().strip() == "up"
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(30) == 42
+    assert not os.path.exists(sock)
+
+
+def test_connect_or_spawn_without_a_launcher(tmp_path: Path) -> None:
+    env = {k: v for k, v in ENV.items() if k != "REWARM_SOCKET"}
+    env.update(XDG_RUNTIME_DIR=str(tmp_path / "xdg"), REWARM_SIDECAR_IDLE_EXIT="2s")
+    os.makedirs(env["XDG_RUNTIME_DIR"], mode=0o700)
+    out = tmp_path / "out"
+    out.mkdir()
+    finish(torchrun(out, "--steps", "50", env=env))
+    socks = list((tmp_path / "xdg" / "rewarm").glob("*.sock"))
+    assert len(socks) == 1  # one sidecar for the node, spawned by local rank 0
+    assert (tmp_path / "xdg" / "rewarm").stat().st_mode & 0o777 == 0o700
+    r0, r1 = ranks(out)
+    assert r0["lrs"] == r1["lrs"] and r0["failovers"] == 0
+    wait_for(lambda: not socks[0].exists(), timeout=30, what="the idle sidecar to exit")
+
+
+def test_snapshots_survive_a_restart_and_corruption_is_refused(tmp_path: Path) -> None:
+    sock, state = str(tmp_path / "s.sock"), tmp_path / "state"
+    with rewarm.Sidecar(sock, "--state-dir", str(state)):
+        c = rewarm.connect("socket", socket_path=sock, failover=False)
+        sid = c.open_session({"kind": "cosine", "peak_lr": 1.0, "total_steps": 100}, name="kept").session_id
+        c.replan(sid, 10, "anneal", steps=5, shape="linear")
+        before = c.get_lr(sid, 0, 20)
+        c.close()
+    assert (state / "sidecar.snapshot").exists()
+    with rewarm.Sidecar(sock, "--state-dir", str(state)):
+        c = rewarm.connect("socket", socket_path=sock, failover=False)
+        assert c.get_lr(sid, 0, 20) == before  # the same id, the same re-planned schedule
+        c.close()
+    blob = bytearray((state / "sidecar.snapshot").read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    (state / "sidecar.snapshot").write_bytes(bytes(blob))
+    r = subprocess.run(
+        [rewarm.find_binary(), "serve", "--socket", sock, "--state-dir", str(state)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert r.returncode == 1 and "refusing to start" in r.stderr and "checksum" in r.stderr
+
+
+def test_metrics_endpoint(tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    sock = str(tmp_path / "m.sock")
+    with rewarm.Sidecar(sock, "--metrics-addr", f"127.0.0.1:{port}"):
+        c = rewarm.connect("socket", socket_path=sock, failover=False)
+        sid = c.open_session({"kind": "constant", "peak_lr": 0.25}, name="m").session_id
+        c.get_lr(sid, 7, 3)
+        with pytest.raises(rewarm.SpecError):
+            c.open_session({"kind": "nope"})
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        c.close()
+    assert 'rewarm_requests_total{method="get_lr"} 1' in text
+    assert 'rewarm_request_errors_total{code="ERROR_CODE_INVALID_ARGUMENT",method="open_session"} 1' in text
+    assert "rewarm_request_seconds_bucket" in text and "rewarm_sessions 1" in text
+    assert f'rewarm_session_lr{{name="m",session="{sid}"}} 0.25' in text
+    r = subprocess.run(
+        [rewarm.find_binary(), "serve", "--socket", sock, "--metrics-addr", "0.0.0.0:9999"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert r.returncode == 2 and "loopback" in r.stderr
+
+
+def test_another_uid_is_refused(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run a client as another uid")
+    import tempfile
+
+    # A directory the other uid can traverse (pytest's tmp dirs are 0700).
+    shared = tempfile.mkdtemp(prefix="rewarm-uid-", dir="/tmp")
+    os.chmod(shared, 0o755)
+    sock = os.path.join(shared, "u.sock")
+    probe = (
+        "import os, socket, struct, sys\n"
+        "os.setgid(65534); os.setuid(65534)\n"
+        "s = socket.socket(socket.AF_UNIX)\n"
+        "try:\n    s.connect(sys.argv[1])\nexcept PermissionError:\n    print('EACCES'); sys.exit(0)\n"
+        "try:\n"
+        "    s.sendall(struct.pack('>I', 2) + b'\\x12\\x00')\n"
+        "    print('closed' if s.recv(4) == b'' else 'answered')\n"
+        "except (ConnectionResetError, BrokenPipeError):\n"
+        "    print('closed')\n"
+    )
+    with rewarm.Sidecar(sock, "--log-level", "info") as sc:
+        # The 0600 socket keeps the other uid out at connect.
+        r = subprocess.run([sys.executable, "-c", probe, sock], capture_output=True, text=True, timeout=30)
+        assert r.stdout.strip() == "EACCES", r.stdout + r.stderr
+        # Even with the file opened up, SO_PEERCRED refuses it, and the refusal is logged.
+        os.chmod(sock, 0o666)
+        r = subprocess.run([sys.executable, "-c", probe, sock], capture_output=True, text=True, timeout=30)
+        assert r.stdout.strip() == "closed", r.stdout + r.stderr
+        wait_for(lambda: any("another user" in line for line in sc.log), timeout=10, what="the refusal log")
+        rewarm.connect("socket", socket_path=sock, failover=False).open_session(
+            {"kind": "constant", "peak_lr": 1.0}
+        )

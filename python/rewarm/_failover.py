@@ -1,0 +1,232 @@
+"""A sidecar client that survives the sidecar.
+
+If the socket fails mid-run (the sidecar was killed, say), the client keeps
+computing in-process through the gopy dispatcher, and reconnects to the
+socket with exponential backoff. Sessions and samplers move with it: the
+client keeps each session's latest state blob (its spec, re-plans and
+reports) and each sampler's spec, and recreates them on the other side. All
+values are pure functions of that state, so the streams are bit-identical
+whichever side computes them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from rewarm._errors import TransportError
+from rewarm._proto import rewarm_pb2 as pb
+from rewarm._transport import InProcessTransport, SocketTransport
+
+log = logging.getLogger("rewarm")
+
+# Request body -> the field that names a session or sampler.
+_ID_FIELDS = {
+    "get_lr": "session_id",
+    "get_state": "session_id",
+    "replan": "session_id",
+    "report": "session_id",
+    "close_session": "session_id",
+    "get_batches": "sampler_id",
+    "get_quotas": "sampler_id",
+    "poll_control": "session_id",
+}
+
+
+@dataclass
+class _Obj:
+    kind: str  # "session" or "sampler"
+    remote: int
+    gen: int
+    blob: bytes = b""  # session state
+    spec: Any = None  # sampler spec (a Struct)
+    name: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class FailoverTransport:
+    """Chooses the live side for each request and maps object ids."""
+
+    kind = "socket"
+
+    def __init__(
+        self,
+        path: str,
+        first: SocketTransport | None,
+        hello: bytes,
+        backoff: tuple[float, float] = (0.05, 5.0),
+    ) -> None:
+        self.path = path
+        self._hello = hello
+        self._socket = first
+        self._inproc: InProcessTransport | None = None
+        self._gen = 0 if first is not None else 1
+        self._objs: dict[int, _Obj] = {}
+        self._ids = itertools.count(1)
+        self._min_backoff, self._max_backoff = backoff
+        self._backoff = self._min_backoff
+        self._retry_at = 0.0 if first is not None else time.monotonic()
+        self.failovers = 0
+        self.reconnects = 0
+        if first is None:
+            self._down("the sidecar is not running")
+
+    @property
+    def on_socket(self) -> bool:
+        return self._socket is not None
+
+    # --- choosing a side ---------------------------------------------------
+
+    def _down(self, why: str) -> None:
+        if self._socket is not None:
+            self._socket.close()
+        self._socket = None
+        self._gen += 1
+        self.failovers += 1
+        self._retry_at = time.monotonic() + self._backoff
+        log.warning(
+            "rewarm: sidecar at %s unavailable (%s); computing in-process until it is back", self.path, why
+        )
+
+    def _side(self) -> InProcessTransport | SocketTransport:
+        if self._socket is None and time.monotonic() >= self._retry_at:
+            try:
+                sock = SocketTransport(self.path, timeout=10.0)
+                resp = pb.Response.FromString(sock.roundtrip(self._hello))
+                if resp.WhichOneof("body") != "hello":
+                    raise TransportError("handshake refused")
+                self._socket = sock
+                self._gen += 1
+                self._backoff = self._min_backoff
+                self.reconnects += 1
+                log.warning("rewarm: reconnected to the sidecar at %s", self.path)
+            except (OSError, TransportError):
+                self._backoff = min(self._backoff * 2, self._max_backoff)
+                self._retry_at = time.monotonic() + self._backoff
+        if self._socket is not None:
+            return self._socket
+        if self._inproc is None:
+            self._inproc = InProcessTransport()
+            resp = pb.Response.FromString(self._inproc.roundtrip(self._hello))
+            if resp.WhichOneof("body") != "hello":
+                raise TransportError("the in-process dispatcher refused the handshake")
+        return self._inproc
+
+    # --- moving objects -------------------------------------------------------
+
+    @staticmethod
+    def _raw(side: Any, req: pb.Request) -> pb.Response:
+        return pb.Response.FromString(side.roundtrip(req.SerializeToString()))
+
+    def _place(self, side: Any, obj: _Obj) -> None:
+        """Recreate obj on side, if it lives on another generation."""
+        if obj.gen == self._gen:
+            return
+        if obj.kind == "session":
+            resp = self._raw(side, pb.Request(restore_state=pb.RestoreState(msgpack=obj.blob, name=obj.name)))
+            obj.remote = resp.session.session_id
+        else:
+            req = pb.Request(open_sampler=pb.OpenSampler())
+            req.open_sampler.spec.CopyFrom(obj.spec)
+            obj.remote = self._raw(side, req).sampler.sampler_id
+        if not obj.remote:
+            raise TransportError(f"could not recreate a {obj.kind} on the {side.kind} side")
+        obj.gen = self._gen
+
+    def _refresh(self, side: Any, obj: _Obj) -> None:
+        resp = self._raw(side, pb.Request(get_state=pb.GetState(session_id=obj.remote, step=0)))
+        if resp.WhichOneof("body") == "state":
+            obj.blob = resp.state.msgpack
+
+    # --- the transport interface ------------------------------------------------
+
+    def roundtrip(self, request: bytes) -> bytes:
+        req = pb.Request.FromString(request)
+        body = req.WhichOneof("body")
+        for _ in range(3):
+            side = self._side()
+            try:
+                return self._send(side, req, body).SerializeToString()
+            except TransportError as exc:
+                if side is self._inproc:
+                    raise
+                self._down(str(exc))
+        raise TransportError(f"rewarm: no side answered a {body} request", code="UNAVAILABLE")
+
+    def _send(self, side: Any, req: pb.Request, body: str | None) -> pb.Response:
+        out = pb.Request()
+        out.CopyFrom(req)
+        obj = None
+        if body in _ID_FIELDS:
+            msg = getattr(out, body)
+            fld = _ID_FIELDS[body]
+            obj = self._objs.get(getattr(msg, fld))
+            if obj is None:
+                if body == "poll_control":
+                    setattr(msg, fld, 0)
+                else:
+                    return pb.Response(
+                        id=req.id,
+                        error=pb.Error(
+                            code=pb.ERROR_CODE_NOT_FOUND,
+                            field=fld,
+                            message=f"no session or sampler with id {getattr(msg, fld)}",
+                        ),
+                    )
+            else:
+                self._place(side, obj)
+                setattr(msg, fld, obj.remote)
+        if body == "poll_control" and side is not self._socket:
+            return pb.Response(id=req.id, controls=pb.Controls())  # controls live in the sidecar
+        resp = self._raw(side, out)
+        kind = resp.WhichOneof("body")
+        if kind == "error":
+            return resp
+        if body in ("open_session", "restore_state"):
+            logical = next(self._ids)
+            o = _Obj("session", resp.session.session_id, self._gen, name=resp.session.name)
+            self._refresh(side, o)
+            self._objs[logical] = o
+            resp.session.session_id = logical
+        elif body == "open_sampler":
+            logical = next(self._ids)
+            self._objs[logical] = _Obj(
+                "sampler", resp.sampler.sampler_id, self._gen, spec=out.open_sampler.spec
+            )
+            resp.sampler.sampler_id = logical
+        elif body in ("replan", "report") and obj is not None:
+            self._refresh(side, obj)
+            if kind == "session":
+                resp.session.session_id = req.replan.session_id
+        elif body == "close_session" and obj is not None:
+            del self._objs[req.close_session.session_id]
+        return resp
+
+    def close(self) -> None:
+        if self._socket is not None:
+            self._socket.close()
+        if self._inproc is not None:
+            self._inproc.close()
+
+
+def hello_bytes(client: str) -> bytes:
+    return pb.Request(
+        id=0, hello=pb.Hello(protocol_version=pb.PROTOCOL_VERSION_CURRENT, client=client)
+    ).SerializeToString()
+
+
+def connect_failover(path: str, client: str, must_connect: bool) -> FailoverTransport:
+    """A failover transport to the sidecar at path. With must_connect, the
+    first connection must succeed (a misconfigured path fails loudly);
+    otherwise the run starts in-process and keeps trying the socket."""
+    try:
+        first: SocketTransport | None = SocketTransport(path)
+    except TransportError:
+        if must_connect:
+            raise
+        first = None
+    return FailoverTransport(os.fspath(path), first, hello_bytes(client))

@@ -1,0 +1,83 @@
+"""Without `rewarm launch`: local rank 0 connects to the node's sidecar or
+spawns one, under a file lock; the other ranks wait for it."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from rewarm._sidecar import find_binary
+
+MAX_SOCKET_PATH = 107
+
+
+def default_socket_path(run_id: str | None = None) -> str:
+    """The node's default socket: a 0700 directory under $XDG_RUNTIME_DIR (or
+    a per-uid directory in the temp dir), namespaced by TORCHELASTIC_RUN_ID,
+    within the 107-byte socket path limit. The same rule as the Go side."""
+    run_id = run_id or os.environ.get("TORCHELASTIC_RUN_ID") or "default"
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    d = Path(xdg) / "rewarm" if xdg else Path(tempfile.gettempdir()) / f"rewarm-{os.getuid()}"
+    d.mkdir(mode=0o700, parents=True, exist_ok=True)
+    mode = d.stat().st_mode & 0o777
+    if mode & 0o077:
+        raise PermissionError(f"{d} is accessible to other users (mode {mode:o}); it must be 0700")
+    path = str(d / f"rewarm-{run_id}.sock")
+    if len(path) > MAX_SOCKET_PATH:
+        path = str(d / f"rw-{hashlib.sha256(run_id.encode()).hexdigest()[:16]}.sock")
+    if len(path) > MAX_SOCKET_PATH:
+        raise OSError(
+            f"socket directory {d} is too long for a socket path; set XDG_RUNTIME_DIR or REWARM_SOCKET"
+        )
+    return path
+
+
+def _alive(path: str) -> bool:
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(1.0)
+    try:
+        s.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def connect_or_spawn(path: str | None = None, idle_exit: str | None = None, timeout: float = 60.0) -> str:
+    """Return the path of a live sidecar for this node. Local rank 0 starts
+    one if none answers; it runs in its own session (so torchelastic's
+    process-group kills on restart do not reach it) and exits after
+    `idle_exit` without clients. Other local ranks wait for it."""
+    path = path or default_socket_path()
+    idle_exit = idle_exit or os.environ.get("REWARM_SIDECAR_IDLE_EXIT", "120s")
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    deadline = time.monotonic() + timeout
+    if local_rank == 0:
+        with open(path + ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not _alive(path):
+                proc = subprocess.Popen(
+                    [find_binary(), "serve", "--socket", path, "--idle-exit", idle_exit],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.DEVNULL,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                    text=True,
+                )
+                assert proc.stdout is not None
+                line = proc.stdout.readline()
+                proc.stdout.close()
+                if not line.startswith("READY"):
+                    raise RuntimeError(f"rewarm: the spawned sidecar did not start (exit code {proc.poll()})")
+    while not _alive(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"rewarm: no sidecar answered at {path} within {timeout:.0f} s")
+        time.sleep(0.05)
+    return path

@@ -1,0 +1,67 @@
+package sidecar
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/rewarm/rewarm/dispatch"
+)
+
+// SnapshotFile is the name of the sidecar's state file in its state dir.
+const SnapshotFile = "sidecar.snapshot"
+
+// WriteSnapshot writes d's state to dir atomically: a temporary file,
+// fsync, rename over the old snapshot, fsync of the directory.
+func WriteSnapshot(dir string, d *dispatch.Dispatcher) error {
+	blob, err := d.Snapshot()
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(dir, SnapshotFile+".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(blob); err != nil {
+		_ = tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		_ = tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), filepath.Join(dir, SnapshotFile)); err != nil {
+		return err
+	}
+	if f, err := os.Open(dir); err == nil {
+		_ = f.Sync()
+		_ = f.Close()
+	}
+	return nil
+}
+
+// LoadSnapshot restores dir's snapshot into d. A missing snapshot is not an
+// error (a first start); a corrupt or incompatible one is, and is left in
+// place for inspection rather than silently reset.
+func LoadSnapshot(dir string, d *dispatch.Dispatcher) (bool, error) {
+	path := filepath.Join(dir, SnapshotFile)
+	blob, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if err := d.Restore(blob); err != nil {
+		return false, fmt.Errorf("%s: %w; move it away to start empty", path, err)
+	}
+	return true, nil
+}
