@@ -1,6 +1,6 @@
 """Test sessions for rewarm. `nox` runs the default set (what CI runs):
-lint, go, tests, integration and demo. `nox -s bench` and `nox -s proto` run
-on request.
+lint, go, tests, integration and demo. `nox -s bench`, `nox -s docs` and
+`nox -s proto` run on request.
 
 The Python sessions share one virtual environment (.nox/_shared) holding CPU
 torch and the built package, so torch is installed once, and the package is
@@ -23,6 +23,8 @@ ROOT = Path(__file__).resolve().parent
 SHARED = ROOT / ".nox" / "_shared"
 TORCH = "torch>=2.1"
 TEST_DEPS = ["pytest>=8", "pyyaml>=6", "numpy"]
+# The README's and docs' quickstarts run against these (HF Trainer, Lightning, HF Llama).
+FRAMEWORK_DEPS = ["transformers==5.24.0", "accelerate==1.15.0", "lightning==2.6.6"]
 GRPCIO_TOOLS = "grpcio-tools==1.85.1"  # pins protoc (v35.1); regenerated code must not drift
 RUFF = "ruff==0.17.6"
 FUZZ_TARGETS = {
@@ -59,7 +61,7 @@ def shared_python(session: nox.Session) -> str:
     if not py.exists():
         session.run(sys.executable, "-m", "venv", str(SHARED))
         session.run(str(py), "-m", "pip", "install", "-q", "--upgrade", "pip")
-    session.run(str(py), "-m", "pip", "install", "-q", TORCH, *TEST_DEPS)
+    session.run(str(py), "-m", "pip", "install", "-q", TORCH, *TEST_DEPS, *FRAMEWORK_DEPS)
     stamp = SHARED / "rewarm-build.sha256"
     digest = _source_digest()
     if not stamp.exists() or stamp.read_text() != digest:
@@ -102,11 +104,28 @@ def integration(session: nox.Session) -> None:
 
 @nox.session(venv_backend="none")
 def demo(session: nox.Session) -> None:
-    """The main job: a small CPU training driven by rewarm (both backends)."""
-    shared_python(session)
+    """The main job, quick: `rewarm demo --quick`, then a check that every policy
+    produced finite losses and the results are complete; and the study's script
+    under `rewarm launch -- torchrun` on 2 ranks, briefly."""
+    py = shared_python(session)
     rewarm = str(SHARED / "bin" / "rewarm")
-    session.run(rewarm, "demo", "--steps", "300")
-    session.run(rewarm, "demo", "--steps", "100", "--backend", "socket", "--log-every", "50")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "results"
+        session.run(rewarm, "demo", "--quick", "--out", str(out))
+        session.run(py, str(ROOT / "integration" / "check_study.py"), str(out))
+        ddp = Path(tmp) / "ddp"
+        script = str(ROOT / "examples" / "continual_pretraining.py")
+        torchrun = [str(SHARED / "bin" / "torchrun"), "--nproc-per-node", "2", script]
+        session.run(rewarm, "launch", "--", *torchrun, "--quick", "--steps", "10", "--out", str(ddp))
+        session.run(py, str(ROOT / "integration" / "check_study.py"), str(ddp))
+
+
+@nox.session(venv_backend="none", default=False)
+def docs(session: nox.Session) -> None:
+    """Redraws the docs' images from their code blocks (`rewarm plot`); the tests
+    session fails while a committed image differs from what its page draws."""
+    py = shared_python(session)
+    session.run(py, str(ROOT / "tests" / "test_docs.py"), "--update", *session.posargs)
 
 
 @nox.session(venv_backend="none", default=False)

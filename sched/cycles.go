@@ -49,6 +49,10 @@ func (o *OneCycle) Validate() error {
 	v.positive("final_div_factor", o.FinalDivFactor)
 	v.rate("base_momentum", o.BaseMomentum)
 	v.rate("max_momentum", o.MaxMomentum)
+	if v.err == nil && o.PctStart*float64(o.TotalSteps) == 1 {
+		// torch's first phase ends at pct_start·T − 1 = 0, and step 0 divides 0 by 0.
+		v.fail("pct_start", o.PctStart, "makes pct_start·total_steps = 1, an empty warmup phase (torch divides by zero there); use 0 or at least 2/total_steps")
+	}
 	if v.err != nil {
 		return v.err
 	}

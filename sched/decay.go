@@ -143,7 +143,8 @@ func (c *Polynomial) extend(at, total int64, mode string) (Schedule, error) {
 // Rex is the REX profile (Chen et al. 2022) in init2winit's generalized
 // form g(p) = (1 − p)/(1 − p·(1 − β)); β = 0.5 (the default) is the paper's
 // (1 − p)/(1 − p/2). With sampling = k the rate is re-sampled from the
-// profile every k updates of the decay phase and held in between.
+// profile every k updates of the decay phase and held in between; LR(T) is
+// still min_lr, so the last block may be shorter than k.
 type Rex struct {
 	decay
 	Beta     float64 `spec:"beta"`
@@ -162,14 +163,36 @@ func (c *Rex) Validate() error {
 }
 func (c *Rex) profile(p float64) float64 { return (1 - p) / (1 - p*(1-c.Beta)) }
 func (c *Rex) LR(n int64) float64 {
-	if w := c.WarmupSteps; c.Sampling > 1 && n > w && n <= c.TotalSteps {
-		n = w + (n-w)/c.Sampling*c.Sampling
-	}
-	return decayLR(c, n)
+	return decayLR(c, c.sampled(n))
 }
+
+// sampled is the step whose profile value update n+1 holds.
+func (c *Rex) sampled(n int64) int64 {
+	if w := c.WarmupSteps; c.Sampling > 1 && n > w && n < c.TotalSteps {
+		return w + (n-w)/c.Sampling*c.Sampling
+	}
+	return n
+}
+
 func (c *Rex) withTotal(t int64) decayer { x := *c; x.TotalSteps = t; return &x }
+
+// extend keeps the sampling: a continuous extend holds the rate of the
+// block running at the re-plan step and re-samples every `sampling` updates
+// from there.
 func (c *Rex) extend(at, total int64, mode string) (Schedule, error) {
-	return extendDecay(c, at, total, mode)
+	if mode == ExtendProportional || c.Sampling <= 1 {
+		return extendDecay(c, at, total, mode)
+	}
+	if err := checkExtend(at, total, c.WarmupSteps); err != nil {
+		return nil, err
+	}
+	// Anchor the stretched profile at the start of the running block, so its
+	// held rate carries over, then re-sample from at.
+	s, err := extendDecay(c, c.sampled(at), total, mode)
+	if r, ok := s.(*reanchored); ok {
+		r.at, r.every = at, c.Sampling
+	}
+	return s, err
 }
 
 // CosinePower is sharpDARTS' cosine power annealing in closed form:

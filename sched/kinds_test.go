@@ -291,3 +291,46 @@ func contains(s, sub string) bool {
 	}
 	return false
 }
+
+func TestStagesFillTotalStepsOnlyWhereItIsTheHorizon(t *testing.T) {
+	// A wsd stage with stable_steps is complete without total_steps.
+	wsd := mustParse(t, map[string]any{"kind": "stages", "stages": []any{
+		map[string]any{"steps": 100, "schedule": map[string]any{"kind": "wsd", "peak_lr": 1.0, "warmup_steps": 10, "stable_steps": 50, "decay_steps": 20}},
+		map[string]any{"steps": 100, "schedule": map[string]any{"kind": "constant", "peak_lr": 0.5}},
+	}})
+	if got := wsd.LR(59); got != 1.0 {
+		t.Errorf("wsd stage LR(59) = %v, want the stable 1.0", got)
+	}
+	if got := wsd.LR(80); got != 0 {
+		t.Errorf("wsd stage LR(80) = %v, want min_lr 0 after 10+50+20 updates", got)
+	}
+	// A last inv_sqrt stage runs on past the stage's length: no cut-off.
+	inv := mustParse(t, map[string]any{"kind": "stages", "stages": []any{
+		map[string]any{"steps": 100, "schedule": map[string]any{"kind": "inv_sqrt", "peak_lr": 1.0, "warmup_steps": 10}},
+	}})
+	if got, want := inv.LR(1000), 1/math.Sqrt(1000.0/10-1+1); math.Abs(got-want) > 1e-15 {
+		// hf form, timescale = W: peak/√((n+τ−W)/τ) = 1/√(n/10)
+		t.Errorf("inv_sqrt stage LR(1000) = %v, want %v", got, 1/math.Sqrt(100.0))
+	}
+	// A cosine stage still takes the stage length as its horizon.
+	cos := mustParse(t, map[string]any{"kind": "stages", "stages": []any{
+		map[string]any{"steps": 100, "schedule": map[string]any{"kind": "cosine", "peak_lr": 1.0}},
+	}})
+	if got := cos.LR(50); math.Abs(got-0.5) > 1e-15 {
+		t.Errorf("cosine stage LR(50) = %v, want 0.5", got)
+	}
+}
+
+func TestStagePhasesEndAtTheStage(t *testing.T) {
+	s := mustParse(t, map[string]any{"kind": "stages", "defaults": map[string]any{"kind": "cosine", "peak_lr": 1.0, "warmup_steps": 10},
+		"stages": []any{map[string]any{"name": "A", "steps": 100}, map[string]any{"name": "B", "steps": 100}}})
+	phases := phasesOf(s)
+	for _, ph := range phases {
+		if ph.Start == 101 {
+			t.Errorf("stage A's floor label at %d lies inside stage B: %v", ph.Start, phases)
+		}
+	}
+	if len(phases) != 2+3 {
+		t.Errorf("phases %v: want warmup, decay for A and warmup, decay, floor for B", phases)
+	}
+}

@@ -45,6 +45,7 @@ type reanchored struct {
 	p0      float64
 	floorLR float64
 	value   func(p float64) float64
+	every   int64 // > 1: re-sample every `every` updates from at (REX sampling)
 }
 
 func (r *reanchored) LR(n int64) float64 {
@@ -53,6 +54,9 @@ func (r *reanchored) LR(n int64) float64 {
 	}
 	if n <= r.at {
 		return r.value(r.p0)
+	}
+	if r.every > 1 {
+		n = r.at + (n-r.at)/r.every*r.every
 	}
 	return r.value(r.p0 + (1-r.p0)*float64(n-r.at)/float64(r.end-r.at))
 }
@@ -70,10 +74,10 @@ func (r *reanchored) extend(at, total int64, mode string) (Schedule, error) {
 		return constant(r.floorLR), nil
 	}
 	p := r.p0
-	if at > r.at {
-		p = r.p0 + (1-r.p0)*float64(at-r.at)/float64(r.end-r.at)
+	if held := r.at + (at-r.at)/max(r.every, 1)*max(r.every, 1); held > r.at {
+		p = r.p0 + (1-r.p0)*float64(held-r.at)/float64(r.end-r.at)
 	}
-	return &reanchored{at: at, end: total, p0: p, floorLR: r.floorLR, value: r.value}, nil
+	return &reanchored{at: at, end: total, p0: p, floorLR: r.floorLR, value: r.value, every: r.every}, nil
 }
 
 // proportional maps step n >= at of the old schedule to step n + shift of

@@ -62,6 +62,44 @@ func TestExtendContinuous(t *testing.T) {
 	}
 }
 
+// REX with sampling holds each block's rate; a continuous extend keeps the
+// running block's rate and re-samples every `sampling` updates from there.
+func TestExtendRexSampled(t *testing.T) {
+	spec := map[string]any{"kind": "rex", "peak_lr": 1.0, "min_lr": 0.1, "sampling": 10, "total_steps": 100}
+	profile := func(p float64) float64 { return 0.1 + 0.9*(1-p)/(1-p/2) }
+	const at, total = 45, 200
+	p := plan(t, spec, Replan{Op: OpExtend, At: at, Total: total})
+	base := plan(t, spec)
+	if got, want := p.LR(at), base.LR(at); rel(got, want) > 1e-12 || rel(want, profile(0.4)) > 1e-12 {
+		t.Fatalf("LR(%d) = %v, base %v, want the held block's %v", at, got, want, profile(0.4))
+	}
+	// The block value at 45 (p = 0.4) stretched over [45, 200): blocks of
+	// 10 updates starting at 45.
+	for n := int64(at); n < total; n++ {
+		k := at + (n-at)/10*10
+		want := profile(0.4 + 0.6*float64(k-at)/float64(total-at))
+		if r := rel(p.LR(n), want); r > 1e-12 {
+			t.Fatalf("LR(%d) = %v, want %v", n, p.LR(n), want)
+		}
+	}
+	if p.LR(total) != 0.1 {
+		t.Errorf("LR(total) = %v, want min_lr", p.LR(total))
+	}
+}
+
+func TestRexSampledReachesFloorAtTotal(t *testing.T) {
+	// Blocks start at 0, 3, 6, 9: 3 does not divide 10, so the last block
+	// is one update long, and LR(T) is min_lr.
+	p := plan(t, map[string]any{"kind": "rex", "peak_lr": 1.0, "min_lr": 0.1, "sampling": 3, "total_steps": 10})
+	profile := func(p float64) float64 { return 0.1 + 0.9*(1-p)/(1-p/2) }
+	want := []float64{profile(0.6), profile(0.6), profile(0.6), profile(0.9), 0.1, 0.1}
+	for i, w := range want {
+		if n := int64(6 + i); rel(p.LR(n), w) > 1e-12 {
+			t.Errorf("LR(%d) = %v, want %v", n, p.LR(n), w)
+		}
+	}
+}
+
 func TestExtendBeforeDecayEqualsLongerRun(t *testing.T) {
 	p := plan(t, cosine1000, Replan{Op: OpExtend, At: 50, Total: 3000})
 	long := plan(t, map[string]any{"kind": "cosine", "peak_lr": 1.0, "min_lr": 0.1, "warmup_steps": 100, "total_steps": 3000})

@@ -111,12 +111,8 @@ func (s *Stages) Validate() error {
 		for k, v := range st.Schedule {
 			m[k] = v
 		}
-		if kind, ok := m["kind"].(string); ok {
-			if mk, ok := kinds[kind]; ok && hasField(mk(), "total_steps") {
-				if _, set := m["total_steps"]; !set {
-					m["total_steps"] = st.Steps
-				}
-			}
+		if stageLengthIsHorizon(m) {
+			m["total_steps"] = st.Steps
 		}
 		spec, err := parseNested(s.Kind(), prefix+".schedule", m)
 		if err != nil {
@@ -131,6 +127,23 @@ func (s *Stages) Validate() error {
 	return s.seq.Validate()
 }
 
+// stageLengthIsHorizon reports whether a stage's schedule m takes the stage's
+// length as its total_steps: when it has that field and leaves it out, except
+// where total_steps is not the horizon (inv_sqrt's optional cut-off) or is
+// already fixed by other fields (a wsd with stable_steps).
+func stageLengthIsHorizon(m map[string]any) bool {
+	kind, _ := m["kind"].(string)
+	mk, ok := kinds[kind]
+	if !ok || !hasField(mk(), "total_steps") || kind == "inv_sqrt" {
+		return false
+	}
+	if _, set := m["total_steps"]; set {
+		return false
+	}
+	_, stable := m["stable_steps"]
+	return !(kind == "wsd" && stable)
+}
+
 func (s *Stages) LR(n int64) float64          { return s.seq.LR(n) }
 func (s *Stages) lrRange() (float64, float64) { return s.seq.lrRange() }
 func (s *Stages) floor() float64              { return s.seq.floor() }
@@ -141,7 +154,7 @@ func (s *Stages) Phases() []Phase {
 		if name == "" {
 			name = fmt.Sprintf("stage %d", i)
 		}
-		for _, ph := range phasesOf(s.seq.specs[i]) {
+		for _, ph := range partPhases(s.seq.starts, i, s.seq.specs[i]) {
 			label := ph.Name
 			if ph.Start == 0 {
 				label = name + ": " + ph.Name
@@ -184,10 +197,26 @@ func partsRange(specs []Spec) (float64, float64) {
 	return lo, hi
 }
 
+// partPhases is part i's phases, without those that would start at or after
+// the part's end (a decay's floor when the next part takes over first).
+func partPhases(starts []int64, i int, sp Spec) []Phase {
+	all := phasesOf(sp)
+	if i+1 >= len(starts) {
+		return all
+	}
+	var out []Phase
+	for _, ph := range all {
+		if ph.Start < starts[i+1]-starts[i] {
+			out = append(out, ph)
+		}
+	}
+	return out
+}
+
 func partsPhases(starts []int64, specs []Spec, name string) []Phase {
 	var out []Phase
 	for i, sp := range specs {
-		for _, ph := range phasesOf(sp) {
+		for _, ph := range partPhases(starts, i, sp) {
 			label := ph.Name
 			if ph.Start == 0 {
 				label = fmt.Sprintf("%s %d: %s", name, i, ph.Name)

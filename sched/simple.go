@@ -99,6 +99,9 @@ func (s *Exponential) Validate() error {
 	v.rate("peak_lr", s.PeakLR)
 	v.rate("min_lr", s.MinLR)
 	v.positive("gamma", s.Gamma)
+	if s.MinLR > s.PeakLR {
+		v.fail("min_lr", s.MinLR, "must be <= peak_lr (%g)", s.PeakLR)
+	}
 	s.logGamma = math.Log(s.Gamma)
 	return v.err
 }

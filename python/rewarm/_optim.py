@@ -466,9 +466,11 @@ class RewarmLRScheduler(LRScheduler):
     """A read-only torch LRScheduler view of a RewarmOptimizer.
 
     The wrapped optimizer already sets the LR inside ``step()``, so this
-    scheduler's ``step()`` only syncs ``last_epoch`` (= n) and ``get_last_lr()``
-    (the rates the latest update used). Frameworks that call
-    ``optimizer.step(); scheduler.step()`` therefore never double-count.
+    scheduler's ``step()`` only syncs ``last_epoch`` (= n, the updates
+    applied) and ``get_last_lr()``: the rates the next update will use, as
+    torch's schedulers report them (HF Trainer logs this value with the
+    update that uses it). Frameworks that call ``optimizer.step();
+    scheduler.step()`` therefore never double-count.
     Its state_dict carries the schedule position too, so restoring either
     object resumes the schedule.
     """
@@ -478,14 +480,14 @@ class RewarmLRScheduler(LRScheduler):
         super().__init__(optimizer, last_epoch=-1)
 
     def get_lr(self) -> list[float]:  # type: ignore[override]
-        return self._rewarm.get_last_lr()
+        return list(self._rewarm.lrs_at(self._rewarm.steps_applied))
 
     def step(self, epoch: int | None = None) -> None:  # type: ignore[override]
         if epoch is not None:
             raise ValueError("rewarm schedules count optimizer updates; step(epoch) is not supported")
         self._step_count = getattr(self, "_step_count", 0) + 1
         self.last_epoch = self._rewarm.steps_applied
-        self._last_lr = self._rewarm.get_last_lr()
+        self._last_lr = self.get_lr()
 
     def state_dict(self) -> dict[str, Any]:  # type: ignore[override]
         return {"last_epoch": self.last_epoch, "rewarm": self._rewarm.rewarm_state()}

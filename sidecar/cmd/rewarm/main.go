@@ -5,7 +5,10 @@
 //	rewarm plot SPEC --steps N -o F    draw a schedule (PNG or SVG)
 //	rewarm plan --layers 32 --tokens N print a Mixture-of-Depths plan
 //	rewarm plot-plan ... -o F          draw a MoD plan's ratios per layer
-//	rewarm demo [ARGS]                 run the CPU training demo (needs the Python package)
+//	rewarm chart DATA.json -o F        draw line or bar series (the study's plots)
+//	rewarm launch -- torchrun ...      run a job with one sidecar per node
+//	rewarm ctl status|anneal|...       inspect and re-plan a live job
+//	rewarm demo [--quick]              the continual pre-training study (needs the Python package)
 //	rewarm version                     print the version and protocol version
 package main
 
@@ -43,7 +46,8 @@ Usage:
   rewarm plot SPEC --steps N [-o F]    draw the LR (and momentum, weight decay) to F (.png or .svg)
   rewarm plan --layers 32 --tokens 576 print a Mixture-of-Depths plan (k per layer, KV, FLOPs)
   rewarm plot-plan [plan flags] -o F   draw a MoD plan's kept fraction per layer
-  rewarm demo [ARGS]                   train a tiny model on CPU with a rewarm schedule
+  rewarm chart DATA.json -o F          draw line or bar series from JSON (used by the study)
+  rewarm demo [--quick] [ARGS]         the continual pre-training study on CPU (the main job)
   rewarm version                       print versions
   rewarm help [COMMAND]                show help
 
@@ -99,6 +103,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return planCmd(args[1:], stdout, stderr)
 	case "plot-plan":
 		return plotPlan(args[1:], stderr)
+	case "chart":
+		return chart(args[1:], stderr)
 	case "version", "--version":
 		fmt.Fprintf(stdout, "rewarm %s (protocol %d)\n", version, dispatch.ProtocolVersion)
 		return 0
@@ -246,7 +252,7 @@ func demo(args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "rewarm demo: no Python interpreter found; install the package with `pip install .` and run it from that environment")
 		return 1
 	}
-	argv := append([]string{py, "-m", "rewarm.demo"}, args...)
+	argv := append([]string{py, "-m", "rewarm.study"}, args...)
 	if err := syscall.Exec(py, argv, os.Environ()); err != nil {
 		fmt.Fprintf(stderr, "rewarm demo: exec %s: %v\n", py, err)
 		return 1

@@ -43,13 +43,9 @@ func show(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "usage: rewarm show SPEC [--at 0,100,1000]\n\nSPEC is a .yaml/.json file or an inline {...} mapping.")
 		fs.PrintDefaults()
 	}
-	spec, rest := splitPositional(args)
-	if err := fs.Parse(rest); err != nil {
-		return exitFlag(err)
-	}
-	if spec == "" {
-		fs.Usage()
-		return 2
+	spec, code := parsePositional(fs, args)
+	if code >= 0 {
+		return code
 	}
 	p, err := loadPlan(spec)
 	if err != nil {
@@ -104,11 +100,11 @@ func plotCmd(args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "usage: rewarm plot SPEC --steps N [-o out.png|out.svg]\n\nSPEC is a .yaml/.json file or an inline {...} mapping.")
 		fs.PrintDefaults()
 	}
-	spec, rest := splitPositional(args)
-	if err := fs.Parse(rest); err != nil {
-		return exitFlag(err)
+	spec, code := parsePositional(fs, args)
+	if code >= 0 {
+		return code
 	}
-	if spec == "" || *steps < 1 {
+	if *steps < 1 {
 		fs.Usage()
 		return 2
 	}
@@ -128,9 +124,23 @@ func plotCmd(args []string, stderr io.Writer) int {
 	return 0
 }
 
+// parsePositional parses fs from args around one required positional
+// argument. code is -1 to go on, else the exit code.
+func parsePositional(fs *flag.FlagSet, args []string) (arg string, code int) {
+	arg, rest := splitPositional(args)
+	if err := fs.Parse(rest); err != nil {
+		return "", exitFlag(err)
+	}
+	if arg == "" {
+		fs.Usage()
+		return "", 2
+	}
+	return arg, -1
+}
+
 // splitPositional lets the spec come before or after the flags.
 func splitPositional(args []string) (string, []string) {
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+	if len(args) > 0 && (args[0] == "-" || !strings.HasPrefix(args[0], "-")) {
 		return args[0], args[1:]
 	}
 	var spec string
@@ -214,6 +224,11 @@ func drawPlan(p *sched.Plan, steps int64, out, title string) error {
 			hi = lo + 1e-12
 		}
 		var labels plotter.XYLabels
+		// Names of phases that start close together would print over each
+		// other, so each goes on the first row whose last label has ended.
+		// Widths are estimated: about 4.5pt per 8pt character on a ~520pt
+		// wide data area.
+		var rowEnds []float64
 		for _, ph := range p.Phases() {
 			if ph.Start <= 0 || ph.Start >= steps {
 				continue
@@ -227,7 +242,19 @@ func drawPlan(p *sched.Plan, steps int64, out, title string) error {
 			mark.Dashes = []vg.Length{vg.Points(3), vg.Points(3)}
 			pl.Add(mark)
 			if i == 0 {
-				labels.XYs = append(labels.XYs, plotter.XY{X: x, Y: hi})
+				start := x / float64(steps)
+				row := 0
+				for row < len(rowEnds) && rowEnds[row] > start {
+					row++
+				}
+				end := start + float64(len(ph.Name)+2)*4.5/520
+				if row == len(rowEnds) {
+					rowEnds = append(rowEnds, end)
+				} else {
+					rowEnds[row] = end
+				}
+				y := hi - float64(row)*0.07*(hi-lo)
+				labels.XYs = append(labels.XYs, plotter.XY{X: x, Y: y})
 				labels.Labels = append(labels.Labels, " "+ph.Name)
 			}
 		}

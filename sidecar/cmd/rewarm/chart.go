@@ -1,0 +1,146 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"image/color"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/vg"
+)
+
+// chartSpec is what `rewarm chart` draws: line series, or bars when Bars
+// is set (one bar group per series, at the x positions).
+type chartSpec struct {
+	Title  string `json:"title"`
+	XLabel string `json:"xlabel"`
+	YLabel string `json:"ylabel"`
+	Bars   bool   `json:"bars"`
+	LogY   bool   `json:"log_y"`
+	Legend string `json:"legend"` // "top right" (default), "bottom left", ...
+	Series []struct {
+		Name string    `json:"name"`
+		X    []float64 `json:"x"`
+		Y    []float64 `json:"y"`
+	} `json:"series"`
+}
+
+var palette = []color.Color{
+	color.RGBA{31, 119, 180, 255}, color.RGBA{255, 127, 14, 255}, color.RGBA{44, 160, 44, 255},
+	color.RGBA{214, 39, 40, 255}, color.RGBA{148, 103, 189, 255}, color.RGBA{140, 86, 75, 255},
+	color.RGBA{227, 119, 194, 255}, color.RGBA{127, 127, 127, 255}, color.RGBA{188, 189, 34, 255},
+	color.RGBA{23, 190, 207, 255},
+}
+
+// chart draws series from a JSON file (or - for stdin), for the study's figures.
+func chart(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("chart", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	out := fs.String("o", "chart.png", "output file: .png or .svg")
+	width := fs.Float64("width", 8, "inches")
+	height := fs.Float64("height", 4, "inches")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, `usage: rewarm chart DATA.json [-o out.png|out.svg]
+
+DATA: {"title", "xlabel", "ylabel", "bars": false, "log_y": false, "legend": "top right",
+       "series": [{"name", "x": [...], "y": [...]}]}`)
+		fs.PrintDefaults()
+	}
+	src, code := parsePositional(fs, args)
+	if code >= 0 {
+		return code
+	}
+	var raw []byte
+	var err error
+	if src == "-" {
+		raw, err = io.ReadAll(os.Stdin)
+	} else {
+		raw, err = os.ReadFile(src)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "rewarm chart: %v\n", err)
+		return 1
+	}
+	var spec chartSpec
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&spec); err != nil {
+		fmt.Fprintf(stderr, "rewarm chart: %s: %v\n", src, err)
+		return 1
+	}
+	if len(spec.Series) == 0 {
+		fmt.Fprintf(stderr, "rewarm chart: %s: series: empty; nothing to draw\n", src)
+		return 1
+	}
+	p := plot.New()
+	p.Title.Text, p.X.Label.Text, p.Y.Label.Text = spec.Title, spec.XLabel, spec.YLabel
+	if spec.LogY {
+		p.Y.Scale = plot.LogScale{}
+		p.Y.Tick.Marker = plot.LogTicks{}
+	}
+	w := vg.Points(float64(40) / float64(max(1, len(spec.Series))))
+	for i, s := range spec.Series {
+		if len(s.X) != len(s.Y) {
+			fmt.Fprintf(stderr, "rewarm chart: series %q has %d x and %d y values\n", s.Name, len(s.X), len(s.Y))
+			return 1
+		}
+		c := palette[i%len(palette)]
+		if spec.Bars {
+			bars, err := plotter.NewBarChart(plotter.Values(s.Y), w)
+			if err != nil {
+				fmt.Fprintf(stderr, "rewarm chart: %v\n", err)
+				return 1
+			}
+			bars.Color, bars.LineStyle.Width = c, 0
+			bars.Offset = vg.Length(i)*w - vg.Length(len(spec.Series)-1)*w/2
+			p.Add(bars)
+			p.Legend.Add(s.Name, bars)
+			continue
+		}
+		xy := make(plotter.XYs, len(s.X))
+		for j := range s.X {
+			xy[j] = plotter.XY{X: s.X[j], Y: s.Y[j]}
+		}
+		line, err := plotter.NewLine(xy)
+		if err != nil {
+			fmt.Fprintf(stderr, "rewarm chart: series %q: %v\n", s.Name, err)
+			return 1
+		}
+		line.Color, line.Width = c, vg.Points(1.3)
+		if i >= len(palette) {
+			line.Dashes = []vg.Length{vg.Points(4), vg.Points(2)}
+		}
+		p.Add(line)
+		p.Legend.Add(s.Name, line)
+	}
+	switch spec.Legend {
+	case "", "top right":
+		p.Legend.Top = true
+	case "top left":
+		p.Legend.Top, p.Legend.Left = true, true
+	case "bottom left":
+		p.Legend.Left = true
+	case "bottom right":
+	default:
+		fmt.Fprintf(stderr, "rewarm chart: legend: %q: use \"top right\", \"top left\", \"bottom left\" or \"bottom right\"\n", spec.Legend)
+		return 1
+	}
+	p.Add(plotter.NewGrid())
+	ext := strings.ToLower(filepath.Ext(*out))
+	if ext != ".png" && ext != ".svg" {
+		fmt.Fprintf(stderr, "rewarm chart: -o %s: use a .png or .svg file name\n", *out)
+		return 2
+	}
+	if err := p.Save(vg.Length(*width)*vg.Inch, vg.Length(*height)*vg.Inch, *out); err != nil {
+		fmt.Fprintf(stderr, "rewarm chart: %v\n", err)
+		return 1
+	}
+	return 0
+}

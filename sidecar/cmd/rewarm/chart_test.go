@@ -1,0 +1,46 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestChart(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	for _, tc := range []struct {
+		name, data, out string
+		code            int
+		stderr          string
+	}{
+		{"lines", `{"title": "t", "series": [{"name": "a", "x": [0, 1, 2], "y": [1, 2, 3]}]}`, "a.png", 0, ""},
+		{"bars", `{"bars": true, "series": [{"name": "k", "x": [0, 1], "y": [1, 0.5]}]}`, "b.svg", 0, ""},
+		{"unknown field", `{"series": [{"name": "a", "x": [0], "y": [1]}], "colour": "red"}`, "c.png", 1, `unknown field "colour"`},
+		{"ragged", `{"series": [{"name": "a", "x": [0, 1], "y": [1]}]}`, "d.png", 1, `series "a" has 2 x and 1 y values`},
+		{"legend", `{"legend": "bottom left", "series": [{"name": "a", "x": [0], "y": [1]}]}`, "g.png", 0, ""},
+		{"bad legend", `{"legend": "middle", "series": [{"name": "a", "x": [0], "y": [1]}]}`, "h.png", 1, `legend: "middle"`},
+		{"empty", `{"series": []}`, "e.png", 1, "series: empty"},
+		{"bad extension", `{"series": [{"name": "a", "x": [0], "y": [1]}]}`, "f.jpg", 2, "use a .png or .svg"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var stderr bytes.Buffer
+			out := filepath.Join(dir, tc.out)
+			code := run([]string{"chart", write(tc.name+".json", tc.data), "-o", out}, &bytes.Buffer{}, &stderr)
+			if code != tc.code || !strings.Contains(stderr.String(), tc.stderr) {
+				t.Fatalf("exit %d, stderr %q; want exit %d and %q", code, stderr.String(), tc.code, tc.stderr)
+			}
+			if _, err := os.Stat(out); (err == nil) != (tc.code == 0) {
+				t.Fatalf("output %s exists: %v, want %v", out, err == nil, tc.code == 0)
+			}
+		})
+	}
+}
