@@ -118,7 +118,7 @@ def demo(session: nox.Session) -> None:
         readme = (ROOT / "README.md").read_text()
         line = next(ln for ln in readme.splitlines() if ln.startswith("rewarm launch -- torchrun "))
         argv = shlex.split(line)
-        argv[0], argv[2] = rewarm, str(SHARED / "bin" / "torchrun")
+        argv[0], argv[argv.index("torchrun")] = rewarm, str(SHARED / "bin" / "torchrun")
         ddp = Path(tmp) / "ddp"
         session.run(*argv, "--steps", "10", "--out", str(ddp))
         session.run(py, str(ROOT / "integration" / "check_study.py"), str(ddp))
