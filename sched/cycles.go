@@ -236,33 +236,39 @@ func (s *SGDR) Validate() error {
 	return v.err
 }
 
-// cycle locates local step t: cycle index, position in it and its length.
-// Integer multipliers are walked exactly, so restarts land on the same
-// updates as torch's integer bookkeeping.
-func (s *SGDR) cycle(t int64) (i int64, tcur, ti float64) {
+// cycle locates local step t: cycle index, position in it, its length and
+// its peak. Integer multipliers are walked exactly, so restarts land on the
+// same updates as torch's integer bookkeeping; the walk also multiplies the
+// peak down, which costs less than a math.Pow per call.
+func (s *SGDR) cycle(t int64) (i int64, tcur, ti, peak float64) {
 	if s.CycleMul == 1 {
 		i = t / s.CycleSteps
-		return i, float64(t - i*s.CycleSteps), float64(s.CycleSteps)
+		peak = s.PeakLR
+		if s.CycleDecay != 1 {
+			peak *= math.Pow(s.CycleDecay, float64(i))
+		}
+		return i, float64(t - i*s.CycleSteps), float64(s.CycleSteps), peak
 	}
 	start, length := 0.0, float64(s.CycleSteps)
+	peak = s.PeakLR
 	x := float64(t)
 	for x >= start+length {
 		start += length
 		length *= s.CycleMul
+		peak *= s.CycleDecay
 		i++
 	}
-	return i, x - start, length
+	return i, x - start, length, peak
 }
 
 func (s *SGDR) LR(n int64) float64 {
 	if v, ok := s.at(n, s.PeakLR); ok {
 		return v
 	}
-	i, tcur, ti := s.cycle(n - s.WarmupSteps)
+	i, tcur, ti, peak := s.cycle(n - s.WarmupSteps)
 	if s.CycleLimit > 0 && i >= s.CycleLimit {
 		return s.MinLR
 	}
-	peak := s.PeakLR * math.Pow(s.CycleDecay, float64(i))
 	frac := tcur / ti
 	if s.KDecay != 1 {
 		frac = math.Pow(tcur, s.KDecay) / math.Pow(ti, s.KDecay)
