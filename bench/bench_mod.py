@@ -20,14 +20,20 @@ import rewarm.mod as M
 TEXT, ROUTABLE = 64, 576
 
 
-def timed(fn, reps: int) -> float:
-    fn()  # warm up
-    samples = []
+def paired(fa, fb, reps: int) -> tuple[float, float, float]:
+    """Times fa and fb alternately, so drift in a shared machine hits both;
+    returns the median of each and the median of the per-pair ratios fa/fb."""
+    fa(), fb()  # warm up
+    ta, tb = [], []
     for _ in range(reps):
         t0 = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t0)
-    return statistics.median(samples)
+        fa()
+        t1 = time.perf_counter()
+        fb()
+        ta.append(t1 - t0)
+        tb.append(time.perf_counter() - t1)
+    ratio = statistics.median(a / b for a, b in zip(ta, tb, strict=True))
+    return statistics.median(ta), statistics.median(tb), ratio
 
 
 def run(d: int, layers: int, reps: int) -> None:
@@ -60,9 +66,9 @@ def run(d: int, layers: int, reps: int) -> None:
             if not lp.route or lp.k in seen:
                 continue
             layer = mod.layers[lp.index]
-            # Interleave with the dense layer, so drift in the machine hits both.
-            t = timed(lambda layer=layer: layer(x, pos, route_mask=mask), reps)
-            ratio = t / timed(lambda: dense.layers[0](x, pos), reps)
+            _, _, ratio = paired(
+                lambda layer=layer: layer(x, pos, route_mask=mask), lambda: dense.layers[0](x, pos), reps
+            )
             eff = (TEXT + lp.k) / (TEXT + ROUTABLE)
             seen[lp.k] = ratio
             ok_r, ok_eff = ratio <= lp.ratio + 0.05, ratio <= eff + 0.05
@@ -77,9 +83,7 @@ def run(d: int, layers: int, reps: int) -> None:
 
             return f
 
-        t_dense = timed(stack(dense), max(3, reps // 4))
-        t_mod = timed(stack(mod, route_mask=mask), max(3, reps // 4))
-    ratio = t_mod / t_dense
+        t_mod, t_dense, ratio = paired(stack(mod, route_mask=mask), stack(dense), max(3, reps // 4))
     fr = plan.summary.flops_ratio
     verdict = "within" if abs(ratio - fr) <= 0.05 else "NOT within"
     print(

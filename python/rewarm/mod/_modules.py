@@ -106,7 +106,9 @@ class MoDLayer(nn.Module):
         keep_d = keep.unsqueeze(-1).expand(-1, -1, d)
         xk = x.gather(1, keep_d)
         a, f = self.block.forward_halves(xk, positions.gather(1, keep))
-        gate = torch.where(route_mask.gather(1, keep), w.gather(1, keep), torch.ones_like(w[:, :1]))
-        kept = (xk + a) + gate.unsqueeze(-1) * f
-        out = torch.where(route_mask.unsqueeze(-1), w.unsqueeze(-1) * x, x)
-        return out.scatter(1, keep_d, kept)
+        # g is w on routable tokens and 1 elsewhere: skipped tokens become w·x,
+        # kept ones x + Attn + g·MLP (g = 1 exactly for the others).
+        g = torch.where(route_mask, w, torch.ones_like(w)).unsqueeze(-1)
+        kept = (xk + a) + g.gather(1, keep.unsqueeze(-1)) * f
+        # One full-size pass for the skipped tokens, then the kept rows in place.
+        return (g * x).scatter_(1, keep_d, kept)
