@@ -28,6 +28,7 @@ TEST_DEPS = ["pytest>=8", "pyyaml>=6", "numpy"]
 FRAMEWORK_DEPS = ["transformers==5.24.0", "accelerate==1.15.0", "lightning==2.6.6"]
 GRPCIO_TOOLS = "grpcio-tools==1.85.1"  # pins protoc (v35.1); regenerated code must not drift
 RUFF = "ruff==0.17.6"
+PY_SOURCES = ["python", "tests", "integration", "bench", "examples", "noxfile.py", "setup.py"]
 FUZZ_TARGETS = {
     "./sched": ["FuzzParseJSON"],
     "./dispatch": ["FuzzHandleFrame"],
@@ -194,10 +195,8 @@ def lint(session: nox.Session) -> None:
         session.error(f"gofmt would reformat:\n{unformatted}")
     session.run("go", "vet", "./...", external=True)
     session.install(RUFF)
-    session.run("ruff", "check", "python", "tests", "integration", "bench", "noxfile.py", "setup.py")
-    session.run(
-        "ruff", "format", "--check", "python", "tests", "integration", "bench", "noxfile.py", "setup.py"
-    )
+    session.run("ruff", "check", *PY_SOURCES)
+    session.run("ruff", "format", "--check", *PY_SOURCES)
     with tempfile.TemporaryDirectory(prefix="rewarm-proto-check-") as tmp:
         go_out, py_out = Path(tmp) / "go", Path(tmp) / "py"
         go_out.mkdir()
