@@ -172,18 +172,13 @@ def test_two_nodes_two_sidecars(tmp_path: Path) -> None:
 def test_launch_runs_torchrun_beside_a_sidecar(tmp_path: Path) -> None:
     sock = str(tmp_path / "l.sock")
     env = {k: v for k, v in ENV.items() if k != "REWARM_SOCKET"}
+
+    def launch(*cmd: str) -> list[str]:
+        return [rewarm.find_binary(), "launch", "--socket", sock, "--", *cmd]
+
     # The exit code and REWARM_SOCKET reach the command; the sidecar is gone after.
     r = subprocess.run(
-        [
-            rewarm.find_binary(),
-            "launch",
-            "--socket",
-            sock,
-            "--",
-            "sh",
-            "-c",
-            'test -S "$REWARM_SOCKET" && exit 7',
-        ],
+        launch("sh", "-c", 'test -S "$REWARM_SOCKET" && exit 7'),
         env=env,
         capture_output=True,
         text=True,
@@ -195,22 +190,16 @@ def test_launch_runs_torchrun_beside_a_sidecar(tmp_path: Path) -> None:
     # (and its sessions) survive the restart.
     out = tmp_path / "job"
     out.mkdir()
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "--max_restarts=1",
+    ]
     r = subprocess.run(
-        [
-            rewarm.find_binary(),
-            "launch",
-            "--socket",
-            sock,
-            "--",
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node=2",
-            "--max_restarts=1",
-            str(HERE / "launch_job.py"),
-            str(out),
-        ],
+        launch(*torchrun, str(HERE / "launch_job.py"), str(out)),
         env=env,
         capture_output=True,
         text=True,
@@ -221,19 +210,13 @@ def test_launch_runs_torchrun_beside_a_sidecar(tmp_path: Path) -> None:
     assert seen["socket"] == sock and seen["sessions_before_me"] >= 2  # attempt 0's sessions are still there
     assert not os.path.exists(sock)
     # SIGTERM to the launcher reaches the command, and the sidecar stops.
+    waiter = (
+        "import signal, sys, time\n"
+        "signal.signal(signal.SIGTERM, lambda *a: sys.exit(42))\n"
+        "print('up', flush=True)\ntime.sleep(60)"
+    )
     p = subprocess.Popen(
-        [
-            rewarm.find_binary(),
-            "launch",
-            "--socket",
-            sock,
-            "--",
-            sys.executable,
-            "-c",
-            "import signal, sys, time\n"
-            "signal.signal(signal.SIGTERM, lambda *a: sys.exit(42))\n"
-            "print('up', flush=True)\ntime.sleep(60)",
-        ],
+        launch(sys.executable, "-c", waiter),
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
