@@ -286,3 +286,14 @@ func TestHandlerPanicIsRecovered(t *testing.T) {
 		t.Fatal("dispatcher unusable after a handler panic")
 	}
 }
+
+// Warm must run every request it warms without an error response, or it
+// would be warming an error path instead of the real one.
+func TestWarm(t *testing.T) {
+	if err := Warm(); err != nil {
+		t.Fatal(err)
+	}
+	if err := Warm(); err != nil {
+		t.Fatalf("second call: %v", err)
+	}
+}

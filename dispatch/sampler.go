@@ -2,6 +2,7 @@ package dispatch
 
 import (
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 
 	pb "github.com/rewarm/rewarm/proto/rewarmpb"
@@ -9,10 +10,23 @@ import (
 )
 
 func (d *Dispatcher) openSampler(r *pb.OpenSampler) (*pb.Response, error) {
-	if r.GetSpec() == nil {
+	var spec map[string]any
+	switch {
+	case r.GetSpecJson() != "":
+		// Plain json.Unmarshal gives what Struct.AsMap gives: float64
+		// numbers, map[string]any objects and []any arrays.
+		if err := json.Unmarshal([]byte(r.GetSpecJson()), &spec); err != nil || spec == nil {
+			msg := "not a JSON object"
+			if err != nil {
+				msg = err.Error()
+			}
+			return nil, fail(pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "spec_json", "open_sampler: spec_json: %s", msg)
+		}
+	case r.GetSpec() != nil:
+		spec = r.GetSpec().AsMap()
+	default:
 		return nil, fail(pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "spec", "open_sampler: missing replay spec")
 	}
-	spec := r.GetSpec().AsMap()
 	s, err := replay.Parse(spec)
 	if err != nil {
 		return nil, err

@@ -2,6 +2,7 @@ package dispatch
 
 import (
 	"encoding/binary"
+	"encoding/json"
 	"testing"
 
 	"google.golang.org/protobuf/types/known/structpb"
@@ -76,5 +77,48 @@ func TestSamplerOverTheDispatcher(t *testing.T) {
 	e := c.Handle(&pb.Request{Body: &pb.Request_OpenSampler{OpenSampler: &pb.OpenSampler{Spec: bad}}}).GetError()
 	if e.GetCode() != pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT || e.GetField() == "" {
 		t.Fatalf("bad spec: %v", e)
+	}
+}
+
+// The JSON form of a spec must open the same sampler as the Struct form: the
+// same hash and the same batches, and its errors must name the same fields.
+func TestSamplerSpecJSONMatchesStruct(t *testing.T) {
+	c := greeted(t)
+	st, _ := structpb.NewStruct(samplerSpec)
+	js, err := json.Marshal(samplerSpec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	open := func(o *pb.OpenSampler) *pb.SamplerInfo {
+		t.Helper()
+		r := c.Handle(&pb.Request{Body: &pb.Request_OpenSampler{OpenSampler: o}})
+		if r.GetSampler() == nil {
+			t.Fatalf("open %v: %v", o, r)
+		}
+		return r.GetSampler()
+	}
+	a, b := open(&pb.OpenSampler{Spec: st}), open(&pb.OpenSampler{SpecJson: string(js)})
+	if a.GetSpecHash() != b.GetSpecHash() || a.GetTotalSteps() != b.GetTotalSteps() {
+		t.Fatalf("struct %v, json %v", a, b)
+	}
+	for step := int64(0); step < a.GetTotalSteps(); step++ {
+		get := func(id uint64) []byte {
+			return c.Handle(&pb.Request{Body: &pb.Request_GetBatches{GetBatches: &pb.GetBatches{
+				SamplerId: id, Step: step, WorldSize: 1}}}).GetBatches().GetIds()
+		}
+		if x, y := get(a.GetSamplerId()), get(b.GetSamplerId()); len(x) == 0 || string(x) != string(y) {
+			t.Fatalf("step %d: struct and json batches differ", step)
+		}
+	}
+	for _, tc := range []struct{ json, field string }{
+		{`{"sources": [{"name": "a", "size": 0}], "global_batch_size": 4, "stages": [{"steps": 1, "mixture": {"a": 1}}]}`, "sources[0].size"},
+		{`{"sources": [`, "spec_json"},
+		{`[1, 2]`, "spec_json"},
+		{`null`, "spec_json"},
+	} {
+		e := c.Handle(&pb.Request{Body: &pb.Request_OpenSampler{OpenSampler: &pb.OpenSampler{SpecJson: tc.json}}}).GetError()
+		if e.GetCode() != pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT || e.GetField() != tc.field {
+			t.Errorf("%s: got %v, want an error naming %s", tc.json, e, tc.field)
+		}
 	}
 }

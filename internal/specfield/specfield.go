@@ -17,6 +17,7 @@ import (
 	"reflect"
 	"sort"
 	"strings"
+	"sync"
 )
 
 // Error names the spec (kind), the field and the value that was refused.
@@ -98,15 +99,49 @@ type fieldRef struct {
 	tag   tagInfo
 }
 
-// fieldsOf lists a struct type's spec fields in declaration order. Embedded
-// structs without a spec tag are flattened, so kinds can share field groups
-// (such as warmup) by embedding them.
-func fieldsOf(t reflect.Type) []fieldRef {
+// structInfo is what decoding needs to know about a struct type.
+type structInfo struct {
+	fields   []fieldRef
+	byName   map[string][]int
+	required []string
+	names    string // sorted, comma-separated, for unknown-field errors
+}
+
+// structInfos caches structInfo by reflect.Type, as encoding/json caches its
+// encoders: walking struct tags dominated the cost of decoding a spec.
+var structInfos sync.Map // reflect.Type -> *structInfo
+
+func infoOf(t reflect.Type) *structInfo {
+	if v, ok := structInfos.Load(t); ok {
+		return v.(*structInfo)
+	}
+	si := &structInfo{fields: collectFields(t), byName: map[string][]int{}}
+	names := make([]string, 0, len(si.fields))
+	for _, f := range si.fields {
+		si.byName[f.tag.name] = f.index
+		names = append(names, f.tag.name)
+		if f.tag.required {
+			si.required = append(si.required, f.tag.name)
+		}
+	}
+	sort.Strings(names)
+	si.names = strings.Join(names, ", ")
+	v, _ := structInfos.LoadOrStore(t, si)
+	return v.(*structInfo)
+}
+
+// fieldsOf lists a struct type's spec fields in declaration order.
+func fieldsOf(t reflect.Type) []fieldRef { return infoOf(t).fields }
+
+// collectFields walks a struct type's spec fields in declaration order.
+// Embedded structs without a spec tag are flattened, so kinds can share field
+// groups (such as warmup) by embedding them.
+func collectFields(t reflect.Type) []fieldRef {
 	var out []fieldRef
 	for i := 0; i < t.NumField(); i++ {
 		f := t.Field(i)
 		if _, tagged := f.Tag.Lookup("spec"); !tagged && f.Anonymous && f.Type.Kind() == reflect.Struct {
-			for _, sub := range fieldsOf(f.Type) {
+			for _, sub := range collectFields(f.Type) {
 				out = append(out, fieldRef{index: append([]int{i}, sub.index...), tag: sub.tag})
 			}
 			continue
@@ -148,14 +183,7 @@ func join(prefix, name string) string {
 }
 
 func decodeStruct(kind, prefix string, m map[string]any, sv reflect.Value, ignore []string) error {
-	known := map[string][]int{}
-	var required []string
-	for _, f := range fieldsOf(sv.Type()) {
-		known[f.tag.name] = f.index
-		if f.tag.required {
-			required = append(required, f.tag.name)
-		}
-	}
+	si := infoOf(sv.Type())
 	keys := make([]string, 0, len(m))
 	for k := range m {
 		keys = append(keys, k)
@@ -165,21 +193,16 @@ func decodeStruct(kind, prefix string, m map[string]any, sv reflect.Value, ignor
 		if contains(ignore, k) {
 			continue
 		}
-		idx, ok := known[k]
+		idx, ok := si.byName[k]
 		if !ok {
-			names := make([]string, 0, len(known))
-			for n := range known {
-				names = append(names, n)
-			}
-			sort.Strings(names)
 			return &Error{Kind: kind, Field: join(prefix, k), Value: m[k],
-				Reason: fmt.Sprintf("unknown field (known fields: %s)", strings.Join(names, ", "))}
+				Reason: fmt.Sprintf("unknown field (known fields: %s)", si.names)}
 		}
 		if err := decodeValue(kind, join(prefix, k), m[k], sv.FieldByIndex(idx)); err != nil {
 			return err
 		}
 	}
-	for _, r := range required {
+	for _, r := range si.required {
 		if _, ok := m[r]; !ok {
 			return &Error{Kind: kind, Field: join(prefix, r), Reason: "missing required field"}
 		}

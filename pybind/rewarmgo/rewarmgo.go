@@ -27,10 +27,17 @@ type Handle struct {
 	pending []byte
 }
 
+// warmOnce runs dispatch.Warm once per process: loading the extension, not
+// the first sampler or schedule, pays for the runtime's lazy set-up.
+var warmOnce = sync.OnceValue(dispatch.Warm)
+
 // NewHandle starts a dispatcher and a connection to it.
-func NewHandle() *Handle {
+func NewHandle() (*Handle, error) {
+	if err := warmOnce(); err != nil {
+		return nil, err
+	}
 	d := dispatch.New(dispatch.Options{Server: "rewarm-inprocess"})
-	return &Handle{conn: d.NewConn()}
+	return &Handle{conn: d.NewConn()}, nil
 }
 
 // bytesAt views caller-owned memory as a byte slice. The caller keeps the

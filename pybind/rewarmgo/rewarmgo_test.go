@@ -36,7 +36,10 @@ func TestCallAndTake(t *testing.T) {
 	if ProtocolVersion() != int(dispatch.ProtocolVersion) {
 		t.Fatal("protocol version mismatch")
 	}
-	h := NewHandle()
+	h, err := NewHandle()
+	if err != nil {
+		t.Fatal(err)
+	}
 	out := make([]byte, 1<<12)
 	r, _ := call(t, h, &pb.Request{Body: &pb.Request_Hello{Hello: &pb.Hello{ProtocolVersion: dispatch.ProtocolVersion}}}, out)
 	if r.GetHello() == nil {

@@ -4,6 +4,7 @@ turns Error responses into exceptions; all schedule maths happens in Go."""
 from __future__ import annotations
 
 import itertools
+import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -226,9 +227,15 @@ class Client:
     def open_sampler(self, spec: Mapping[str, Any]) -> SamplerInfo:
         req = pb.Request(open_sampler=pb.OpenSampler())
         try:
-            req.open_sampler.spec.update(dict(spec))
-        except (ValueError, TypeError) as exc:
-            raise SpecError(f"replay spec cannot be encoded: {exc}", code="INVALID_ARGUMENT") from exc
+            # JSON is several times cheaper to build than a Struct and decodes
+            # to the same values. NaN and non-JSON values take the Struct path,
+            # so the Go validator can name the field.
+            req.open_sampler.spec_json = json.dumps(spec, allow_nan=False)
+        except (ValueError, TypeError):
+            try:
+                req.open_sampler.spec.update(dict(spec))
+            except (ValueError, TypeError) as exc:
+                raise SpecError(f"replay spec cannot be encoded: {exc}", code="INVALID_ARGUMENT") from exc
         r = self.call(req).sampler
         return SamplerInfo(
             r.sampler_id,
@@ -304,6 +311,25 @@ class Client:
 
     def close(self) -> None:
         self.transport.close()
+
+
+# One in-process client per process for the short-lived users (samplers,
+# plans, previews): a fresh one per object costs a dispatcher and a handshake.
+_shared: tuple[int, Client] | None = None
+
+
+def shared_client(backend: Backend = "auto") -> Client:
+    """A client for a call site that does not own a connection. The in-process
+    backend reuses one client per process (its dispatcher keeps each caller's
+    sessions apart by id); a socket backend gets its own connection, so
+    close() the result either way."""
+    global _shared
+    if backend == "inprocess" or (backend == "auto" and not os.environ.get("REWARM_SOCKET")):
+        pid = os.getpid()
+        if _shared is None or _shared[0] != pid:
+            _shared = (pid, Client(InProcessTransport()))
+        return _shared[1]
+    return connect(backend)
 
 
 def connect(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from rewarm._client import Backend, connect
+from rewarm._client import Backend, shared_client
 from rewarm._spec import SpecLike, load_spec
 
 
@@ -14,7 +14,7 @@ def preview(schedule: SpecLike, steps: int | Sequence[int], backend: Backend = "
     steps (updates applied). Returns ``{"step", "lr", "momentum",
     "weight_decay", "phases"}``; momentum and weight_decay are None when not
     scheduled, phases is a list of (name, start step)."""
-    client = connect(backend)
+    client = shared_client(backend)
     try:
         if isinstance(steps, int):
             p = client.preview(load_spec(schedule), start=0, count=steps)

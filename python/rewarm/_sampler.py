@@ -9,13 +9,14 @@ only receive index lists and never call Go.
 from __future__ import annotations
 
 import os
+import weakref
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
 from torch.utils.data import Sampler
 
-from rewarm._client import Backend, connect
+from rewarm._client import Backend, Client, shared_client
 from rewarm._spec import SpecLike, load_spec
 
 STATE_VERSION = 1
@@ -60,9 +61,13 @@ class ReplaySampler(Sampler[torch.Tensor]):
     ) -> None:
         self.spec = load_spec(spec)
         self.rank, self.world_size = _rank_world(rank, world_size)
-        self._client = connect(backend)
+        self._client = shared_client(backend)
         info = self._client.open_sampler(self.spec)
         self._id = info.sampler_id
+        # A sampler dropped without close() still frees its entry in the
+        # (possibly shared) dispatcher.
+        self._release = weakref.finalize(self, _release, self._client, self._id, os.getpid())
+        self._release.atexit = False
         self.info = info
         self.spec_hash = info.spec_hash
         self.total_steps = info.total_steps
@@ -81,31 +86,39 @@ class ReplaySampler(Sampler[torch.Tensor]):
         self.per_rank = self.global_batch_size // self.world_size
         self._window = max(1, int(window))
         self._next = int(start_step)
-        self._cache_key: tuple[int, int] | None = None
-        self._cache: torch.Tensor | None = None
+        # The current window: little-endian int64 ids of `_cache_count` steps
+        # from `_cache_start`, `_cache_per` per step.
+        self._cache = bytearray()
         self._cache_start = 0
+        self._cache_count = 0
+        self._cache_per = 0
 
     # --- random access -------------------------------------------------------
 
-    def _fetch(self, step: int, count: int, rank: int, world: int) -> torch.Tensor:
+    def _fetch(self, step: int, count: int, rank: int, world: int) -> tuple[int, int, bytearray]:
         n, per, ids = self._client.get_batches(self._id, step, count, rank, world)
-        return torch.frombuffer(bytearray(ids), dtype=torch.int64).view(n, per)
+        return n, per, bytearray(ids)
 
     def batch(self, step: int) -> torch.Tensor:
         """This rank's slice of the global batch of ``step``."""
         if not 0 <= step < self.total_steps:
             raise IndexError(f"step {step} is outside the plan (0..{self.total_steps - 1})")
-        c = self._cache
-        if c is None or not (self._cache_start <= step < self._cache_start + c.shape[0]):
-            self._cache = c = self._fetch(step, self._window, self.rank, self.world_size)
-            self._cache_start = step
-        return c[step - self._cache_start]
+        i = step - self._cache_start
+        if not 0 <= i < self._cache_count:
+            self._cache_count, self._cache_per, self._cache = self._fetch(
+                step, self._window, self.rank, self.world_size
+            )
+            self._cache_start, i = step, 0
+        # One tensor op per batch: a view of this step's row of the window.
+        per = self._cache_per
+        return torch.frombuffer(self._cache, dtype=torch.int64, count=per, offset=8 * per * i)
 
     def global_batch(self, step: int) -> torch.Tensor:
         """The whole global batch of ``step`` (identical at every world size)."""
         if not 0 <= step < self.total_steps:
             raise IndexError(f"step {step} is outside the plan (0..{self.total_steps - 1})")
-        return self._fetch(step, 1, 0, 1)[0]
+        _, per, ids = self._fetch(step, 1, 0, 1)
+        return torch.frombuffer(ids, dtype=torch.int64, count=per)
 
     def quotas(self, step: int) -> dict[str, int]:
         """How many samples each source gets in the global batch of ``step``."""
@@ -152,6 +165,9 @@ class ReplaySampler(Sampler[torch.Tensor]):
         self.load_state_dict({"version": STATE_VERSION, "spec_hash": self.spec_hash, "step": step})
 
     def close(self) -> None:
+        """Free this sampler's state in the dispatcher (also done when the
+        sampler is garbage collected)."""
+        self._release.detach()
         try:
             self._client.close_session(self._id)
         finally:
@@ -162,3 +178,13 @@ class ReplaySampler(Sampler[torch.Tensor]):
             "ReplaySampler runs in the main process and is not pickled to DataLoader workers; pass it as "
             "batch_sampler= (not inside the dataset)"
         )
+
+
+def _release(client: Client, sampler_id: int, pid: int) -> None:
+    if os.getpid() != pid:  # a forked child's copy: the sampler belongs to the parent
+        return
+    try:
+        client.close_session(sampler_id)
+        client.close()
+    except Exception:  # best effort: this runs during garbage collection
+        pass

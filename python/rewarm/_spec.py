@@ -15,7 +15,7 @@ SpecLike = Mapping[str, Any] | str | os.PathLike[str]
 
 def load_spec(spec: SpecLike) -> dict[str, Any]:
     """Return a spec mapping from a dict, or from a .yaml/.yml/.json file."""
-    if isinstance(spec, Mapping):
+    if type(spec) is dict or isinstance(spec, Mapping):
         return dict(spec)
     if not isinstance(spec, (str, os.PathLike)):
         raise TypeError(

@@ -325,10 +325,12 @@ class Error(_message.Message):
     def __init__(self, code: _Optional[_Union[ErrorCode, str]] = ..., message: _Optional[str] = ..., field: _Optional[str] = ...) -> None: ...
 
 class OpenSampler(_message.Message):
-    __slots__ = ("spec",)
+    __slots__ = ("spec", "spec_json")
     SPEC_FIELD_NUMBER: _ClassVar[int]
+    SPEC_JSON_FIELD_NUMBER: _ClassVar[int]
     spec: _struct_pb2.Struct
-    def __init__(self, spec: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+    spec_json: str
+    def __init__(self, spec: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., spec_json: _Optional[str] = ...) -> None: ...
 
 class SamplerInfo(_message.Message):
     __slots__ = ("sampler_id", "spec_hash", "total_steps", "global_batch_size", "source_names", "source_sizes", "stratified")

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from rewarm._client import Backend, connect
+from rewarm._client import Backend, shared_client
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ def plan(
         spec["schedule"] = dict(schedule)
     if rounding is not None:
         spec["rounding"] = dict(rounding)
-    client = connect(backend)
+    client = shared_client(backend)
     try:
         raw = client.mod_plan(spec)
     finally:

@@ -161,6 +161,10 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		}
 		opts.Observe = metrics.Observe
 	}
+	if err := dispatch.Warm(); err != nil {
+		fmt.Fprintf(stderr, "rewarm serve: %v\n", err)
+		return 1
+	}
 	d := dispatch.New(opts)
 	if *stateDir != "" {
 		restored, err := sidecar.LoadSnapshot(*stateDir, d)
