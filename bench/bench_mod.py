@@ -2,9 +2,12 @@
 against dense, side by side in one run: 640 tokens, of which 576 are
 routable (an image) and 64 are text.
 
-Per routed layer the time ratio is compared with R (the plan's ratio) and
-with (T+k)/(T+N), the fraction of tokens the layer actually processes; the
-stack's time ratio with the plan's FLOPs ratio for these dimensions.
+Per routed layer the time ratio is compared with R + 0.05 (the issue's
+target) and with the layer's FLOPs ratio + 0.05. The FLOPs ratio
+F(T+k)/F(T+N) comes from the Go planner (a one-layer plan with the same
+ratio); the 64 text tokens always go through the layer, so where it exceeds
+R + 0.05 no implementation can meet that target. The stack's time ratio is
+compared with the plan's FLOPs ratio.
 """
 
 from __future__ import annotations
@@ -58,10 +61,10 @@ def run(d: int, layers: int, reps: int) -> None:
     )
     with torch.inference_mode():
         print(
-            f"{'layer':>5s} {'R':>6s} {'(T+k)/(T+N)':>12s} {'time ratio':>11s} {'<= R+0.05':>10s} "
-            f"{'<= (T+k)/(T+N)+0.05':>21s}"
+            f"{'layer':>5s} {'R':>6s} {'k':>4s} {'FLOPs ratio':>12s} {'time ratio':>11s} {'<= R+0.05':>10s} "
+            f"{'<= FLOPs+0.05':>14s}"
         )
-        seen = {}
+        seen: dict[int, tuple[float, float, float]] = {}
         for lp in plan.layers:
             if not lp.route or lp.k in seen:
                 continue
@@ -69,10 +72,29 @@ def run(d: int, layers: int, reps: int) -> None:
             _, _, ratio = paired(
                 lambda layer=layer: layer(x, pos, route_mask=mask), lambda: dense.layers[0](x, pos), reps
             )
-            eff = (TEXT + lp.k) / (TEXT + ROUTABLE)
-            seen[lp.k] = ratio
-            ok_r, ok_eff = ratio <= lp.ratio + 0.05, ratio <= eff + 0.05
-            print(f"{lp.index:5d} {lp.ratio:6.3f} {eff:12.3f} {ratio:11.3f} {ok_r!s:>10s} {ok_eff!s:>21s}")
+            one = M.plan(
+                num_layers=1,
+                tokens=ROUTABLE,
+                text_tokens=TEXT,
+                hidden_size=d,
+                ffn_size=ffn,
+                schedule={"kind": "explicit", "ratios": [lp.ratio]},
+            )
+            assert one.layers[0].k == lp.k, (one.layers[0].k, lp.k)
+            fr_layer = one.summary.flops_ratio
+            seen[lp.k] = (lp.ratio, fr_layer, ratio)
+            ok_r, ok_f = ratio <= lp.ratio + 0.05, ratio <= fr_layer + 0.05
+            below = "  (R+0.05 < FLOPs ratio)" if lp.ratio + 0.05 < fr_layer else ""
+            print(
+                f"{lp.index:5d} {lp.ratio:6.3f} {lp.k:4d} {fr_layer:12.3f} {ratio:11.3f} {ok_r!s:>10s} "
+                f"{ok_f!s:>14s}{below}"
+            )
+        rows = list(seen.values())
+        print(
+            f"routed layers: {sum(t <= r + 0.05 for r, _, t in rows)}/{len(rows)} within R+0.05, "
+            f"{sum(t <= f + 0.05 for _, f, t in rows)}/{len(rows)} within their FLOPs ratio+0.05; "
+            f"{sum(r + 0.05 < f for r, f, _ in rows)} have R+0.05 below their FLOPs ratio"
+        )
 
         def stack(model, **kw):
             def f():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, TensorDataset
@@ -151,3 +153,25 @@ def test_a_dropped_sampler_frees_its_dispatcher_entry() -> None:
     t = rewarm.ReplaySampler(SPEC, backend="inprocess")
     t.close()
     assert t._id not in [x.sampler_id for x in client.status().samplers]
+
+
+def test_sampler_continues_in_process_when_the_sidecar_dies(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The failover transport must be able to reopen the sampler from the spec
+    # in whichever form it was sent (JSON or Struct) and continue the stream.
+    ref = rewarm.ReplaySampler(SPEC, rank=1, world_size=2, backend="inprocess")
+    sidecar = rewarm.Sidecar(str(tmp_path / "s.sock"))
+    monkeypatch.setenv("REWARM_SOCKET", sidecar.path)
+    try:
+        s = rewarm.ReplaySampler(SPEC, rank=1, world_size=2, backend="socket", window=4)
+        it = iter(s)
+        before = [next(it) for _ in range(10)]
+    finally:
+        sidecar.proc.kill()
+        sidecar.proc.wait()
+    after = list(it)
+    got = before + after
+    assert len(got) == ref.total_steps
+    assert all(torch.equal(g, ref.batch(step)) for step, g in enumerate(got))
+    assert s._client.transport.failovers >= 1

@@ -43,7 +43,7 @@ class _Obj:
     remote: int
     gen: int
     blob: bytes = b""  # session state
-    spec: Any = None  # sampler spec (a Struct)
+    spec: Any = None  # a sampler's OpenSampler message
     name: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -130,8 +130,7 @@ class FailoverTransport:
             resp = self._raw(side, pb.Request(restore_state=pb.RestoreState(msgpack=obj.blob, name=obj.name)))
             obj.remote = resp.session.session_id
         else:
-            req = pb.Request(open_sampler=pb.OpenSampler())
-            req.open_sampler.spec.CopyFrom(obj.spec)
+            req = pb.Request(open_sampler=obj.spec)
             obj.remote = self._raw(side, req).sampler.sampler_id
         if not obj.remote:
             raise TransportError(f"could not recreate a {obj.kind} on the {side.kind} side")
@@ -194,9 +193,9 @@ class FailoverTransport:
             resp.session.session_id = logical
         elif body == "open_sampler":
             logical = next(self._ids)
-            self._objs[logical] = _Obj(
-                "sampler", resp.sampler.sampler_id, self._gen, spec=out.open_sampler.spec
-            )
+            spec = pb.OpenSampler()
+            spec.CopyFrom(out.open_sampler)  # the spec in whichever form it came
+            self._objs[logical] = _Obj("sampler", resp.sampler.sampler_id, self._gen, spec=spec)
             resp.sampler.sampler_id = logical
         elif body in ("replan", "report") and obj is not None:
             self._refresh(side, obj)
