@@ -26,7 +26,8 @@ TEXT, ROUTABLE = 64, 576
 def paired(fa, fb, reps: int) -> tuple[float, float, float]:
     """Times fa and fb alternately, so drift in a shared machine hits both;
     returns the median of each and the median of the per-pair ratios fa/fb."""
-    fa(), fb()  # warm up
+    for _ in range(3):  # warm up (allocator, caches): one call left the first layer measured ~0.05 high
+        fa(), fb()
     ta, tb = [], []
     for _ in range(reps):
         t0 = time.perf_counter()

@@ -146,10 +146,15 @@ def test_a_dropped_sampler_frees_its_dispatcher_entry() -> None:
     s = rewarm.ReplaySampler(SPEC, backend="inprocess")
     sid = s._id
     client = shared_client("inprocess")
+    assert client.shared and s._client is client
     assert sid in [x.sampler_id for x in client.status().samplers]
     del s
     gc.collect()
+    # The finalizer only queues the id (it may run inside another call on
+    # this client); the next request closes it first.
+    assert sid in client._orphans
     assert sid not in [x.sampler_id for x in client.status().samplers]
+    assert client._orphans == []
     t = rewarm.ReplaySampler(SPEC, backend="inprocess")
     t.close()
     assert t._id not in [x.sampler_id for x in client.status().samplers]

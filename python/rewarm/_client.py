@@ -3,6 +3,7 @@ turns Error responses into exceptions; all schedule maths happens in Go."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -119,6 +120,10 @@ class Client:
     def __init__(self, transport: InProcessTransport | SocketTransport) -> None:
         self.transport = transport
         self._ids = itertools.count(1)
+        # True for the per-process client that shared_client() hands out.
+        self.shared = False
+        # Ids to close before the next request (see release_later).
+        self._orphans: list[int] = []
         self.server = ""
         self.schedule_kinds: tuple[str, ...] = ()
         self.hello()
@@ -127,7 +132,23 @@ class Client:
     def kind(self) -> str:
         return self.transport.kind
 
+    def release_later(self, session_id: int) -> None:
+        """Close a session or sampler before this client's next request. A
+        garbage-collection finalizer may run in the middle of another call
+        on this client, so it must not call in itself."""
+        self._orphans.append(session_id)
+
     def call(self, req: pb.Request) -> pb.Response:
+        while self._orphans:
+            try:
+                orphan = self._orphans.pop()
+            except IndexError:  # another thread took the last one
+                break
+            with contextlib.suppress(RewarmError):  # already gone
+                self._call(pb.Request(close_session=pb.CloseSession(session_id=orphan)))
+        return self._call(req)
+
+    def _call(self, req: pb.Request) -> pb.Response:
         req.id = next(self._ids)
         resp = pb.Response.FromString(self.transport.roundtrip(req.SerializeToString()))
         if resp.WhichOneof("body") == "error":
@@ -327,7 +348,9 @@ def shared_client(backend: Backend = "auto") -> Client:
     if backend == "inprocess" or (backend == "auto" and not os.environ.get("REWARM_SOCKET")):
         pid = os.getpid()
         if _shared is None or _shared[0] != pid:
-            _shared = (pid, Client(InProcessTransport()))
+            client = Client(InProcessTransport())
+            client.shared = True
+            _shared = (pid, client)
         return _shared[1]
     return connect(backend)
 

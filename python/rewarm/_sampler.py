@@ -183,7 +183,11 @@ class ReplaySampler(Sampler[torch.Tensor]):
 def _release(client: Client, sampler_id: int, pid: int) -> None:
     if os.getpid() != pid:  # a forked child's copy: the sampler belongs to the parent
         return
-    try:
+    if client.shared:
+        # Others use this client, possibly in a call this collection interrupted.
+        client.release_later(sampler_id)
+        return
+    try:  # this sampler's own connection: nothing else can be using it
         client.close_session(sampler_id)
         client.close()
     except Exception:  # best effort: this runs during garbage collection

@@ -125,6 +125,9 @@ class InProcessTransport:
             return ctypes.string_at(ctypes.addressof(out), got)
 
     def close(self) -> None:
+        # Nothing to release: the Go handle goes with its last reference. The
+        # shared in-process client (rewarm._client.shared_client) relies on
+        # close() being harmless.
         pass
 
 
