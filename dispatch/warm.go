@@ -40,13 +40,17 @@ func Warm() error {
 	if err != nil {
 		return err
 	}
+	// The later requests name the session and sampler the earlier ones open.
+	getLR := &pb.GetLR{Count: 2, Groups: []*pb.Group{{Multiplier: 1}}}
+	getBatches := &pb.GetBatches{Step: 1, Count: 1, WorldSize: 2}
+	getQuotas := &pb.GetQuotas{Step: 1}
 	reqs := []*pb.Request{
 		{Body: &pb.Request_Hello{Hello: &pb.Hello{ProtocolVersion: ProtocolVersion}}},
 		{Body: &pb.Request_OpenSession{OpenSession: &pb.OpenSession{Schedule: sched}}},
-		{Body: &pb.Request_GetLr{GetLr: &pb.GetLR{SessionId: 1, Count: 2, Groups: []*pb.Group{{Multiplier: 1}}}}},
+		{Body: &pb.Request_GetLr{GetLr: getLR}},
 		{Body: &pb.Request_OpenSampler{OpenSampler: &pb.OpenSampler{Spec: replay}}},
-		{Body: &pb.Request_GetBatches{GetBatches: &pb.GetBatches{SamplerId: 2, Step: 1, Count: 1, WorldSize: 2}}},
-		{Body: &pb.Request_GetQuotas{GetQuotas: &pb.GetQuotas{SamplerId: 2, Step: 1}}},
+		{Body: &pb.Request_GetBatches{GetBatches: getBatches}},
+		{Body: &pb.Request_GetQuotas{GetQuotas: getQuotas}},
 	}
 	for i, req := range reqs {
 		req.Id = uint64(i + 1)
@@ -60,6 +64,13 @@ func Warm() error {
 		}
 		if e := resp.GetError(); e != nil {
 			return fmt.Errorf("dispatch: warm-up request %s failed: %s", Method(req), e.GetMessage())
+		}
+		if s := resp.GetSession(); s != nil {
+			getLR.SessionId = s.GetSessionId()
+		}
+		if s := resp.GetSampler(); s != nil {
+			getBatches.SamplerId = s.GetSamplerId()
+			getQuotas.SamplerId = s.GetSamplerId()
 		}
 	}
 	return nil
