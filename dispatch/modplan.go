@@ -24,7 +24,7 @@ func ModPlanProto(p *mod.Plan) *pb.ModPlan {
 			MeanRatio: b.Summary.MeanRatio, KvRatio: b.Summary.KVRatio, FlopsDense: b.Summary.FLOPsDense,
 			FlopsMod: b.Summary.FLOPsMoD, FlopsRatio: b.Summary.FLOPsRatio}}
 		for _, l := range b.Layers {
-			mb.Layers = append(mb.Layers, &pb.ModLayer{Index: l.Index, Route: l.Route, Ratio: l.Ratio, K: l.K, KvCapacity: l.KVCapacity})
+			mb.Layers = append(mb.Layers, &pb.ModLayer{Index: l.Index, Route: l.Route, Ratio: l.Ratio, K: l.K, KvCapacity: l.KVCapacity, KByTokens: l.KByTokens})
 		}
 		out.Buckets = append(out.Buckets, mb)
 	}

@@ -77,3 +77,12 @@ def test_mod_layer_compiles_fullgraph_on_cpu() -> None:
     eager = layer(x, pos, route_mask=mask)
     compiled = torch.compile(layer, fullgraph=True)  # fails on any graph break
     torch.testing.assert_close(compiled(x, pos, route_mask=mask), eager, rtol=1e-5, atol=1e-5)
+    # The padded-bucket path: per-sample k from the plan's table.
+    lp = M.plan(num_layers=2, tokens=20, schedule={"kind": "explicit", "ratios": [1, 0.25]}).layers[1]
+    padded = M.MoDLayer(model.layers[0], k=lp.k, tokens=20, hidden_size=32, k_by_tokens=lp.k_by_tokens)
+    padded.router.load_state_dict(layer.router.state_dict())
+    valid = mask.clone()
+    valid[1, 10:23] = False
+    eager = padded(x, pos, route_mask=mask, valid_mask=valid)
+    compiled = torch.compile(padded, fullgraph=True)
+    torch.testing.assert_close(compiled(x, pos, route_mask=mask, valid_mask=valid), eager, rtol=1e-5, atol=1e-5)

@@ -29,7 +29,10 @@ type Schedule struct {
 	Ratios   []float64 `spec:"ratios"`
 }
 
-// Rounding turns N·R into an integer k.
+// Rounding turns N·R into an integer k. With a multiple m > 1 it aligns k
+// (align "k") or T+k (align "t_plus_k") by the same mode; where that would
+// take T+k below T, it uses the first multiple at or above T. min_k and
+// max_k clamp last, and k never exceeds N.
 type Rounding struct {
 	Mode      string `spec:"mode"`      // floor (p-MoD), nearest, ceil
 	Precision string `spec:"precision"` // float32 (p-MoD's torch arithmetic) or float64
@@ -49,7 +52,16 @@ type Spec struct {
 	FFNSize    int64    `spec:"ffn_size"`
 	Schedule   Schedule `spec:"schedule"`
 	Rounding   Rounding `spec:"rounding"`
+	// PerSample asks for each routed layer's k at every routable count
+	// 0..N (Layer.KByTokens), so a batch that pads samples with fewer
+	// routable tokens to the bucket keeps k_b = K(N_b) of each, as p-MoD's
+	// per-sample top-k does.
+	PerSample bool `spec:"per_sample"`
 }
+
+// MaxPerSampleTokens bounds the buckets of a per-sample plan: its tables
+// hold one k per routable count.
+const MaxPerSampleTokens = 1 << 17
 
 // Layer is one decoder layer of a plan.
 type Layer struct {
@@ -61,6 +73,10 @@ type Layer struct {
 	K int64
 	// KVCapacity is the prompt KV entries the layer stores: text + kept.
 	KVCapacity int64
+	// KByTokens[n] is the k of a sample with n valid routable tokens, by the
+	// same rounding (so KByTokens[N] = K and it never decreases). Only for
+	// routed layers of a per_sample plan.
+	KByTokens []int32
 }
 
 // Summary aggregates a plan.
@@ -129,11 +145,19 @@ func (s *Spec) validate() error {
 			return fail(fmt.Sprintf("buckets[%d]", i), b, "buckets must be positive and increasing")
 		}
 	}
+	if s.PerSample {
+		if top := max(s.Tokens, maxOf(s.Buckets)); top > MaxPerSampleTokens {
+			return fail("per_sample", true, "tables of k per routable count need every bucket <= %d; the largest is %d", MaxPerSampleTokens, top)
+		}
+	}
 	if s.TextTokens < 0 {
 		return fail("text_tokens", s.TextTokens, "must be >= 0")
 	}
-	if s.HiddenSize < 1 || s.FFNSize < 1 {
-		return fail("hidden_size", s.HiddenSize, "hidden_size and ffn_size must be >= 1")
+	if s.HiddenSize < 1 {
+		return fail("hidden_size", s.HiddenSize, "must be >= 1")
+	}
+	if s.FFNSize < 1 {
+		return fail("ffn_size", s.FFNSize, "must be >= 1")
 	}
 	sc := &s.Schedule
 	for _, f := range []struct {
@@ -143,9 +167,9 @@ func (s *Spec) validate() error {
 		if !finite(f.v) || f.v < 0 {
 			return fail(f.name, f.v, "must be a finite number >= 0")
 		}
-	}
-	if sc.MinRatio > 1 || sc.MaxRatio > 1 || sc.Ratio > 1 {
-		return fail("schedule.ratio", sc.Ratio, "ratios (ratio, min_ratio, max_ratio) must be <= 1")
+		if f.name != "schedule.shift" && f.v > 1 {
+			return fail(f.name, f.v, "must be <= 1 (a fraction of the routable tokens)")
+		}
 	}
 	if sc.Denom != nil && (!finite(*sc.Denom) || *sc.Denom <= 0) {
 		return fail("schedule.denom", *sc.Denom, "must be a finite number > 0")
@@ -193,6 +217,9 @@ func (s *Spec) validate() error {
 	}
 	if rd.MinK != nil && *rd.MinK < 0 {
 		return fail("rounding.min_k", *rd.MinK, "must be >= 0")
+	}
+	if rd.MaxK != nil && *rd.MaxK < 0 {
+		return fail("rounding.max_k", *rd.MaxK, "must be >= 0")
 	}
 	if rd.MaxK != nil && rd.MinK != nil && *rd.MaxK < *rd.MinK {
 		return fail("rounding.max_k", *rd.MaxK, "must be >= min_k (%d)", *rd.MinK)
@@ -286,6 +313,12 @@ func (r *Rounding) K(n int64, ratio float64, text int64) int64 {
 		default:
 			v = v / m * m
 		}
+		if v < base {
+			// Flooring (or rounding) T+k down below T would drop every
+			// routable token and still leave T+k unaligned: take the first
+			// multiple at or above T instead.
+			v = (base + m - 1) / m * m
+		}
 		k = v - base
 	}
 	if r.MinK != nil {
@@ -325,7 +358,14 @@ func New(spec Spec) (*Plan, error) {
 			if route[l] {
 				k = spec.Rounding.K(n, ratio[l], T)
 			}
-			b.Layers = append(b.Layers, Layer{Index: l, Route: route[l], Ratio: ratio[l], K: k, KVCapacity: T + k})
+			layer := Layer{Index: l, Route: route[l], Ratio: ratio[l], K: k, KVCapacity: T + k}
+			if route[l] && spec.PerSample {
+				layer.KByTokens = make([]int32, n+1)
+				for i := range layer.KByTokens {
+					layer.KByTokens[i] = int32(spec.Rounding.K(int64(i), ratio[l], T))
+				}
+			}
+			b.Layers = append(b.Layers, layer)
 			sumR += ratio[l]
 			kv += float64(T + k)
 			fd += LayerFLOPs(T+n, spec.HiddenSize, spec.FFNSize)
@@ -337,6 +377,14 @@ func New(spec Spec) (*Plan, error) {
 		p.Buckets = append(p.Buckets, b)
 	}
 	return p, nil
+}
+
+func maxOf(xs []int64) int64 {
+	var m int64
+	for _, x := range xs {
+		m = max(m, x)
+	}
+	return m
 }
 
 func dedup(xs []int64) []int64 {

@@ -186,7 +186,7 @@ func TestPlanProperties(t *testing.T) {
 							if align == "t_plus_k" {
 								v += 37
 							}
-							if m > 1 && l.K < int64(n) && v%int64(m) != 0 && l.K > 0 {
+							if m > 1 && l.K < int64(n) && v%int64(m) != 0 {
 								t.Fatalf("L=%d n=%d %s m=%d %s: k=%d not aligned", L, n, mode, m, align, l.K)
 							}
 						}
@@ -201,6 +201,71 @@ func TestPlanProperties(t *testing.T) {
 		if l.Route && (l.K < 100 || l.K > 400) {
 			t.Fatalf("clamp: %+v", l)
 		}
+	}
+}
+
+// Aligning T+k down must not fall below T (which would drop every routable
+// token and leave T+k unaligned): it takes the first multiple at or above T.
+func TestTextPlusKAlignmentNeverBelowText(t *testing.T) {
+	for _, c := range []struct {
+		mode       string
+		n, text, m int64
+		ratio      float64
+		want       int64
+	}{
+		{"floor", 100, 100, 64, 0.15, 28}, // 115 floors to 64 < 100: 128
+		{"floor", 100, 100, 64, 0.28, 28}, // 128 exactly
+		{"floor", 100, 100, 64, 0.9, 28},  // 190 floors to 128
+		{"nearest", 40, 70, 64, 0.05, 40}, // 72 rounds to 64 < 70: 128, clamped to N
+		{"floor", 576, 64, 64, 0.15, 64},  // 150 floors to 128: k 64
+		{"ceil", 576, 64, 64, 0.15, 128},  // 150 rounds up to 192
+		{"floor", 576, 55, 128, 0.15, 73}, // 141 floors to 128
+		{"floor", 576, 55, 128, 0.05, 73}, // 83 floors to 0 < 55: 128
+	} {
+		r := Rounding{Mode: c.mode, Precision: "float64", Multiple: c.m, Align: "t_plus_k"}
+		if got := r.K(c.n, c.ratio, c.text); got != c.want {
+			t.Errorf("%+v: k = %d, want %d", c, got, c.want)
+		}
+	}
+}
+
+// A per-sample plan's table holds, for every routable count n, the k a
+// bucket of exactly n would get; for p-MoD's rounding that is
+// trunc(float32(n)·float32(R)), worked out here directly.
+func TestPerSampleTables(t *testing.T) {
+	p := plan(t, map[string]any{"num_layers": 32, "buckets": []any{576, 2880}, "per_sample": true})
+	for _, b := range p.Buckets {
+		for _, l := range b.Layers {
+			if !l.Route {
+				if l.KByTokens != nil {
+					t.Fatalf("dense layer %d has a table", l.Index)
+				}
+				continue
+			}
+			if len(l.KByTokens) != int(b.Tokens)+1 || int64(l.KByTokens[b.Tokens]) != l.K {
+				t.Fatalf("N=%d layer %d: table of %d ending %d, want %d ending k=%d",
+					b.Tokens, l.Index, len(l.KByTokens), l.KByTokens[len(l.KByTokens)-1], b.Tokens+1, l.K)
+			}
+			for n, k := range l.KByTokens {
+				want := int32(math.Trunc(float64(float32(n) * float32(l.Ratio))))
+				if k != want {
+					t.Fatalf("N=%d layer %d n=%d: k_b = %d, want %d", b.Tokens, l.Index, n, k, want)
+				}
+			}
+		}
+	}
+	// With alignment the table still never decreases and ends at k.
+	p = plan(t, map[string]any{"num_layers": 12, "tokens": 300, "text_tokens": 37, "per_sample": true,
+		"rounding": map[string]any{"multiple": 64, "align": "t_plus_k", "min_k": 3}})
+	for _, l := range p.Buckets[0].Layers {
+		for n := 1; n < len(l.KByTokens); n++ {
+			if l.KByTokens[n] < l.KByTokens[n-1] || l.KByTokens[n] > int32(n) {
+				t.Fatalf("layer %d: table not monotone or above n at %d: %v", l.Index, n, l.KByTokens[n-1:n+1])
+			}
+		}
+	}
+	if plan(t, map[string]any{"num_layers": 32, "tokens": 576}).Buckets[0].Layers[20].KByTokens != nil {
+		t.Error("tables without per_sample")
 	}
 }
 
@@ -238,6 +303,11 @@ func TestBadPlanSpecs(t *testing.T) {
 		{map[string]any{"num_layers": 4, "tokens": 8, "rounding": map[string]any{"align": "t"}}, "rounding.align"},
 		{map[string]any{"num_layers": 4, "tokens": 8, "schedule": map[string]any{"denom": 0}}, "schedule.denom"},
 		{map[string]any{"num_layers": 4, "tokens": 8, "typo": 1}, "typo"},
+		{map[string]any{"num_layers": 4, "tokens": 8, "schedule": map[string]any{"min_ratio": 2}}, "schedule.min_ratio"},
+		{map[string]any{"num_layers": 4, "tokens": 8, "schedule": map[string]any{"max_ratio": 1.5}}, "schedule.max_ratio"},
+		{map[string]any{"num_layers": 4, "tokens": 8, "ffn_size": 0}, "ffn_size"},
+		{map[string]any{"num_layers": 4, "tokens": 8, "rounding": map[string]any{"max_k": -3}}, "rounding.max_k"},
+		{map[string]any{"num_layers": 4, "tokens": MaxPerSampleTokens + 1, "per_sample": true}, "per_sample"},
 	}
 	for _, c := range cases {
 		_, err := Parse(c.m)

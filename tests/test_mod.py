@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -117,26 +118,71 @@ def test_gradients_reach_the_router() -> None:
         assert g.grad is not None and g.grad.abs().sum() > 0
 
 
-def test_valid_mask_keeps_padding_out() -> None:
-    ids, mask = _batch(b=1)
-    valid = mask.clone()
-    valid[0, 15:23] = False  # the sample has 12 real routable tokens, padded to the bucket of 20
+def _per_sample_reference(block, router, x, pos, route, valid, ratio):
+    """p-MoD's per-sample routing, one sample at a time with list indexing:
+    k_b = trunc(float32(N_b)·float32(R)) of the N_b valid routable tokens,
+    the block on text + the k_b chosen (original order), STRing around it."""
+    out = torch.empty_like(x)
+    r = router(x).float()
+    w = 0.2 * torch.tanh(r) + 1
+    for b in range(x.shape[0]):
+        cand = [t for t in range(x.shape[1]) if route[b, t] and valid[b, t]]
+        k_b = int(np.trunc(np.float32(len(cand)) * np.float32(ratio)))
+        # The k_b largest logits, ties to the lower position.
+        chosen = set(sorted(cand, key=lambda t: (-r[b, t].item(), t))[:k_b])
+        keep = [t for t in range(x.shape[1]) if not route[b, t] or t in chosen]
+        a, f = block.forward_halves(x[b : b + 1, keep], pos[b : b + 1, keep])
+        for t in range(x.shape[1]):
+            out[b, t] = w[b, t] * x[b, t]
+        for j, t in enumerate(keep):
+            out[b, t] = x[b, t] + a[0, j] + (w[b, t] if route[b, t] else 1.0) * f[0, j]
+    return out, k_b
+
+
+@pytest.mark.parametrize("real", [20, 13, 3, 0])
+def test_padded_samples_keep_their_own_k(real: int) -> None:
+    # Bucket of 20 routable tokens; sample 1 has only `real` of them, the
+    # rest padding. Padding in the middle of the span, then text after it.
+    ids, mask = _batch(b=2, text=6, routable=20)
+    valid = torch.ones_like(mask)
+    valid[1, 3 + real // 2 : 3 + real // 2 + 20 - real] = False
+    plan = M.plan(num_layers=4, tokens=20, schedule={"kind": "explicit", "ratios": [1, 0.45, 1, 1]})
+    lp = plan.layers[1]
+    assert len(lp.k_by_tokens) == 21 and lp.k_by_tokens[20] == lp.k == 9
     model = _model()
-    layer = M.MoDLayer(model.layers[0], k=8, tokens=20, hidden_size=32)
+    layer = M.MoDLayer(model.layers[1], k=lp.k, tokens=20, hidden_size=32, k_by_tokens=lp.k_by_tokens)
+    torch.manual_seed(3)
     torch.nn.init.normal_(layer.router.proj.weight)
+    x = model.embed(ids)
+    pos = torch.arange(ids.shape[1]).expand_as(ids)
     with torch.no_grad():
-        layer.router.proj.bias.fill_(0.0)
-    seen = {}
-    orig = layer.block.forward_halves
+        got = layer(x, pos[:1], route_mask=mask, valid_mask=valid)  # positions [1, S] broadcast
+        want, k_b = _per_sample_reference(layer.block, layer.router, x, pos, mask, valid, lp.ratio)
+    assert k_b == int(np.trunc(np.float32(real) * np.float32(0.45)))
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
-    def spy(x, positions):
-        seen["pos"] = positions
-        return orig(x, positions)
 
-    layer.block.forward_halves = spy
-    layer(model.embed(ids), torch.arange(ids.shape[1]), route_mask=mask, valid_mask=valid)
-    kept = set(seen["pos"][0].tolist()) & set(range(3, 23))
-    assert len(kept) == 8 and not kept & set(range(15, 23))
+def test_route_mask_and_valid_mask_contracts() -> None:
+    ids, mask = _batch(b=2)
+    model = _model()
+    layer = M.MoDLayer(model.layers[0], k=5, tokens=20, hidden_size=32)
+    x, pos = model.embed(ids), torch.arange(ids.shape[1])
+    bad = mask.clone()
+    bad[1, 0] = True  # 21 routable in one row
+    with pytest.raises(RuntimeError, match="exactly tokens=20"):
+        layer(x, pos, route_mask=bad)
+    with pytest.raises(ValueError, match="k_by_tokens"):
+        layer(x, pos, route_mask=mask, valid_mask=mask)
+    with pytest.raises(ValueError, match="tokens \\+ 1 = 21"):
+        M.MoDLayer(model.layers[0], k=5, tokens=20, hidden_size=32, k_by_tokens=[0, 5])
+
+
+def test_apply_follows_the_model_dtype() -> None:
+    ids, mask = _batch()
+    model = M.apply(_model().to(torch.bfloat16), M.plan(num_layers=4, tokens=20))
+    routed = [layer for layer in model.layers if isinstance(layer, M.MoDLayer)]
+    assert routed and all(layer.router.proj.weight.dtype == torch.bfloat16 for layer in routed)
+    assert model(ids, route_mask=mask).dtype == torch.bfloat16
 
 
 def test_cli_plan_and_plot_plan(tmp_path) -> None:

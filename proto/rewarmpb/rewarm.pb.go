@@ -2552,7 +2552,8 @@ func (x *Quotas) GetCounts() []int64 {
 // GetModPlan plans Mixture-of-Depths token retention: num_layers, tokens
 // (routable count N) or buckets, text_tokens, hidden_size, ffn_size,
 // schedule {kind: prd | shifted_linear | constant | interleave | explicit,
-// ...} and rounding {mode, precision, multiple, align, min_k, max_k}.
+// ...}, rounding {mode, precision, multiple, align, min_k, max_k} and
+// per_sample (fill ModLayer.k_by_tokens).
 type GetModPlan struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Spec          *structpb.Struct       `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
@@ -2598,12 +2599,15 @@ func (x *GetModPlan) GetSpec() *structpb.Struct {
 }
 
 type ModLayer struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Index         int64                  `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
-	Route         bool                   `protobuf:"varint,2,opt,name=route,proto3" json:"route,omitempty"`
-	Ratio         float64                `protobuf:"fixed64,3,opt,name=ratio,proto3" json:"ratio,omitempty"`
-	K             int64                  `protobuf:"varint,4,opt,name=k,proto3" json:"k,omitempty"`
-	KvCapacity    int64                  `protobuf:"varint,5,opt,name=kv_capacity,json=kvCapacity,proto3" json:"kv_capacity,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Index      int64                  `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	Route      bool                   `protobuf:"varint,2,opt,name=route,proto3" json:"route,omitempty"`
+	Ratio      float64                `protobuf:"fixed64,3,opt,name=ratio,proto3" json:"ratio,omitempty"`
+	K          int64                  `protobuf:"varint,4,opt,name=k,proto3" json:"k,omitempty"`
+	KvCapacity int64                  `protobuf:"varint,5,opt,name=kv_capacity,json=kvCapacity,proto3" json:"kv_capacity,omitempty"`
+	// k_by_tokens[n] is the k of a sample with n valid routable tokens (p-MoD's
+	// per-sample k_b), for n = 0..N. Only on routed layers of a per_sample plan.
+	KByTokens     []int32 `protobuf:"varint,6,rep,packed,name=k_by_tokens,json=kByTokens,proto3" json:"k_by_tokens,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2671,6 +2675,13 @@ func (x *ModLayer) GetKvCapacity() int64 {
 		return x.KvCapacity
 	}
 	return 0
+}
+
+func (x *ModLayer) GetKByTokens() []int32 {
+	if x != nil {
+		return x.KByTokens
+	}
+	return nil
 }
 
 type ModSummary struct {
@@ -3557,14 +3568,15 @@ const file_rewarm_proto_rawDesc = "" +
 	"\x06counts\x18\x04 \x03(\x03R\x06counts\"9\n" +
 	"\n" +
 	"GetModPlan\x12+\n" +
-	"\x04spec\x18\x01 \x01(\v2\x17.google.protobuf.StructR\x04spec\"{\n" +
+	"\x04spec\x18\x01 \x01(\v2\x17.google.protobuf.StructR\x04spec\"\x9b\x01\n" +
 	"\bModLayer\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x03R\x05index\x12\x14\n" +
 	"\x05route\x18\x02 \x01(\bR\x05route\x12\x14\n" +
 	"\x05ratio\x18\x03 \x01(\x01R\x05ratio\x12\f\n" +
 	"\x01k\x18\x04 \x01(\x03R\x01k\x12\x1f\n" +
 	"\vkv_capacity\x18\x05 \x01(\x03R\n" +
-	"kvCapacity\"\xa5\x01\n" +
+	"kvCapacity\x12\x1e\n" +
+	"\vk_by_tokens\x18\x06 \x03(\x05R\tkByTokens\"\xa5\x01\n" +
 	"\n" +
 	"ModSummary\x12\x1d\n" +
 	"\n" +

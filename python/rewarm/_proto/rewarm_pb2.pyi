@@ -405,18 +405,20 @@ class GetModPlan(_message.Message):
     def __init__(self, spec: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class ModLayer(_message.Message):
-    __slots__ = ("index", "route", "ratio", "k", "kv_capacity")
+    __slots__ = ("index", "route", "ratio", "k", "kv_capacity", "k_by_tokens")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     ROUTE_FIELD_NUMBER: _ClassVar[int]
     RATIO_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     KV_CAPACITY_FIELD_NUMBER: _ClassVar[int]
+    K_BY_TOKENS_FIELD_NUMBER: _ClassVar[int]
     index: int
     route: bool
     ratio: float
     k: int
     kv_capacity: int
-    def __init__(self, index: _Optional[int] = ..., route: _Optional[bool] = ..., ratio: _Optional[float] = ..., k: _Optional[int] = ..., kv_capacity: _Optional[int] = ...) -> None: ...
+    k_by_tokens: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, index: _Optional[int] = ..., route: _Optional[bool] = ..., ratio: _Optional[float] = ..., k: _Optional[int] = ..., kv_capacity: _Optional[int] = ..., k_by_tokens: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ModSummary(_message.Message):
     __slots__ = ("mean_ratio", "kv_ratio", "flops_dense", "flops_mod", "flops_ratio")

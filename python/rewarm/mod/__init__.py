@@ -31,7 +31,9 @@ def apply(model: nn.Module, plan: Plan, tokens: int | None = None, scale: float 
         if isinstance(block, MoDLayer):
             raise ValueError(f"layer {lp.index} is already an MoDLayer")
         d = hidden or next(p for p in block.parameters()).shape[-1]
-        layers[lp.index] = MoDLayer(block, k=lp.k, tokens=bucket.tokens, hidden_size=d, scale=scale)
+        layers[lp.index] = MoDLayer(
+            block, k=lp.k, tokens=bucket.tokens, hidden_size=d, scale=scale, k_by_tokens=lp.k_by_tokens
+        )
     return model
 
 

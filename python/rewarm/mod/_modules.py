@@ -7,8 +7,8 @@ Per routed layer, with x the layer input and w = scale·tanh(router(x)) + 1:
 - a skipped routable token gets w·x,
 - every other token (text, system prompt) takes the normal layer.
 
-Selection is top-k of the router logits over the routable tokens (fp32,
-non-routable ones masked to -inf), ties going to the lower position, then
+Selection is top-k of the router logits (fp32) over the routable tokens,
+ties going to the lower position, then
 the kept tokens are gathered in their original order (so causal attention
 and RoPE positions are the original ones), run through the block, and
 scattered back. forward uses no .item(), .tolist() or boolean-mask indexing,
@@ -17,6 +17,7 @@ so it compiles to one static graph per (batch, sequence, k).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 import torch
@@ -56,12 +57,26 @@ class MoDLayer(nn.Module):
     """Wraps a block so it processes only the top-k of its routable tokens.
 
     k and tokens (the bucket's routable count N) are fixed at construction:
-    each forward expects exactly N routable positions per row of route_mask
-    (pad to the bucket and pass valid_mask for the padding), so every shape
-    is static.
+    each forward expects exactly N routable positions per row of route_mask,
+    so every shape is static. A sample with fewer routable tokens pads its
+    span to N and marks the padding False in valid_mask; it then keeps
+    k_b = k_by_tokens[N_b] of its N_b valid tokens (the plan's per-sample
+    table, p-MoD's per-sample k). The k − k_b spare slots run after every
+    real token of the compacted sequence, where causal attention keeps them
+    from reaching it, and are written back unchanged (w·x).
     """
 
-    def __init__(self, block: nn.Module, k: int, tokens: int, hidden_size: int, scale: float = 0.2) -> None:
+    k_table: torch.Tensor | None
+
+    def __init__(
+        self,
+        block: nn.Module,
+        k: int,
+        tokens: int,
+        hidden_size: int,
+        scale: float = 0.2,
+        k_by_tokens: Sequence[int] | None = None,
+    ) -> None:
         super().__init__()
         if not 0 <= k <= tokens:
             raise ValueError(f"k={k}: must be in [0, tokens={tokens}]")
@@ -74,7 +89,22 @@ class MoDLayer(nn.Module):
         self.k = int(k)
         self.tokens = int(tokens)
         self.scale = float(scale)
+        like = next(block.parameters(), None)
         self.router = TokenRouter(hidden_size)
+        if like is not None:
+            self.router.to(device=like.device, dtype=like.dtype)
+        table = None
+        if k_by_tokens is not None and len(k_by_tokens) > 0:
+            if len(k_by_tokens) != tokens + 1 or k_by_tokens[-1] != k:
+                raise ValueError(
+                    f"k_by_tokens: {len(k_by_tokens)} entries ending at {k_by_tokens[-1]}; "
+                    f"need tokens + 1 = {tokens + 1} ending at k = {k} (the plan's table for this bucket)"
+                )
+            table = torch.tensor(
+                list(k_by_tokens), dtype=torch.int64, device=like.device if like is not None else None
+            )
+        # Not part of state_dict: it is the plan's, and apply() rebuilds it.
+        self.register_buffer("k_table", table, persistent=False)
 
     def extra_repr(self) -> str:
         return f"k={self.k}, tokens={self.tokens}, scale={self.scale}"
@@ -91,24 +121,51 @@ class MoDLayer(nn.Module):
             return (x + a) + f
         b, s, d = x.shape
         others = s - self.tokens
-        if positions.dim() == 1:
-            positions = positions.unsqueeze(0).expand(b, s)
+        if others < 0:
+            raise ValueError(f"a sequence of {s} tokens cannot hold the bucket's {self.tokens} routable ones")
+        if valid_mask is not None and self.k_table is None:
+            raise ValueError(
+                "valid_mask needs the plan's per-sample k: build the layer with apply(), or pass "
+                "k_by_tokens=layer_plan.k_by_tokens from plan(..., per_sample=True)"
+            )
+        positions = (positions if positions.dim() == 2 else positions.unsqueeze(0)).expand(b, s)
+        # Checked on the device, without a host sync.
+        torch._assert_async(
+            (route_mask.sum(1) == self.tokens).all(),
+            f"route_mask: every row must mark exactly tokens={self.tokens} routable positions",
+        )
         r = self.router(x)
         w = tanh_norm(r, self.scale)
-        score = r.float().masked_fill(~route_mask, float("-inf"))
+        # The non-routable positions, then the routable ones, each in order
+        # (False sorts first, stably).
+        order = torch.sort(route_mask.to(torch.int8), dim=1, stable=True).indices
+        rest, routable = order[:, :others], order[:, others:]
+        score = r.float().gather(1, routable)
         if valid_mask is not None:
-            score = score.masked_fill(~valid_mask, float("-inf"))
+            valid = valid_mask.gather(1, routable)
+            score = score.masked_fill(~valid, float("-inf"))
         # A stable descending sort: equal logits keep the lower position.
-        top = torch.sort(score, dim=1, descending=True, stable=True).indices[:, : self.k]
-        # The non-routable positions, in order (False sorts first, stably).
-        rest = torch.sort(route_mask.to(torch.int8), dim=1, stable=True).indices[:, :others]
-        keep = torch.cat([rest, top], dim=1).sort(dim=1).values
+        top = routable.gather(1, torch.sort(score, dim=1, descending=True, stable=True).indices[:, : self.k])
+        spare = None
+        if valid_mask is None:
+            keep = torch.cat([rest, top], dim=1).sort(dim=1).values
+        else:
+            # Ranks at or past k_b are spare: offset by s they sort after
+            # every real token, in the same pass that orders the real ones.
+            k_b = self.k_table[valid.sum(1)]
+            beyond = torch.arange(self.k, device=x.device) >= k_b.unsqueeze(1)
+            key = torch.cat([rest, top + beyond * s], dim=1).sort(dim=1).values
+            spare = key >= s
+            keep = key - spare * s
         keep_d = keep.unsqueeze(-1).expand(-1, -1, d)
         xk = x.gather(1, keep_d)
         a, f = self.block.forward_halves(xk, positions.gather(1, keep))
         # g is w on routable tokens and 1 elsewhere: skipped tokens become w·x,
         # kept ones x + Attn + g·MLP (g = 1 exactly for the others).
         g = torch.where(route_mask, w, torch.ones_like(w)).unsqueeze(-1)
-        kept = (xk + a) + g.gather(1, keep.unsqueeze(-1)) * f
+        gk = g.gather(1, keep.unsqueeze(-1))
+        kept = (xk + a) + gk * f
+        if spare is not None:
+            kept = torch.where(spare.unsqueeze(-1), gk * xk, kept)
         # One full-size pass for the skipped tokens, then the kept rows in place.
         return (g * x).scatter_(1, keep_d, kept)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from rewarm._client import Backend, shared_client
@@ -16,6 +16,9 @@ class LayerPlan:
     ratio: float
     k: int
     kv_capacity: int
+    # k_by_tokens[n]: the k of a sample with n valid routable tokens (routed
+    # layers of a per_sample plan; empty otherwise).
+    k_by_tokens: tuple[int, ...] = field(default=(), repr=False)
 
 
 @dataclass(frozen=True)
@@ -73,18 +76,22 @@ def plan(
     text_tokens: int = 0,
     hidden_size: int = 4096,
     ffn_size: int = 11008,
+    per_sample: bool = True,
     backend: Backend = "auto",
 ) -> Plan:
     """Plan per-layer token retention. ``schedule`` defaults to p-MoD's
     progressive ratio decay ``{"kind": "prd", "shift": 0.5, "max_ratio": 0.85,
     "min_ratio": 0.15}``; ``rounding`` to ``{"mode": "floor", "precision":
-    "float32", "multiple": 1, "align": "k"}`` (bit-exact with p-MoD). See
-    docs/mod.md."""
+    "float32", "multiple": 1, "align": "k"}`` (bit-exact with p-MoD).
+    ``per_sample`` adds each routed layer's ``k_by_tokens`` table, which
+    MoDLayer needs for batches that pad samples to a bucket (``valid_mask``).
+    See docs/mod.md."""
     spec: dict[str, Any] = {
         "num_layers": num_layers,
         "text_tokens": text_tokens,
         "hidden_size": hidden_size,
         "ffn_size": ffn_size,
+        "per_sample": per_sample,
     }
     if tokens is not None:
         spec["tokens"] = tokens
@@ -105,7 +112,10 @@ def plan(
         out.append(
             BucketPlan(
                 tokens=b.tokens,
-                layers=tuple(LayerPlan(x.index, x.route, x.ratio, x.k, x.kv_capacity) for x in b.layers),
+                layers=tuple(
+                    LayerPlan(x.index, x.route, x.ratio, x.k, x.kv_capacity, tuple(x.k_by_tokens))
+                    for x in b.layers
+                ),
                 summary=Summary(s.mean_ratio, s.kv_ratio, s.flops_dense, s.flops_mod, s.flops_ratio),
             )
         )

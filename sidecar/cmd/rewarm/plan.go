@@ -6,6 +6,7 @@ import (
 	"image/color"
 	"io"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"gonum.org/v1/plot"
@@ -22,8 +23,8 @@ func planFlags(name string, args []string, stderr io.Writer, extra func(*flag.Fl
 	fs.SetOutput(stderr)
 	file := fs.String("spec", "", "plan spec file (.yaml/.json) instead of the flags below")
 	layers := fs.Int64("layers", 32, "number of decoder layers")
-	tokens := fs.Int64("tokens", 576, "routable tokens N (comma-separated for buckets)")
-	bucketArg := fs.String("buckets", "", "comma-separated routable-token buckets")
+	tokens := fs.String("tokens", "576", "routable tokens N (comma-separated for several buckets)")
+	bucketArg := fs.String("buckets", "", "comma-separated routable-token buckets (the same as a list in --tokens)")
 	text := fs.Int64("text-tokens", 0, "non-routable tokens T (for t_plus_k alignment, KV and FLOPs)")
 	kind := fs.String("schedule", "prd", "prd, shifted_linear, constant, interleave or explicit")
 	shift := fs.Float64("shift", 0.5, "PRD shift (the average ratio)")
@@ -31,6 +32,11 @@ func planFlags(name string, args []string, stderr io.Writer, extra func(*flag.Fl
 	minRatio := fs.Float64("min-ratio", 0.15, "floor of routed ratios")
 	denom := fs.Float64("denom", 0, "cosine denominator (0: layers-1; 31 matches the released 7B checkpoints)")
 	ratio := fs.Float64("ratio", 0.5, "ratio for constant / interleave")
+	routed := fs.String("routed-layers", "", "comma-separated layer indices that route (constant)")
+	preset := fs.String("preset", "", "constant: deep_all (layers 2..L-2) or deep_all_include_last (2..L-1)")
+	ratios := fs.String("ratios", "", "comma-separated ratio per layer, 1 = dense (explicit)")
+	minK := fs.Int64("min-k", 0, "smallest k of a routed layer")
+	maxK := fs.Int64("max-k", 0, "largest k of a routed layer")
 	rounding := fs.String("rounding", "floor", "floor (p-MoD), nearest or ceil")
 	precision := fs.String("precision", "float32", "float32 (p-MoD's torch arithmetic) or float64")
 	multiple := fs.Int64("multiple", 1, "align k (or T+k) to a multiple: 1, 8, 64 or 128")
@@ -51,28 +57,65 @@ func planFlags(name string, args []string, stderr io.Writer, extra func(*flag.Fl
 		p, err := mod.Parse(m)
 		return p, fs, err
 	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	spec := mod.Defaults()
-	spec.NumLayers, spec.Tokens, spec.TextTokens = *layers, *tokens, *text
+	spec.NumLayers, spec.TextTokens = *layers, *text
 	spec.HiddenSize, spec.FFNSize = *hidden, *ffn
+	list := *tokens
 	if *bucketArg != "" {
-		for _, f := range strings.Split(*bucketArg, ",") {
-			var b int64
-			if _, err := fmt.Sscan(strings.TrimSpace(f), &b); err != nil {
-				return nil, fs, fmt.Errorf("--buckets: %q is not an integer", f)
-			}
-			spec.Buckets = append(spec.Buckets, b)
-		}
-		spec.Tokens = 0
+		list = *bucketArg
+	}
+	ns, err := parseList(list, "--tokens/--buckets", strconv.ParseInt)
+	if err != nil {
+		return nil, fs, err
+	}
+	if len(ns) == 1 {
+		spec.Tokens = ns[0]
+	} else {
+		spec.Buckets = ns
 	}
 	spec.Schedule.Kind, spec.Schedule.Shift = *kind, *shift
 	spec.Schedule.MaxRatio, spec.Schedule.MinRatio, spec.Schedule.Ratio = *maxRatio, *minRatio, *ratio
-	if *denom > 0 {
+	spec.Schedule.Preset = *preset
+	if set["denom"] {
 		spec.Schedule.Denom = denom
+	}
+	if set["routed-layers"] {
+		if spec.Schedule.Layers, err = parseList(*routed, "--routed-layers", strconv.ParseInt); err != nil {
+			return nil, fs, err
+		}
+	}
+	if set["ratios"] {
+		parse := func(s string, _ int, bits int) (float64, error) { return strconv.ParseFloat(s, bits) }
+		if spec.Schedule.Ratios, err = parseList(*ratios, "--ratios", parse); err != nil {
+			return nil, fs, err
+		}
 	}
 	spec.Rounding.Mode, spec.Rounding.Precision = *rounding, *precision
 	spec.Rounding.Multiple, spec.Rounding.Align = *multiple, *align
+	if set["min-k"] {
+		spec.Rounding.MinK = minK
+	}
+	if set["max-k"] {
+		spec.Rounding.MaxK = maxK
+	}
 	p, err := mod.New(spec)
 	return p, fs, err
+}
+
+// parseList reads a comma-separated list, naming the flag and the item that
+// does not parse.
+func parseList[T any](s, flagName string, parse func(string, int, int) (T, error)) ([]T, error) {
+	var out []T
+	for _, f := range strings.Split(s, ",") {
+		v, err := parse(strings.TrimSpace(f), 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %q is not a number", flagName, strings.TrimSpace(f))
+		}
+		out = append(out, v)
+	}
+	return out, nil
 }
 
 // planCmd prints a MoD plan as a table.
@@ -135,7 +178,7 @@ func plotPlan(args []string, stderr io.Writer) int {
 		bars.LineStyle.Width = 0
 		bars.Offset = vg.Length(i)*w - vg.Length(len(p.Buckets)-1)*w/2
 		pl.Add(bars)
-		pl.Legend.Add(fmt.Sprintf("N=%d (mean %.3f)", b.Tokens, b.Summary.KVRatio), bars)
+		pl.Legend.Add(fmt.Sprintf("N=%d (mean ratio %.4f)", b.Tokens, b.Summary.MeanRatio), bars)
 	}
 	pl.Legend.Top = true
 	pl.Y.Min, pl.Y.Max = 0, 1.05

@@ -1,0 +1,74 @@
+package main
+
+import (
+	"bytes"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// planKs runs `rewarm plan` and returns the k column of each bucket's table.
+func planKs(t *testing.T, args ...string) ([][]int64, string, int) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := planCmd(args, &out, &errb)
+	var buckets [][]int64
+	for _, line := range strings.Split(out.String(), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) > 0 && f[0] == "N":
+			buckets = append(buckets, nil)
+		case len(f) == 5 && (f[1] == "MoD" || f[1] == "dense"):
+			k, err := strconv.ParseInt(f[3], 10, 64)
+			if err != nil {
+				t.Fatalf("row %q", line)
+			}
+			buckets[len(buckets)-1] = append(buckets[len(buckets)-1], k)
+		}
+	}
+	return buckets, errb.String(), code
+}
+
+func TestPlanFlags(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		args   []string
+		want   [][]int64 // k per layer, per bucket (worked out by hand)
+		stderr string
+	}{
+		{"buckets in --tokens", []string{"--layers", "2", "--schedule", "explicit", "--ratios", "1,0.5", "--tokens", "10,31"},
+			[][]int64{{10, 5}, {31, 15}}, ""},
+		{"constant layers and min-k", []string{"--layers", "4", "--tokens", "100", "--schedule", "constant",
+			"--routed-layers", "1,3", "--ratio", "0.25", "--min-k", "30"}, [][]int64{{100, 30, 100, 30}}, ""},
+		{"max-k", []string{"--layers", "2", "--tokens", "100", "--schedule", "interleave", "--ratio", "0.5", "--max-k", "7"},
+			[][]int64{{100, 7}}, ""},
+		{"preset", []string{"--layers", "5", "--tokens", "10", "--schedule", "constant", "--preset", "deep_all"},
+			[][]int64{{10, 10, 5, 5, 10}}, ""},
+		{"denom given", []string{"--layers", "3", "--tokens", "100", "--denom", "-5"}, nil, `"schedule.denom" = -5`},
+		{"bad list", []string{"--tokens", "576,x"}, nil, `--tokens/--buckets: "x" is not a number`},
+		{"bad ratio", []string{"--schedule", "explicit", "--ratios", "1,a"}, nil, `--ratios: "a" is not a number`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, stderr, code := planKs(t, tc.args...)
+			if tc.stderr != "" {
+				if code != 1 || !strings.Contains(stderr, tc.stderr) {
+					t.Fatalf("code %d, stderr %q; want 1 and %q", code, stderr, tc.stderr)
+				}
+				return
+			}
+			if code != 0 || len(got) != len(tc.want) {
+				t.Fatalf("code %d, stderr %q, got %v", code, stderr, got)
+			}
+			for i := range got {
+				if len(got[i]) != len(tc.want[i]) {
+					t.Fatalf("bucket %d: %v, want %v", i, got[i], tc.want[i])
+				}
+				for j := range got[i] {
+					if got[i][j] != tc.want[i][j] {
+						t.Fatalf("bucket %d: %v, want %v", i, got[i], tc.want[i])
+					}
+				}
+			}
+		})
+	}
+}
