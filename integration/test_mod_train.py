@@ -85,4 +85,6 @@ def test_mod_layer_compiles_fullgraph_on_cpu() -> None:
     valid[1, 10:23] = False
     eager = padded(x, pos, route_mask=mask, valid_mask=valid)
     compiled = torch.compile(padded, fullgraph=True)
-    torch.testing.assert_close(compiled(x, pos, route_mask=mask, valid_mask=valid), eager, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        compiled(x, pos, route_mask=mask, valid_mask=valid), eager, rtol=1e-5, atol=1e-5
+    )
