@@ -93,3 +93,31 @@ def test_dataloader_worker_fails_fast() -> None:
     with pytest.raises(Exception, match=r"ForkError|forked child"):
         list(loader)
     assert time.monotonic() - start < 20
+
+
+def test_socket_client_reconnects_with_a_handshake_in_a_forked_child() -> None:
+    # The documented way out of the fork problem: a socket client made in the
+    # parent is used in the child, which needs a connection of its own.
+    with rewarm.Sidecar() as sc:
+        for failover in (False, True):
+            client = rewarm.connect("socket", socket_path=sc.path, failover=failover)
+            sid = client.open_session(SPEC).session_id
+            want = client.get_lr(sid, 10, count=3)
+
+            def child() -> str:
+                return repr(client.get_lr(sid, 10, count=3))
+
+            out, _ = _run_in_fork(child)
+            assert out == repr(want), (failover, out)
+            assert client.get_lr(sid, 10, count=3) == want  # the parent's connection is untouched
+            client.close()
+
+
+def test_socket_client_survives_the_servers_idle_close() -> None:
+    with rewarm.Sidecar(None, "--conn-idle-timeout", "200ms") as sc:
+        client = rewarm.connect("socket", socket_path=sc.path, failover=False)
+        sid = client.open_session(SPEC).session_id
+        want = client.get_lr(sid, 0, count=5)
+        time.sleep(0.6)  # the server closes the idle connection
+        assert client.get_lr(sid, 0, count=5) == want
+        client.close()

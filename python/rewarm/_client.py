@@ -114,6 +114,15 @@ def _raise(err: Any) -> None:
     raise RewarmError(err.message, code=short, field=err.field)
 
 
+def _check_hello(reply: bytes) -> None:
+    resp = pb.Response.FromString(reply)
+    if resp.WhichOneof("body") == "error":
+        _raise(resp.error)
+    body = resp.WhichOneof("body")
+    if body != "hello":
+        raise ProtocolError(f"handshake: expected a hello reply, got {body}", code="MALFORMED")
+
+
 class Client:
     """Request/response calls to the dispatcher. Construct with connect()."""
 
@@ -162,6 +171,12 @@ class Client:
         resp = self.call(req)
         self.server = resp.hello.server
         self.schedule_kinds = tuple(resp.hello.schedule_kinds)
+        if isinstance(self.transport, SocketTransport):
+            # A reconnect (after a fork or an error) is a new connection and
+            # must shake hands again before the request that triggered it.
+            req.id = 0
+            self.transport.greeting = req.SerializeToString()
+            self.transport.check_greeting = _check_hello
 
     def open_session(self, schedule: Mapping[str, Any], name: str = "") -> SessionInfo:
         req = pb.Request(open_session=pb.OpenSession(name=name))

@@ -72,6 +72,8 @@ class FailoverTransport:
         self._retry_at = 0.0 if first is not None else time.monotonic()
         self.failovers = 0
         self.reconnects = 0
+        if first is not None:
+            self._greet_on_reconnect(first)
         if first is None:
             self._down("the sidecar is not running")
 
@@ -96,9 +98,8 @@ class FailoverTransport:
         if self._socket is None and time.monotonic() >= self._retry_at:
             try:
                 sock = SocketTransport(self.path, timeout=10.0)
-                resp = pb.Response.FromString(sock.roundtrip(self._hello))
-                if resp.WhichOneof("body") != "hello":
-                    raise TransportError("handshake refused")
+                _check_hello(sock.roundtrip(self._hello))
+                self._greet_on_reconnect(sock)
                 self._socket = sock
                 self._gen += 1
                 self._backoff = self._min_backoff
@@ -115,6 +116,11 @@ class FailoverTransport:
             if resp.WhichOneof("body") != "hello":
                 raise TransportError("the in-process dispatcher refused the handshake")
         return self._inproc
+
+    def _greet_on_reconnect(self, sock: SocketTransport) -> None:
+        # The socket reconnects by itself in a forked child; it must shake
+        # hands there too.
+        sock.greeting, sock.check_greeting = self._hello, _check_hello
 
     # --- moving objects -------------------------------------------------------
 
@@ -210,6 +216,11 @@ class FailoverTransport:
             self._socket.close()
         if self._inproc is not None:
             self._inproc.close()
+
+
+def _check_hello(reply: bytes) -> None:
+    if pb.Response.FromString(reply).WhichOneof("body") != "hello":
+        raise TransportError("the sidecar refused the handshake", code="UNAVAILABLE")
 
 
 def hello_bytes(client: str) -> bytes:

@@ -12,9 +12,11 @@ from __future__ import annotations
 import ctypes
 import gc
 import os
+import select
 import socket
 import struct
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from rewarm._errors import ForkError, TransportError
@@ -132,13 +134,18 @@ class InProcessTransport:
 
 
 class SocketTransport:
-    """A connection to `rewarm serve`. Reconnects lazily in a forked child."""
+    """A connection to `rewarm serve`. Reconnects lazily after a transport
+    error or in a forked child, and then first sends ``greeting`` (the
+    client's Hello, set once the first handshake succeeded) and hands the
+    reply to ``check_greeting``, which raises if the server refused it."""
 
     kind = "socket"
 
     def __init__(self, path: str | os.PathLike[str], timeout: float | None = 60.0) -> None:
         self.path = os.fspath(path)
         self.timeout = timeout
+        self.greeting: bytes | None = None
+        self.check_greeting: Callable[[bytes], None] | None = None
         self._lock = threading.Lock()
         self._sock: socket.socket | None = None
         self._pid = -1
@@ -175,20 +182,44 @@ class SocketTransport:
 
     def roundtrip(self, request: bytes) -> bytes:
         with self._lock:
+            if self._sock is not None and self._pid == os.getpid() and self._peer_closed():
+                self._drop()  # e.g. the server's --conn-idle-timeout: start afresh
             if self._sock is None or self._pid != os.getpid():
                 # A socket inherited across fork is shared with the parent: never use it.
                 self._sock = None
                 self._connect()
-            assert self._sock is not None
-            try:
-                self._sock.sendall(_HEADER.pack(len(request)) + request)
-                (n,) = _HEADER.unpack(self._recv_exact(4))
-                return bytes(self._recv_exact(n))
-            except (OSError, TransportError) as exc:
-                self._drop()
-                if isinstance(exc, TransportError):
-                    raise
-                raise TransportError(f"rewarm: sidecar at {self.path}: {exc}", code="UNAVAILABLE") from exc
+                if self.greeting is not None:
+                    reply = self._exchange(self.greeting)
+                    if self.check_greeting is not None:
+                        try:
+                            self.check_greeting(reply)
+                        except BaseException:
+                            self._drop()
+                            raise
+            return self._exchange(request)
+
+    def _peer_closed(self) -> bool:
+        """Whether the server closed this connection while it was idle: the
+        socket is then readable with nothing to read. Checked before sending
+        so such a close never fails a request."""
+        assert self._sock is not None
+        try:
+            readable, _, _ = select.select([self._sock], [], [], 0)
+            return bool(readable) and self._sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except (OSError, ValueError):
+            return True
+
+    def _exchange(self, request: bytes) -> bytes:
+        assert self._sock is not None
+        try:
+            self._sock.sendall(_HEADER.pack(len(request)) + request)
+            (n,) = _HEADER.unpack(self._recv_exact(4))
+            return bytes(self._recv_exact(n))
+        except (OSError, TransportError) as exc:
+            self._drop()
+            if isinstance(exc, TransportError):
+                raise
+            raise TransportError(f"rewarm: sidecar at {self.path}: {exc}", code="UNAVAILABLE") from exc
 
     def _drop(self) -> None:
         if self._sock is not None:
