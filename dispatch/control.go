@@ -73,8 +73,12 @@ func (d *Dispatcher) pollControl(r *pb.PollControl) (*pb.Response, error) {
 		s.step = r.GetStep()
 		s.mu.Unlock()
 	}
-	out := &pb.Controls{}
-	i := sort.Search(len(d.controls), func(i int) bool { return d.controls[i].GetSeq() > r.GetAfterSeq() })
+	out := &pb.Controls{ControlEpoch: d.ctlEpoch}
+	after := r.GetAfterSeq()
+	if e := r.GetControlEpoch(); e != 0 && e != d.ctlEpoch {
+		after = 0 // counted by another sidecar: nothing here was seen yet
+	}
+	i := sort.Search(len(d.controls), func(i int) bool { return d.controls[i].GetSeq() > after })
 	for _, c := range d.controls[i:] {
 		out.Controls = append(out.Controls, proto.Clone(c).(*pb.Control))
 	}
@@ -88,6 +92,7 @@ func (d *Dispatcher) status() (*pb.Response, error) {
 // Status describes every open session and sampler.
 func (d *Dispatcher) Status() *pb.Status {
 	d.mu.Lock()
+	d.reap()
 	ids := make([]uint64, 0, len(d.sessions))
 	for id := range d.sessions {
 		ids = append(ids, id)
@@ -104,8 +109,10 @@ func (d *Dispatcher) Status() *pb.Status {
 	}
 	sort.Slice(sids, func(a, b int) bool { return sids[a] < sids[b] })
 	samplers := make([]*samplerEntry, len(sids))
+	steps := make([]int64, len(sids)) // e.step is written under d.mu
 	for i, id := range sids {
 		samplers[i] = d.samplers[id]
+		steps[i] = samplers[i].step
 	}
 	d.mu.Unlock()
 	for _, s := range sessions {
@@ -119,11 +126,11 @@ func (d *Dispatcher) Status() *pb.Status {
 		out.Sessions = append(out.Sessions, st)
 	}
 	for i, e := range samplers {
-		st := &pb.SamplerStatus{SamplerId: sids[i], SpecHash: e.s.Hash(), Step: e.step, TotalSteps: e.s.TotalSteps()}
+		st := &pb.SamplerStatus{SamplerId: sids[i], SpecHash: e.s.Hash(), Step: steps[i], TotalSteps: e.s.TotalSteps()}
 		for _, src := range e.s.Sources() {
 			st.SourceNames = append(st.SourceNames, src.Name)
 		}
-		if q, err := e.s.Quotas(e.step); err == nil {
+		if q, err := e.s.Quotas(steps[i]); err == nil {
 			st.Quotas = q
 		}
 		out.Samplers = append(out.Samplers, st)

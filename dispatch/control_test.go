@@ -44,6 +44,61 @@ func TestControlQueueAndStatus(t *testing.T) {
 	}
 }
 
+// A client that saw control n of a sidecar and resumes against a new one
+// (restarted without a snapshot) must get every control posted there; one
+// restored from a snapshot keeps the numbering.
+func TestControlEpochs(t *testing.T) {
+	post := func(c *Conn, at int64) uint64 {
+		return c.Handle(&pb.Request{Body: &pb.Request_PostControl{PostControl: &pb.PostControl{Replan: &pb.Replan{
+			AtStep: at, Op: &pb.Replan_Anneal{Anneal: &pb.Anneal{Steps: 5, Shape: "linear"}}}}}}).GetAck().GetPlanVersion()
+	}
+	poll := func(c *Conn, after, epoch uint64) *pb.Controls {
+		return c.Handle(&pb.Request{Body: &pb.Request_PollControl{PollControl: &pb.PollControl{AfterSeq: after,
+			ControlEpoch: epoch}}}).GetControls()
+	}
+	hello := &pb.Request{Body: &pb.Request_Hello{Hello: &pb.Hello{ProtocolVersion: ProtocolVersion}}}
+	oldD := New(Options{})
+	old := oldD.NewConn()
+	old.Handle(hello)
+	open(t, old, cosineSpec)
+	for i := int64(0); i < 3; i++ {
+		post(old, 50+i)
+	}
+	seen := poll(old, 0, 0)
+	epoch, last := seen.GetControlEpoch(), seen.GetControls()[2].GetSeq()
+	if epoch == 0 || len(poll(old, last, epoch).GetControls()) != 0 {
+		t.Fatalf("epoch %d; after the last seen, nothing new expected", epoch)
+	}
+	blob, err := oldD.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	fresh := New(Options{}).NewConn()
+	fresh.Handle(hello)
+	open(t, fresh, cosineSpec)
+	post(fresh, 60)
+	post(fresh, 61)
+	post(fresh, 62)
+	post(fresh, 63)
+	got := poll(fresh, last, epoch)
+	if n := len(got.GetControls()); n != 4 || got.GetControlEpoch() == epoch {
+		t.Fatalf("a restarted sidecar: %d controls (want all 4), epoch %d (the old was %d)", n, got.GetControlEpoch(), epoch)
+	}
+
+	restored := New(Options{})
+	if err := restored.Restore(blob); err != nil {
+		t.Fatal(err)
+	}
+	rc := restored.NewConn()
+	rc.Handle(hello)
+	post(rc, 70)
+	got = poll(rc, last, epoch)
+	if len(got.GetControls()) != 1 || got.GetControlEpoch() != epoch {
+		t.Fatalf("a restored sidecar keeps the numbering: %v", got)
+	}
+}
+
 func TestDispatcherSnapshotRoundTrip(t *testing.T) {
 	d := New(Options{})
 	c := d.NewConn()

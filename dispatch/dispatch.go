@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"math/rand/v2"
 	"runtime/debug"
 	"sync"
 	"time"
@@ -35,14 +36,28 @@ const (
 	MaxGroups       = 1 << 12
 	MaxValues       = 1 << 20
 	DefaultSessions = 1 << 16
+	// DefaultMaxRequest caps a serialized request on every transport, so a
+	// request the sidecar refuses is refused in-process too.
+	DefaultMaxRequest = 16 << 20
+	// DefaultOrphanTTL is how long a closed connection's sessions and
+	// samplers wait for a client to come back for them.
+	DefaultOrphanTTL = time.Hour
 )
 
 // Options configure a Dispatcher. The zero value is usable.
 type Options struct {
 	// Server names this process in HelloReply, for example "rewarm-sidecar/0.1.0".
 	Server string
-	// MaxSessions caps open sessions (DefaultSessions when 0).
+	// MaxSessions caps open sessions and samplers together (DefaultSessions
+	// when 0).
 	MaxSessions int
+	// OrphanTTL is how long the sessions and samplers of a closed connection
+	// (and those restored from a snapshot) are kept for a reconnecting client,
+	// which claims them by using them; after it they are freed
+	// (DefaultOrphanTTL when 0).
+	OrphanTTL time.Duration
+	// MaxRequest caps a serialized request in bytes (DefaultMaxRequest when 0).
+	MaxRequest int
 	// Logger receives handler panics and refused requests (slog.Default() when nil).
 	Logger *slog.Logger
 	// Observe, when set, is called after every request with its method name,
@@ -62,9 +77,25 @@ type Dispatcher struct {
 	nextID   uint64
 	controls []*pb.Control
 	ctlSeq   uint64
+	// ctlEpoch names this numbering of controls, so a client that resumes
+	// with a number from another sidecar is not taken to have seen ours.
+	ctlEpoch uint64
+	// conns numbers connections; orphans counts objects whose connection
+	// closed (owner 0), so a reap with none to find costs nothing.
+	conns   uint64
+	orphans int
+	now     func() time.Time
+}
+
+// lease ties a session or sampler to the connection that uses it, so the
+// objects of a client that went away are freed once no one claims them.
+type lease struct {
+	owner    uint64    // the connection using it; 0: orphaned
+	orphaned time.Time // when owner became 0
 }
 
 type samplerEntry struct {
+	lease
 	s    *replay.Sampler
 	spec map[string]any
 	// step is the last step a client asked for; it only feeds status output.
@@ -72,6 +103,7 @@ type samplerEntry struct {
 }
 
 type session struct {
+	lease
 	id   uint64
 	name string
 	// mu guards plan; the rates are a pure function of it.
@@ -89,22 +121,131 @@ func New(opts Options) *Dispatcher {
 	if opts.Server == "" {
 		opts.Server = "rewarm"
 	}
+	if opts.MaxRequest <= 0 {
+		opts.MaxRequest = DefaultMaxRequest
+	}
+	if opts.OrphanTTL <= 0 {
+		opts.OrphanTTL = DefaultOrphanTTL
+	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Dispatcher{opts: opts, log: log, sessions: map[uint64]*session{}, samplers: map[uint64]*samplerEntry{}}
+	return &Dispatcher{opts: opts, log: log, sessions: map[uint64]*session{}, samplers: map[uint64]*samplerEntry{},
+		now: time.Now, ctlEpoch: newEpoch()}
+}
+
+// newEpoch is a random nonzero control epoch.
+func newEpoch() uint64 {
+	for {
+		if e := rand.Uint64(); e != 0 {
+			return e
+		}
+	}
 }
 
 // Conn is one client connection. It is not safe for concurrent use; each
 // transport connection (or in-process handle) gets its own.
 type Conn struct {
 	d       *Dispatcher
+	id      uint64
 	greeted bool
 }
 
 // NewConn starts a connection that must begin with Hello.
-func (d *Dispatcher) NewConn() *Conn { return &Conn{d: d} }
+func (d *Dispatcher) NewConn() *Conn {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.conns++
+	return &Conn{d: d, id: d.conns}
+}
+
+// Close ends the connection: its sessions and samplers become orphans,
+// kept for Options.OrphanTTL for a client that reconnects and uses them.
+func (c *Conn) Close() {
+	d := c.d
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	now := d.now()
+	for _, s := range d.sessions {
+		d.orphan(&s.lease, c.id, now)
+	}
+	for _, e := range d.samplers {
+		d.orphan(&e.lease, c.id, now)
+	}
+}
+
+func (d *Dispatcher) orphan(l *lease, conn uint64, now time.Time) {
+	if l.owner == conn {
+		l.owner, l.orphaned = 0, now
+		d.orphans++
+	}
+}
+
+// claim gives an orphan to the connection that uses it; the caller holds d.mu.
+func (d *Dispatcher) claim(l *lease, conn uint64) {
+	if l.owner == 0 {
+		l.owner = conn
+		d.orphans--
+	}
+}
+
+// reap frees the orphans older than the TTL; the caller holds d.mu.
+func (d *Dispatcher) reap() {
+	if d.orphans == 0 {
+		return
+	}
+	cutoff := d.now().Add(-d.opts.OrphanTTL)
+	for id, s := range d.sessions {
+		if s.owner == 0 && !s.orphaned.After(cutoff) {
+			delete(d.sessions, id)
+			d.orphans--
+		}
+	}
+	for id, e := range d.samplers {
+		if e.owner == 0 && !e.orphaned.After(cutoff) {
+			delete(d.samplers, id)
+			d.orphans--
+		}
+	}
+}
+
+// reserve makes room for one more object; the caller holds d.mu.
+func (d *Dispatcher) reserve() error {
+	d.reap()
+	if n := len(d.sessions) + len(d.samplers); n >= d.opts.MaxSessions {
+		return fail(pb.ErrorCode_ERROR_CODE_RESOURCE_EXHAUSTED, "",
+			"too many open sessions and samplers (%d sessions, %d samplers, limit %d); close unused ones",
+			len(d.sessions), len(d.samplers), d.opts.MaxSessions)
+	}
+	return nil
+}
+
+// touch claims the session or sampler a request names, if it is an orphan.
+func (c *Conn) touch(req *pb.Request) {
+	m := req.ProtoReflect()
+	fd := m.WhichOneof(m.Descriptor().Oneofs().ByName("body"))
+	if fd == nil || fd.Message() == nil {
+		return
+	}
+	var id uint64
+	switch b := m.Get(fd).Message().Interface().(type) {
+	case interface{ GetSessionId() uint64 }:
+		id = b.GetSessionId()
+	case interface{ GetSamplerId() uint64 }:
+		id = b.GetSamplerId()
+	default:
+		return
+	}
+	d := c.d
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if s, ok := d.sessions[id]; ok {
+		d.claim(&s.lease, c.id)
+	} else if e, ok := d.samplers[id]; ok {
+		d.claim(&e.lease, c.id)
+	}
+}
 
 // Sessions returns the number of open sessions.
 func (d *Dispatcher) Sessions() int {
@@ -119,7 +260,10 @@ func (d *Dispatcher) Sessions() int {
 func (c *Conn) HandleFrame(frame []byte) []byte {
 	req := &pb.Request{}
 	var resp *pb.Response
-	if err := proto.Unmarshal(frame, req); err != nil {
+	if max := c.d.opts.MaxRequest; len(frame) > max {
+		resp = errorResponse(0, pb.ErrorCode_ERROR_CODE_FRAME_TOO_LARGE, "",
+			fmt.Sprintf("frame too large: the request is %d bytes, the limit is %d", len(frame), max))
+	} else if err := proto.Unmarshal(frame, req); err != nil {
 		resp = errorResponse(0, pb.ErrorCode_ERROR_CODE_MALFORMED, "", fmt.Sprintf("frame is not a rewarm.v1.Request: %v", err))
 	} else {
 		resp = c.Handle(req)
@@ -205,15 +349,16 @@ func (c *Conn) handle(req *pb.Request) *pb.Response {
 		resp *pb.Response
 		err  error
 	)
+	c.touch(req)
 	switch b := req.Body.(type) {
 	case *pb.Request_OpenSession:
-		resp, err = c.d.open(b.OpenSession)
+		resp, err = c.d.open(b.OpenSession, c.id)
 	case *pb.Request_GetLr:
 		resp, err = c.d.getLR(b.GetLr)
 	case *pb.Request_GetState:
 		resp, err = c.d.getState(b.GetState)
 	case *pb.Request_RestoreState:
-		resp, err = c.d.restore(b.RestoreState)
+		resp, err = c.d.restore(b.RestoreState, c.id)
 	case *pb.Request_CloseSession:
 		resp, err = c.d.close(b.CloseSession)
 	case *pb.Request_Replan:
@@ -223,7 +368,7 @@ func (c *Conn) handle(req *pb.Request) *pb.Response {
 	case *pb.Request_Preview:
 		resp, err = preview(b.Preview)
 	case *pb.Request_OpenSampler:
-		resp, err = c.d.openSampler(b.OpenSampler)
+		resp, err = c.d.openSampler(b.OpenSampler, c.id)
 	case *pb.Request_GetBatches:
 		resp, err = c.d.getBatches(b.GetBatches)
 	case *pb.Request_GetQuotas:
@@ -259,18 +404,18 @@ func (c *Conn) hello(h *pb.Hello) *pb.Response {
 	}}}
 }
 
-func (d *Dispatcher) add(plan *sched.Plan, name string, step int64) (*pb.Response, error) {
+func (d *Dispatcher) add(plan *sched.Plan, name string, step int64, owner uint64) (*pb.Response, error) {
 	canon, err := structpb.NewStruct(plan.Config.Canonical())
 	if err != nil {
 		return nil, fail(pb.ErrorCode_ERROR_CODE_INTERNAL, "", "encode canonical spec: %v", err)
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if len(d.sessions)+len(d.samplers) >= d.opts.MaxSessions {
-		return nil, fail(pb.ErrorCode_ERROR_CODE_RESOURCE_EXHAUSTED, "", "too many open sessions (%d); close unused ones", len(d.sessions))
+	if err := d.reserve(); err != nil {
+		return nil, err
 	}
 	d.nextID++
-	s := &session{id: d.nextID, name: name, plan: plan, step: step}
+	s := &session{lease: lease{owner: owner}, id: d.nextID, name: name, plan: plan, step: step}
 	d.sessions[s.id] = s
 	return &pb.Response{Body: &pb.Response_Session{Session: &pb.SessionInfo{
 		SessionId: s.id, Schedule: canon, Step: step, Name: name, PlanVersion: version(plan),
@@ -281,7 +426,7 @@ func (d *Dispatcher) add(plan *sched.Plan, name string, step int64) (*pb.Respons
 // version are stale.
 func version(p *sched.Plan) uint64 { return uint64(len(p.Replans) + len(p.Reports)) }
 
-func (d *Dispatcher) open(r *pb.OpenSession) (*pb.Response, error) {
+func (d *Dispatcher) open(r *pb.OpenSession, owner uint64) (*pb.Response, error) {
 	if r.GetSchedule() == nil {
 		return nil, fail(pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "schedule", "open_session: missing schedule spec")
 	}
@@ -293,7 +438,7 @@ func (d *Dispatcher) open(r *pb.OpenSession) (*pb.Response, error) {
 	if err != nil {
 		return nil, err
 	}
-	return d.add(plan, r.GetName(), 0)
+	return d.add(plan, r.GetName(), 0, owner)
 }
 
 func (d *Dispatcher) lookup(id uint64) (*session, error) {
@@ -502,8 +647,9 @@ func preview(r *pb.Preview) (*pb.Response, error) {
 		if count > MaxPreview {
 			return nil, fail(pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "count", "preview: count = %d: at most %d points", count, MaxPreview)
 		}
-		if count > 0 && r.GetStart() > (math.MaxInt64-r.GetStart())/count/stride {
-			return nil, fail(pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "start", "preview: steps overflow")
+		if count > 1 && stride > (math.MaxInt64-r.GetStart())/(count-1) {
+			return nil, fail(pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "stride",
+				"preview: start %d + (count %d - 1) x stride %d is past the largest step", r.GetStart(), count, stride)
 		}
 		steps = make([]int64, count)
 		for i := range steps {
@@ -551,7 +697,7 @@ func (d *Dispatcher) getState(r *pb.GetState) (*pb.Response, error) {
 	return &pb.Response{Body: &pb.Response_State{State: &pb.StateBlob{Msgpack: blob}}}, nil
 }
 
-func (d *Dispatcher) restore(r *pb.RestoreState) (*pb.Response, error) {
+func (d *Dispatcher) restore(r *pb.RestoreState, owner uint64) (*pb.Response, error) {
 	st, err := decodeSnapshot(r.GetMsgpack())
 	if err != nil {
 		return nil, fail(pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "msgpack", "restore_state: %v", err)
@@ -568,17 +714,23 @@ func (d *Dispatcher) restore(r *pb.RestoreState) (*pb.Response, error) {
 	if name == "" {
 		name = st.Name
 	}
-	return d.add(plan, name, st.Step)
+	return d.add(plan, name, st.Step, owner)
 }
 
 func (d *Dispatcher) close(r *pb.CloseSession) (*pb.Response, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	id := r.GetSessionId()
-	_, isSession := d.sessions[id]
-	_, isSampler := d.samplers[id]
-	if !isSession && !isSampler {
+	var l *lease
+	if s, ok := d.sessions[id]; ok {
+		l = &s.lease
+	} else if e, ok := d.samplers[id]; ok {
+		l = &e.lease
+	} else {
 		return nil, fail(pb.ErrorCode_ERROR_CODE_NOT_FOUND, "session_id", "no session or sampler with id %d", id)
+	}
+	if l.owner == 0 {
+		d.orphans--
 	}
 	delete(d.sessions, id)
 	delete(d.samplers, id)

@@ -15,7 +15,8 @@ import (
 // checksummed msgpack blob, keeping their ids.
 func (d *Dispatcher) Snapshot() ([]byte, error) {
 	d.mu.Lock()
-	st := dispatcherState{NextID: d.nextID, CtlSeq: d.ctlSeq}
+	d.reap()
+	st := dispatcherState{NextID: d.nextID, CtlSeq: d.ctlSeq, CtlEpoch: d.ctlEpoch}
 	sessions := make([]*session, 0, len(d.sessions))
 	for _, s := range d.sessions {
 		sessions = append(sessions, s)
@@ -83,7 +84,20 @@ func (d *Dispatcher) Restore(blob []byte) error {
 	if len(d.sessions)+len(d.samplers) > 0 {
 		return fmt.Errorf("restore into a dispatcher that already holds sessions")
 	}
+	// Nobody holds the restored objects yet: they wait for their clients
+	// like a closed connection's.
+	now := d.now()
+	for _, s := range sessions {
+		s.lease = lease{orphaned: now}
+	}
+	for _, e := range samplers {
+		e.lease = lease{orphaned: now}
+	}
+	d.orphans = len(sessions) + len(samplers)
 	d.sessions, d.samplers, d.controls = sessions, samplers, controls
 	d.nextID, d.ctlSeq = st.NextID, st.CtlSeq
+	if st.CtlEpoch != 0 { // snapshots before epochs keep this process's
+		d.ctlEpoch = st.CtlEpoch
+	}
 	return nil
 }

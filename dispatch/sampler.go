@@ -9,7 +9,7 @@ import (
 	"github.com/rewarm/rewarm/replay"
 )
 
-func (d *Dispatcher) openSampler(r *pb.OpenSampler) (*pb.Response, error) {
+func (d *Dispatcher) openSampler(r *pb.OpenSampler, owner uint64) (*pb.Response, error) {
 	var spec map[string]any
 	switch {
 	case r.GetSpecJson() != "":
@@ -33,11 +33,11 @@ func (d *Dispatcher) openSampler(r *pb.OpenSampler) (*pb.Response, error) {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if len(d.sessions)+len(d.samplers) >= d.opts.MaxSessions {
-		return nil, fail(pb.ErrorCode_ERROR_CODE_RESOURCE_EXHAUSTED, "", "too many open sessions and samplers; close unused ones")
+	if err := d.reserve(); err != nil {
+		return nil, err
 	}
 	d.nextID++
-	d.samplers[d.nextID] = &samplerEntry{s: s, spec: spec}
+	d.samplers[d.nextID] = &samplerEntry{lease: lease{owner: owner}, s: s, spec: spec}
 	return samplerInfo(d.nextID, s), nil
 }
 
@@ -96,6 +96,11 @@ func (d *Dispatcher) getBatches(r *pb.GetBatches) (*pb.Response, error) {
 		return nil, fail(pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "rank", "rank = %d: must be < world_size %d", r.GetRank(), world)
 	}
 	per := B / int64(world)
+	if per > MaxValues {
+		return nil, fail(pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "world_size",
+			"world_size = %d: each rank's batch would hold %d of the global %d indices; one request carries at most %d (use more ranks)",
+			world, per, B, MaxValues)
+	}
 	if n*per > MaxValues {
 		n = max(1, MaxValues/per)
 	}

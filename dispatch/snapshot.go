@@ -103,6 +103,7 @@ type dispatcherState struct {
 	Sessions []savedSession `msgpack:"sessions"`
 	Samplers []savedSampler `msgpack:"samplers"`
 	CtlSeq   uint64         `msgpack:"control_seq"`
+	CtlEpoch uint64         `msgpack:"control_epoch"`
 	Controls [][]byte       `msgpack:"controls"`
 }
 

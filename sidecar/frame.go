@@ -5,16 +5,29 @@ import (
 	"errors"
 	"fmt"
 	"io"
+
+	"github.com/rewarm/rewarm/dispatch"
 )
 
-// DefaultMaxFrame caps a frame's payload unless the server is told otherwise.
-const DefaultMaxFrame = 16 << 20
+// DefaultMaxFrame caps a frame's payload unless the server is told otherwise:
+// the dispatcher's own request limit, so both transports refuse alike.
+const DefaultMaxFrame = dispatch.DefaultMaxRequest
 
 // HeaderSize is the length prefix: a big-endian uint32 payload size.
 const HeaderSize = 4
 
-// ErrFrameTooLarge reports a length prefix above the configured maximum.
+// ErrFrameTooLarge reports a length prefix above the configured maximum; the
+// error is a *FrameTooLargeError.
 var ErrFrameTooLarge = errors.New("frame too large")
+
+// FrameTooLargeError carries the refused frame's declared size.
+type FrameTooLargeError struct{ Size, Max uint32 }
+
+func (e *FrameTooLargeError) Error() string {
+	return fmt.Sprintf("%v: %d bytes, limit %d", ErrFrameTooLarge, e.Size, e.Max)
+}
+
+func (e *FrameTooLargeError) Unwrap() error { return ErrFrameTooLarge }
 
 // ReadHeader reads a length prefix and checks it against max.
 func ReadHeader(r io.Reader, max uint32) (uint32, error) {
@@ -24,7 +37,7 @@ func ReadHeader(r io.Reader, max uint32) (uint32, error) {
 	}
 	n := binary.BigEndian.Uint32(hdr[:])
 	if n > max {
-		return n, fmt.Errorf("%w: %d bytes, limit %d", ErrFrameTooLarge, n, max)
+		return n, &FrameTooLargeError{Size: n, Max: max}
 	}
 	return n, nil
 }

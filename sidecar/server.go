@@ -25,6 +25,9 @@ import (
 	pb "github.com/rewarm/rewarm/proto/rewarmpb"
 )
 
+// maxDrain bounds the oversized body the server reads away to answer it.
+const maxDrain = 256 << 20
+
 // MaxSocketPath is the longest filesystem socket path Linux accepts
 // (sun_path is 108 bytes including the terminating NUL).
 const MaxSocketPath = 107
@@ -181,6 +184,7 @@ func (s *Server) serveConn(c net.Conn) {
 		frameTimeout = 30 * time.Second
 	}
 	conn := s.Dispatcher.NewConn()
+	defer conn.Close()
 	r := bufio.NewReaderSize(c, 64<<10)
 	var (
 		buf []byte
@@ -201,13 +205,24 @@ func (s *Server) serveConn(c net.Conn) {
 		_ = c.SetReadDeadline(time.Now().Add(frameTimeout))
 		frame, err := ReadFrame(r, maxFrame, buf)
 		if err != nil {
-			if errors.Is(err, ErrFrameTooLarge) {
-				log.Warn("refused oversized frame", "err", err)
-				s.reply(c, frameTimeout, errorFrame(pb.ErrorCode_ERROR_CODE_FRAME_TOO_LARGE, err.Error()))
-			} else {
+			var big *FrameTooLargeError
+			if !errors.As(err, &big) {
 				log.Debug("read frame failed", "err", err)
+				return
 			}
-			return
+			log.Warn("refused oversized frame", "err", err)
+			// The client is still sending the body: read it away (up to a
+			// bound) so it gets this error rather than a broken pipe, and the
+			// connection stays usable.
+			drained := big.Size <= maxDrain
+			if drained {
+				_, derr := io.CopyN(io.Discard, r, int64(big.Size))
+				drained = derr == nil
+			}
+			if !s.reply(c, frameTimeout, errorFrame(pb.ErrorCode_ERROR_CODE_FRAME_TOO_LARGE, err.Error())) || !drained {
+				return
+			}
+			continue
 		}
 		buf = frame[:0]
 		out = AppendFrame(out[:0], conn.HandleFrame(frame))

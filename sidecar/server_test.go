@@ -160,6 +160,18 @@ func TestBadFramesDoNotDisturbOtherClients(t *testing.T) {
 	}
 	good.works(id)
 
+	// A frame over the limit but within reach: the server reads it away,
+	// answers, and the connection goes on.
+	over := dial(t, path)
+	over.hello()
+	over.sendRaw(AppendFrame(nil, make([]byte, 1<<16+1)))
+	r, err = over.recv()
+	if err != nil || r.GetError().GetCode() != pb.ErrorCode_ERROR_CODE_FRAME_TOO_LARGE ||
+		!strings.Contains(r.GetError().GetMessage(), "65537 bytes, limit 65536") {
+		t.Fatalf("oversized body: %v %v", r, err)
+	}
+	over.works(over.openCosine())
+
 	// Half-open client: a header promising 100 bytes, then silence.
 	slow := dial(t, path)
 	binary.BigEndian.PutUint32(hdr[:], 100)

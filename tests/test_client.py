@@ -93,3 +93,14 @@ def test_connect_arguments(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_auto_uses_socket_when_env_set(monkeypatch: pytest.MonkeyPatch, sidecar: rewarm.Sidecar) -> None:
     monkeypatch.setenv("REWARM_SOCKET", sidecar.path)
     assert rewarm.connect("auto").kind == "socket"
+
+
+def test_oversized_request_is_refused_alike_on_both_transports(client: rewarm.Client) -> None:
+    # Over the 16 MiB request limit: the sidecar reads the body away and
+    # answers, and the in-process dispatcher applies the same limit.
+    spec = {"sources": [{"name": "a", "size": 10}], "global_batch_size": 2, "pad": "x" * (17 << 20)}
+    with pytest.raises(rewarm.ProtocolError, match="frame too large") as ei:
+        client.open_sampler(spec)
+    assert ei.value.code == "FRAME_TOO_LARGE"
+    sid = client.open_session({"kind": "constant", "peak_lr": 0.5}).session_id
+    assert client.get_lr(sid, 0) == [0.5]  # the connection is still good

@@ -320,7 +320,12 @@ func decodeValue(kind, path string, v any, fv reflect.Value) error {
 	case reflect.Int, reflect.Int64, reflect.Int32:
 		i, ok := integer(v)
 		if !ok {
-			return &Error{Kind: kind, Field: path, Value: v, Reason: "not an integer"}
+			reason := "not an integer"
+			if f, isNum := number(v); isNum && f == math.Trunc(f) && !math.IsInf(f, 0) {
+				// A float64 counts exactly only up to 2^53.
+				reason = "too large: integers are carried exactly only up to 2^53 = 9007199254740992"
+			}
+			return &Error{Kind: kind, Field: path, Value: v, Reason: reason}
 		}
 		if fv.OverflowInt(i) {
 			return &Error{Kind: kind, Field: path, Value: v, Reason: "integer out of range"}

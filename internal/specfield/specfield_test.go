@@ -70,7 +70,8 @@ func TestDecodeErrors(t *testing.T) {
 		{map[string]any{"req": 1, "list": 3}, "list", "not a list"},
 		{map[string]any{"req": 1, "b": 1}, "b", "not a boolean"},
 		{map[string]any{"req": 1, "s": nil}, "s", "null"},
-		{map[string]any{"req": 1, "i": 1e20}, "i", "not an integer"},
+		{map[string]any{"req": 1, "i": 1e20}, "i", "too large"},
+		{map[string]any{"req": 1, "i": 5e18}, "i", "up to 2^53"},
 	}
 	for _, c := range cases {
 		var out sample

@@ -3277,10 +3277,14 @@ func (x *Control) GetTargetName() string {
 // PollControl returns the controls posted after after_seq. The poller may
 // report its session's current step, which `rewarm ctl status` shows.
 type PollControl struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	AfterSeq      uint64                 `protobuf:"varint,1,opt,name=after_seq,json=afterSeq,proto3" json:"after_seq,omitempty"`
-	SessionId     uint64                 `protobuf:"varint,2,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
-	Step          int64                  `protobuf:"varint,3,opt,name=step,proto3" json:"step,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	AfterSeq  uint64                 `protobuf:"varint,1,opt,name=after_seq,json=afterSeq,proto3" json:"after_seq,omitempty"`
+	SessionId uint64                 `protobuf:"varint,2,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	Step      int64                  `protobuf:"varint,3,opt,name=step,proto3" json:"step,omitempty"`
+	// The control_epoch after_seq was counted in (Controls.control_epoch). If
+	// it is not this sidecar's (a restart without a snapshot), after_seq means
+	// nothing here and every queued control is returned. 0: this sidecar's.
+	ControlEpoch  uint64 `protobuf:"varint,4,opt,name=control_epoch,json=controlEpoch,proto3" json:"control_epoch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3336,9 +3340,18 @@ func (x *PollControl) GetStep() int64 {
 	return 0
 }
 
+func (x *PollControl) GetControlEpoch() uint64 {
+	if x != nil {
+		return x.ControlEpoch
+	}
+	return 0
+}
+
 type Controls struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Controls      []*Control             `protobuf:"bytes,1,rep,name=controls,proto3" json:"controls,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Controls []*Control             `protobuf:"bytes,1,rep,name=controls,proto3" json:"controls,omitempty"`
+	// Names this sidecar's control numbering; kept across a snapshot restore.
+	ControlEpoch  uint64 `protobuf:"varint,2,opt,name=control_epoch,json=controlEpoch,proto3" json:"control_epoch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3378,6 +3391,13 @@ func (x *Controls) GetControls() []*Control {
 		return x.Controls
 	}
 	return nil
+}
+
+func (x *Controls) GetControlEpoch() uint64 {
+	if x != nil {
+		return x.ControlEpoch
+	}
+	return 0
 }
 
 var File_rewarm_proto protoreflect.FileDescriptor
@@ -3628,14 +3648,16 @@ const file_rewarm_proto_rawDesc = "" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12)\n" +
 	"\x06replan\x18\x02 \x01(\v2\x11.rewarm.v1.ReplanR\x06replan\x12\x1f\n" +
 	"\vtarget_name\x18\x03 \x01(\tR\n" +
-	"targetName\"]\n" +
+	"targetName\"\x82\x01\n" +
 	"\vPollControl\x12\x1b\n" +
 	"\tafter_seq\x18\x01 \x01(\x04R\bafterSeq\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x02 \x01(\x04R\tsessionId\x12\x12\n" +
-	"\x04step\x18\x03 \x01(\x03R\x04step\":\n" +
+	"\x04step\x18\x03 \x01(\x03R\x04step\x12#\n" +
+	"\rcontrol_epoch\x18\x04 \x01(\x04R\fcontrolEpoch\"_\n" +
 	"\bControls\x12.\n" +
-	"\bcontrols\x18\x01 \x03(\v2\x12.rewarm.v1.ControlR\bcontrols*Q\n" +
+	"\bcontrols\x18\x01 \x03(\v2\x12.rewarm.v1.ControlR\bcontrols\x12#\n" +
+	"\rcontrol_epoch\x18\x02 \x01(\x04R\fcontrolEpoch*Q\n" +
 	"\x0fProtocolVersion\x12 \n" +
 	"\x1cPROTOCOL_VERSION_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18PROTOCOL_VERSION_CURRENT\x10\x01*\xbb\x02\n" +

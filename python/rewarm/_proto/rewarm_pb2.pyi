@@ -521,17 +521,21 @@ class Control(_message.Message):
     def __init__(self, seq: _Optional[int] = ..., replan: _Optional[_Union[Replan, _Mapping]] = ..., target_name: _Optional[str] = ...) -> None: ...
 
 class PollControl(_message.Message):
-    __slots__ = ("after_seq", "session_id", "step")
+    __slots__ = ("after_seq", "session_id", "step", "control_epoch")
     AFTER_SEQ_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
+    CONTROL_EPOCH_FIELD_NUMBER: _ClassVar[int]
     after_seq: int
     session_id: int
     step: int
-    def __init__(self, after_seq: _Optional[int] = ..., session_id: _Optional[int] = ..., step: _Optional[int] = ...) -> None: ...
+    control_epoch: int
+    def __init__(self, after_seq: _Optional[int] = ..., session_id: _Optional[int] = ..., step: _Optional[int] = ..., control_epoch: _Optional[int] = ...) -> None: ...
 
 class Controls(_message.Message):
-    __slots__ = ("controls",)
+    __slots__ = ("controls", "control_epoch")
     CONTROLS_FIELD_NUMBER: _ClassVar[int]
+    CONTROL_EPOCH_FIELD_NUMBER: _ClassVar[int]
     controls: _containers.RepeatedCompositeFieldContainer[Control]
-    def __init__(self, controls: _Optional[_Iterable[_Union[Control, _Mapping]]] = ...) -> None: ...
+    control_epoch: int
+    def __init__(self, controls: _Optional[_Iterable[_Union[Control, _Mapping]]] = ..., control_epoch: _Optional[int] = ...) -> None: ...

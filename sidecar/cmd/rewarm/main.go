@@ -122,6 +122,8 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	frameTimeout := fs.Duration("frame-timeout", 30*time.Second, "time allowed to receive one frame or send one reply")
 	idleTimeout := fs.Duration("conn-idle-timeout", 0, "close a connection idle this long (0: never)")
 	idleExit := fs.Duration("idle-exit", 0, "exit after this long with no client connected (0: never)")
+	orphanTTL := fs.Duration("orphan-ttl", dispatch.DefaultOrphanTTL,
+		"keep a closed connection's sessions and samplers this long for a client that reconnects")
 	stateDir := fs.String("state-dir", "", "snapshot sessions to this directory and restore them on start")
 	snapEvery := fs.Duration("snapshot-interval", 30*time.Second, "how often to snapshot when --state-dir is set")
 	metricsAddr := fs.String("metrics-addr", "", "serve Prometheus metrics on this loopback address (off by default)")
@@ -141,6 +143,10 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "rewarm serve: --log-level %q: want debug, info, warn or error\n", *logLevel)
 		return 2
 	}
+	if *orphanTTL <= 0 {
+		fmt.Fprintf(stderr, "rewarm serve: --orphan-ttl %v: want a positive duration\n", *orphanTTL)
+		return 2
+	}
 	if *maxFrame == 0 || *maxFrame > 1<<30 {
 		fmt.Fprintf(stderr, "rewarm serve: --max-frame-bytes %d: want 1..%d\n", *maxFrame, 1<<30)
 		return 2
@@ -153,7 +159,8 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	metrics := sidecar.NewMetrics()
-	opts := dispatch.Options{Server: "rewarm-sidecar/" + version, Logger: log}
+	opts := dispatch.Options{Server: "rewarm-sidecar/" + version, Logger: log, OrphanTTL: *orphanTTL,
+		MaxRequest: int(*maxFrame)}
 	if *metricsAddr != "" {
 		if err := sidecar.CheckLoopback(*metricsAddr); err != nil {
 			fmt.Fprintf(stderr, "rewarm serve: --metrics-addr: %v\n", err)
