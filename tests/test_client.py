@@ -38,6 +38,8 @@ def test_open_and_get_lr_window(client: rewarm.Client) -> None:
         ({**SPEC, "warmup": 3}, "warmup", "unknown field"),
         ({"kind": "cosinus"}, "kind", "cosinus"),
         ({**SPEC, "min_lr": 5.0}, "min_lr", "5"),
+        ({**SPEC, "peak_lr": object()}, "peak_lr", "cannot be sent"),
+        ({**SPEC, "stages": [{"steps": {1, 2}}]}, "stages[0].steps", "a set cannot be sent"),
     ],
 )
 def test_bad_specs_name_field_and_value(client: rewarm.Client, spec: dict, field: str, text: str) -> None:
@@ -104,3 +106,21 @@ def test_oversized_request_is_refused_alike_on_both_transports(client: rewarm.Cl
     assert ei.value.code == "FRAME_TOO_LARGE"
     sid = client.open_session({"kind": "constant", "peak_lr": 0.5}).session_id
     assert client.get_lr(sid, 0) == [0.5]  # the connection is still good
+
+
+def test_numpy_and_tensor_scalars_are_numbers(client: rewarm.Client) -> None:
+    import numpy as np
+    import torch
+
+    plain = client.open_session({"kind": "cosine", "peak_lr": 1e-3, "total_steps": 200, "warmup_steps": 10})
+    spec = {"kind": "cosine", "peak_lr": np.float64(1e-3), "total_steps": np.int64(200)}
+    wrapped = client.open_session({**spec, "warmup_steps": torch.tensor(10)})
+    assert client.get_lr(wrapped.session_id, 0, count=50) == client.get_lr(plain.session_id, 0, count=50)
+    stages = [{"steps": 5, "mixture": {"a": np.float32(1.0)}}]
+    spec = {
+        "sources": [{"name": "a", "size": np.int64(200)}],
+        "global_batch_size": np.int32(4),
+        "stages": stages,
+    }
+    info = client.open_sampler(spec)
+    assert info.source_sizes == [200] and info.global_batch_size == 4

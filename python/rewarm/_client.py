@@ -114,6 +114,46 @@ def _raise(err: Any) -> None:
     raise RewarmError(err.message, code=short, field=err.field)
 
 
+def _plain(v: Any, path: str) -> Any:
+    """A spec value as JSON-like Python: numpy scalars and 0-d tensors become
+    numbers; anything else that cannot cross is refused, naming its field."""
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    if isinstance(v, Mapping):
+        out = {}
+        for k, x in v.items():
+            if not isinstance(k, str):
+                raise SpecError(f"field {path or '(top)'}: key {k!r} is not a string", field=path)
+            out[k] = _plain(x, f"{path}.{k}" if path else k)
+        return out
+    if isinstance(v, (list, tuple)):
+        return [_plain(x, f"{path}[{i}]") for i, x in enumerate(v)]
+    if getattr(v, "ndim", None) == 0 and callable(getattr(v, "item", None)):
+        x = v.item()
+        if isinstance(x, (bool, int, float)):
+            return x
+    raise SpecError(
+        f'field "{path}" = {v!r}: a {type(v).__name__} cannot be sent '
+        "(use a number, string, bool, list or dict)",
+        code="INVALID_ARGUMENT",
+        field=path,
+    )
+
+
+def _fill(struct: Any, spec: Mapping[str, Any], what: str) -> None:
+    plain = _plain(spec, "")
+    try:
+        struct.update(plain)
+    except (ValueError, TypeError) as exc:
+        raise SpecError(f"{what} spec cannot be encoded: {exc}", code="INVALID_ARGUMENT") from exc
+
+
+def _json_default(v: Any) -> Any:
+    if getattr(v, "ndim", None) == 0 and callable(getattr(v, "item", None)):
+        return v.item()
+    raise TypeError(type(v).__name__)
+
+
 def _check_hello(reply: bytes) -> None:
     resp = pb.Response.FromString(reply)
     if resp.WhichOneof("body") == "error":
@@ -180,10 +220,7 @@ class Client:
 
     def open_session(self, schedule: Mapping[str, Any], name: str = "") -> SessionInfo:
         req = pb.Request(open_session=pb.OpenSession(name=name))
-        try:
-            req.open_session.schedule.update(dict(schedule))
-        except (ValueError, TypeError) as exc:
-            raise SpecError(f"schedule spec cannot be encoded: {exc}", code="INVALID_ARGUMENT") from exc
+        _fill(req.open_session.schedule, schedule, "schedule")
         return self._session(self.call(req).session)
 
     @staticmethod
@@ -221,7 +258,7 @@ class Client:
                 req.replan.anneal.CopyFrom(pb.Anneal(**args))
             elif op == "new_stage":
                 req.replan.new_stage.SetInParent()
-                req.replan.new_stage.schedule.update(dict(args.pop("schedule")))
+                _fill(req.replan.new_stage.schedule, args.pop("schedule"), "new_stage schedule")
                 if args:
                     raise TypeError(f"unexpected arguments {sorted(args)}")
             else:
@@ -247,10 +284,7 @@ class Client:
         stride: int = 1,
     ) -> Preview:
         req = pb.Request(preview=pb.Preview(steps=list(steps or ()), start=start, count=count, stride=stride))
-        try:
-            req.preview.schedule.update(dict(schedule))
-        except (ValueError, TypeError) as exc:
-            raise SpecError(f"schedule spec cannot be encoded: {exc}", code="INVALID_ARGUMENT") from exc
+        _fill(req.preview.schedule, schedule, "schedule")
         r = self.call(req).preview
         return Preview(
             list(r.steps),
@@ -266,12 +300,9 @@ class Client:
             # JSON is several times cheaper to build than a Struct and decodes
             # to the same values. NaN and non-JSON values take the Struct path,
             # so the Go validator can name the field.
-            req.open_sampler.spec_json = json.dumps(spec, allow_nan=False)
+            req.open_sampler.spec_json = json.dumps(spec, allow_nan=False, default=_json_default)
         except (ValueError, TypeError):
-            try:
-                req.open_sampler.spec.update(dict(spec))
-            except (ValueError, TypeError) as exc:
-                raise SpecError(f"replay spec cannot be encoded: {exc}", code="INVALID_ARGUMENT") from exc
+            _fill(req.open_sampler.spec, spec, "replay")
         r = self.call(req).sampler
         return SamplerInfo(
             r.sampler_id,
@@ -329,10 +360,7 @@ class Client:
     def mod_plan(self, spec: Mapping[str, Any]) -> Any:
         """The raw rewarm.v1.ModPlan for a plan spec."""
         req = pb.Request(get_mod_plan=pb.GetModPlan())
-        try:
-            req.get_mod_plan.spec.update(dict(spec))
-        except (ValueError, TypeError) as exc:
-            raise SpecError(f"plan spec cannot be encoded: {exc}", code="INVALID_ARGUMENT") from exc
+        _fill(req.get_mod_plan.spec, spec, "plan")
         return self.call(req).mod_plan
 
     def get_state(self, session_id: int, step: int) -> bytes:
