@@ -124,3 +124,26 @@ def test_numpy_and_tensor_scalars_are_numbers(client: rewarm.Client) -> None:
     }
     info = client.open_sampler(spec)
     assert info.source_sizes == [200] and info.global_batch_size == 4
+
+
+def test_failover_replays_reports_made_since_the_last_state(tmp_path) -> None:
+    # Reports and re-plans are logged and folded into the state blob now and
+    # then; a sidecar killed between two folds must still hand over all of them.
+    spec = {"kind": "plateau", "peak_lr": 1.0, "patience": 5, "factor": 0.9}
+    ref = rewarm.connect("inprocess")
+    rid = ref.open_session(spec).session_id
+    sidecar = rewarm.Sidecar(str(tmp_path / "s.sock"))
+    client = rewarm.connect("socket", socket_path=sidecar.path)
+    try:
+        sid = client.open_session(spec).session_id
+        for n in range(150):  # 131 fold into the blob, then 19 and the anneal wait in the log
+            metric = 1.0 if n % 7 else 0.5 ** (n // 7)
+            for c, i in ((ref, rid), (client, sid)):
+                c.report(i, n, metric)
+        for c, i in ((ref, rid), (client, sid)):
+            c.replan(i, 200, "anneal", steps=100, shape="linear")
+    finally:
+        sidecar.proc.kill()
+        sidecar.proc.wait()
+    assert client.get_lr(sid, 0, count=320) == ref.get_lr(rid, 0, count=320)
+    assert client.transport.failovers >= 1

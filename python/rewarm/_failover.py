@@ -43,6 +43,11 @@ class _Obj:
     remote: int
     gen: int
     blob: bytes = b""  # session state
+    # Re-plans and reports sent since blob was taken, replayed after it. The
+    # blob is refetched only once the log outgrows what it already holds, so
+    # a long run of reports costs O(1) each, not a growing blob per report.
+    log: list[pb.Request] = field(default_factory=list)
+    in_blob: int = 0
     spec: Any = None  # a sampler's OpenSampler message
     name: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -135,6 +140,11 @@ class FailoverTransport:
         if obj.kind == "session":
             resp = self._raw(side, pb.Request(restore_state=pb.RestoreState(msgpack=obj.blob, name=obj.name)))
             obj.remote = resp.session.session_id
+            for rec in obj.log:
+                op = rec.WhichOneof("body")
+                getattr(rec, op).session_id = obj.remote
+                if self._raw(side, rec).WhichOneof("body") == "error":
+                    raise TransportError(f"could not replay a {op} on the {side.kind} side")
         else:
             req = pb.Request(open_sampler=obj.spec)
             obj.remote = self._raw(side, req).sampler.sampler_id
@@ -146,6 +156,8 @@ class FailoverTransport:
         resp = self._raw(side, pb.Request(get_state=pb.GetState(session_id=obj.remote, step=0)))
         if resp.WhichOneof("body") == "state":
             obj.blob = resp.state.msgpack
+            obj.in_blob += len(obj.log)
+            obj.log.clear()
 
     # --- the transport interface ------------------------------------------------
 
@@ -204,7 +216,11 @@ class FailoverTransport:
             self._objs[logical] = _Obj("sampler", resp.sampler.sampler_id, self._gen, spec=spec)
             resp.sampler.sampler_id = logical
         elif body in ("replan", "report") and obj is not None:
-            self._refresh(side, obj)
+            rec = pb.Request()
+            getattr(rec, body).CopyFrom(getattr(out, body))
+            obj.log.append(rec)
+            if len(obj.log) > max(64, obj.in_blob):
+                self._refresh(side, obj)
             if kind == "session":
                 resp.session.session_id = req.replan.session_id
         elif body == "close_session" and obj is not None:
