@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -180,3 +181,118 @@ def test_sampler_continues_in_process_when_the_sidecar_dies(
     assert len(got) == ref.total_steps
     assert all(torch.equal(g, ref.batch(step)) for step, g in enumerate(got))
     assert s._client.transport.failovers >= 1
+
+
+def _rank_slice(ref: rewarm.ReplaySampler, step: int, rank: int, world: int) -> torch.Tensor:
+    # The independent reference: the whole global batch through its own call
+    # (rank 0 of 1, one step), sliced to the rank's part.
+    g = ref.global_batch(step)
+    per = len(g) // world
+    return g[rank * per : (rank + 1) * per]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_every_new_iterator_starts_at_the_resume_position(workers: int) -> None:
+    # Dataset item = its own global id, so a batch tells which step it is.
+    ds = TensorDataset(torch.arange(3400))
+    s = rewarm.ReplaySampler(SPEC, rank=1, world_size=2, window=7)
+    ref = rewarm.ReplaySampler(SPEC, rank=0, world_size=1)
+    loader = DataLoader(ds, batch_sampler=s, num_workers=workers)
+
+    def want(steps: range) -> list[torch.Tensor]:
+        return [_rank_slice(ref, step, 1, 2) for step in steps]
+
+    def same(got: list[torch.Tensor], steps: range) -> bool:
+        return len(got) == len(steps) and all(
+            torch.equal(g, w) for g, w in zip(got, want(steps), strict=True)
+        )
+
+    # A peek (whose iterator prefetches and is dropped), then a loop: the loop
+    # is a new pass from step 0, not from where the prefetching stopped.
+    peek = next(iter(loader))[0]
+    assert torch.equal(peek, want(range(1))[0])
+    assert same([b[0] for b in loader], range(60))
+    assert s.state_dict()["step"] == 60
+    # Exhausting a pass does not move the next one either.
+    assert len(loader) == 60
+    assert same([b[0] for b in loader], range(60))
+    # After load_state_dict every new pass starts at the loaded step.
+    s.load_state_dict({**s.state_dict(), "step": 37})
+    assert len(loader) == 23 and s.state_dict()["step"] == 37
+    assert same([b[0] for b in loader], range(37, 60))
+    it = iter(loader)
+    first = [next(it)[0] for _ in range(3)]
+    assert same(first, range(37, 40))
+    if workers == 0:  # no prefetching: the state is the loop's position
+        assert s.state_dict()["step"] == 40
+    s.set_step(50)
+    assert same([b[0] for b in loader], range(50, 60))
+
+
+def test_state_follows_the_newest_iterator() -> None:
+    s = rewarm.ReplaySampler(SPEC, rank=0, world_size=3)
+    old = iter(s)
+    for _ in range(10):
+        next(old)
+    assert s.state_dict()["step"] == 10
+    new = iter(s)
+    assert s.state_dict()["step"] == 0  # set when the iterator is created
+    next(new)
+    # The old iterator still yields its own steps but no longer moves the state.
+    assert torch.equal(next(old), _rank_slice(s, 10, 0, 3))
+    assert s.state_dict()["step"] == 1
+    # A state taken mid-pass resumes a fresh sampler at the same step.
+    t = rewarm.ReplaySampler(SPEC, rank=0, world_size=3)
+    t.load_state_dict(s.state_dict())
+    assert torch.equal(next(iter(t)), _rank_slice(s, 1, 0, 3))
+    # load_state_dict detaches the live iterator from the state as well.
+    s.set_step(30)
+    next(new)
+    assert s.state_dict()["step"] == 30
+    assert torch.equal(next(iter(s)), _rank_slice(s, 30, 0, 3))
+    assert rewarm.ReplaySampler(SPEC, start_step=12).state_dict()["step"] == 12
+    with pytest.raises(ValueError, match="outside the plan"):
+        rewarm.ReplaySampler(SPEC, start_step=61)
+
+
+@pytest.mark.parametrize("window", [1, 64])
+def test_writing_into_a_batch_does_not_change_the_plan(window: int) -> None:
+    s = rewarm.ReplaySampler(SPEC, rank=0, world_size=2, window=window)
+    b = s.batch(3)
+    b.add_(1000)
+    fresh = rewarm.ReplaySampler(SPEC, rank=0, world_size=2).batch(3)
+    assert not torch.equal(b, fresh)
+    assert torch.equal(s.batch(3), fresh)
+    assert torch.equal(fresh, _rank_slice(s, 3, 0, 2))
+    # The same through an iterator: the window a batch came from stays intact.
+    it = iter(s)
+    for step in range(5):
+        x = next(it)
+        x.zero_()
+        assert torch.equal(s.batch(step), _rank_slice(s, step, 0, 2))
+    g = s.global_batch(4)
+    g.fill_(-1)
+    assert torch.equal(s.batch(4), _rank_slice(s, 4, 0, 2))
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_stateful_dataloader_resumes_at_the_next_untrained_step(workers: int) -> None:
+    # torchdata is optional (not a dependency): this runs where it is installed.
+    sdl = pytest.importorskip("torchdata.stateful_dataloader")
+    ds = TensorDataset(torch.arange(3400))
+    ref = rewarm.ReplaySampler(SPEC, rank=0, world_size=1)
+
+    def loader() -> Any:
+        s = rewarm.ReplaySampler(SPEC, rank=1, world_size=3, window=5)
+        return sdl.StatefulDataLoader(ds, batch_sampler=s, num_workers=workers)
+
+    first = loader()
+    it = iter(first)
+    for _ in range(7):
+        next(it)
+    state = first.state_dict()
+    resumed = loader()
+    resumed.load_state_dict(state)
+    got = [b[0] for b in resumed]
+    assert len(got) == 53
+    assert all(torch.equal(g, _rank_slice(ref, 7 + k, 1, 3)) for k, g in enumerate(got))

@@ -85,9 +85,18 @@ class ReplaySampler(Sampler[torch.Tensor]):
             raise ValueError(f"rank={self.rank}: must be in [0, {self.world_size})")
         self.per_rank = self.global_batch_size // self.world_size
         self._window = max(1, int(window))
-        self._next = int(start_step)
+        # Where every new iterator starts: start_step, then whatever
+        # load_state_dict / set_step last set. Iterating never moves it.
+        self._start = 0
+        # The next step of the live iterator (the one created last), which is
+        # what state_dict() reports; `_iters` counts iterators, so an older one
+        # that is still being drained cannot move it.
+        self._pos = 0
+        self._iters = 0
+        self.set_step(int(start_step))
         # The current window: little-endian int64 ids of `_cache_count` steps
-        # from `_cache_start`, `_cache_per` per step.
+        # from `_cache_start`, `_cache_per` per step. Never handed out: each
+        # batch is a copy of its row.
         self._cache = bytearray()
         self._cache_start = 0
         self._cache_count = 0
@@ -109,9 +118,11 @@ class ReplaySampler(Sampler[torch.Tensor]):
                 step, self._window, self.rank, self.world_size
             )
             self._cache_start, i = step, 0
-        # One tensor op per batch: a view of this step's row of the window.
-        per = self._cache_per
-        return torch.frombuffer(self._cache, dtype=torch.int64, count=per, offset=8 * per * i)
+        # The row is sliced into a bytearray of its own (one small copy, about
+        # as cheap as a view of the window), so a caller that writes to the
+        # batch cannot change what a later batch(step) returns.
+        n = 8 * self._cache_per
+        return torch.frombuffer(self._cache[n * i : n * (i + 1)], dtype=torch.int64)
 
     def global_batch(self, step: int) -> torch.Tensor:
         """The whole global batch of ``step`` (identical at every world size)."""
@@ -128,21 +139,35 @@ class ReplaySampler(Sampler[torch.Tensor]):
     # --- torch Sampler -------------------------------------------------------
 
     def __iter__(self) -> Iterator[torch.Tensor]:
-        while self._next < self.total_steps:
-            step = self._next
+        """A new pass from the resume position (``start_step``, or the step that
+        ``load_state_dict`` / ``set_step`` last set), whatever earlier iterators
+        yielded or prefetched: like torch's samplers, every iterator starts over.
+        The new iterator becomes the one ``state_dict()`` follows."""
+        self._iters += 1
+        self._pos = self._start
+        return self._steps(self._iters, self._start)
+
+    def _steps(self, ident: int, step: int) -> Iterator[torch.Tensor]:
+        while step < self.total_steps:
             out = self.batch(step)
-            self._next = step + 1
+            step += 1
+            if self._iters == ident:
+                self._pos = step
             yield out
 
     def __len__(self) -> int:
-        return max(0, self.total_steps - self._next)
+        """The number of batches a new iterator yields."""
+        return max(0, self.total_steps - self._start)
 
     # --- checkpointing (torchdata StatefulDataLoader conventions) ------------
 
     def state_dict(self) -> dict[str, Any]:
-        """The whole state: which spec, and the next step to yield. It does not
-        depend on rank or world size, so a run can resume at another one."""
-        return {"version": STATE_VERSION, "spec_hash": self.spec_hash, "step": self._next}
+        """The whole state: which spec, and the next step the live iterator
+        yields (the resume position when no iterator has been created since it
+        was set). It does not depend on rank or world size, so a run can resume
+        at another one. Under a DataLoader with workers the live iterator runs
+        ahead of the training loop; see docs/replay.md."""
+        return {"version": STATE_VERSION, "spec_hash": self.spec_hash, "step": self._pos}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if state.get("version") != STATE_VERSION:
@@ -158,10 +183,14 @@ class ReplaySampler(Sampler[torch.Tensor]):
         step = int(state["step"])
         if not 0 <= step <= self.total_steps:
             raise ValueError(f"replay sampler state step {step} is outside the plan (0..{self.total_steps})")
-        self._next = step
+        # The next iterator starts here; one that is live keeps its own
+        # position but no longer moves the reported step.
+        self._start = self._pos = step
+        self._iters += 1
 
     def set_step(self, step: int) -> None:
-        """Continue from ``step`` (for loops that track their own step)."""
+        """Start the next iterator at ``step`` (for loops that track their own
+        step); an iterator created before keeps its own position."""
         self.load_state_dict({"version": STATE_VERSION, "spec_hash": self.spec_hash, "step": step})
 
     def close(self) -> None:
