@@ -23,7 +23,7 @@ import nox
 ROOT = Path(__file__).resolve().parent
 SHARED = ROOT / ".nox" / "_shared"
 TORCH = "torch>=2.1"
-TEST_DEPS = ["pytest>=8", "pyyaml>=6", "numpy"]
+TEST_DEPS = ["pytest>=8", "pyyaml>=6", "numpy", "torchdata>=0.11"]
 # The README's and docs' quickstarts run against these (HF Trainer, Lightning, HF Llama).
 FRAMEWORK_DEPS = ["transformers==5.24.0", "accelerate==1.15.0", "lightning==2.6.6"]
 GRPCIO_TOOLS = "grpcio-tools==1.85.1"  # pins protoc (v35.1); regenerated code must not drift
