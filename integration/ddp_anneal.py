@@ -42,7 +42,7 @@ def main() -> None:
         model(torch.randn(8, 4)).pow(2).mean().backward()
         opt.step()
         opt.zero_grad()
-        lrs.append(opt.param_groups[0]["lr"])
+        lrs.append(opt.get_last_lr()[0])  # the rate this update used
     with open(os.path.join(args.out, f"rank{rank}.json"), "w") as f:
         json.dump(lrs, f)
     dist.destroy_process_group()

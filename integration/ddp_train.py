@@ -46,7 +46,7 @@ def main() -> None:
         loss.backward()
         opt.step()
         opt.zero_grad()
-        lrs.append(opt.param_groups[0]["lr"])
+        lrs.append(opt.get_last_lr()[0])  # the rate this update used
         losses.append(loss.item())
     # Parameters must agree across ranks after DDP training.
     w = model.module.weight.detach().clone()

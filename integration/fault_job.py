@@ -62,7 +62,7 @@ def main() -> None:
         model(torch.ones(2, 4)).sum().backward()
         opt.step()
         opt.zero_grad()
-        lrs.append(opt.param_groups[0]["lr"])
+        lrs.append(opt.get_last_lr()[0])  # the rate this update used
         ids.append(batch.tolist())
         with open(progress, "w") as f:
             f.write(str(step + 1))

@@ -39,7 +39,7 @@ def main() -> None:
         model(torch.ones(3, 4)).pow(2).mean().backward()
         opt.step()
         opt.zero_grad()
-        lrs.append(opt.param_groups[0]["lr"])
+        lrs.append(opt.get_last_lr()[0])  # the rate this update used
     if args.save:
         torch.save({"model": model.state_dict(), "optimizer": opt.state_dict()}, args.save)
     with open(args.log, "w") as f:

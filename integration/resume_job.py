@@ -40,7 +40,7 @@ def main() -> None:
         loss.backward()
         opt.step()
         opt.zero_grad()
-        lrs.append(opt.param_groups[0]["lr"])
+        lrs.append(opt.get_last_lr()[0])  # the rate this update used
         losses.append(loss.item())
     if args.save:
         torch.save({"model": model.state_dict(), "optimizer": opt.state_dict()}, args.save)

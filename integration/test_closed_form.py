@@ -35,11 +35,11 @@ def test_closed_form_10k_steps(
         p.grad = torch.ones(4)
         opt.step()
         want = cosine_ref(n, 3e-4, 9_000, 500, 3e-5, 1e-6)
-        got = opt.param_groups[0]["lr"]
+        got = opt.get_last_lr()[0]  # the rate this update used
         worst = max(worst, abs(got - want) / want)
     assert worst <= 1e-12, f"worst relative error {worst:.3e}"
     # The tail is exactly min_lr: updates 9001.. use it.
-    assert opt.param_groups[0]["lr"] == 3e-5
+    assert opt.get_last_lr()[0] == 3e-5
 
 
 @pytest.mark.parametrize("backend", ["inprocess", "socket"])
@@ -71,4 +71,7 @@ def test_matches_torch_cosine_annealing(
         torch_opt.step()
         torch_sched.step()
         ours.step()
-        assert math.isclose(ours.param_groups[0]["lr"], used_by_torch, rel_tol=0, abs_tol=1e-9 * peak), n
+        assert math.isclose(ours.get_last_lr()[0], used_by_torch, rel_tol=0, abs_tol=1e-9 * peak), n
+        # between steps both show the rate of the next update
+        shown, torch_shown = ours.param_groups[0]["lr"], torch_opt.param_groups[0]["lr"]
+        assert math.isclose(shown, torch_shown, rel_tol=0, abs_tol=1e-9 * peak), n

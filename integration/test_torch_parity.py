@@ -3,8 +3,8 @@ curves are defined to be the same, within 1e-9 x peak.
 
 Each case writes down the mapping: the torch scheduler (stepped once per
 optimizer update, after optimizer.step()) and the rewarm spec that equals it.
-The rate torch uses for update n+1 is the group's lr before that update; the
-rate rewarm used is the group's lr after wrapped.step().
+For both, the rate (and momentum) update n+1 uses is the group's value before
+that update.
 """
 
 from __future__ import annotations
@@ -42,11 +42,11 @@ def _run_rewarm(spec: dict[str, Any], opt_cls: type, **opt_kw: Any):
     opt = rewarm.wrap(opt_cls([p], lr=0.0, **opt_kw), schedule=spec)
     lrs, moms = [], []
     for _ in range(STEPS):
-        p.grad = torch.ones(2)
-        opt.step()
         g = opt.param_groups[0]
         lrs.append(g["lr"])
         moms.append(g["betas"][0] if "betas" in g else g.get("momentum"))
+        p.grad = torch.ones(2)
+        opt.step()
     return lrs, moms
 
 

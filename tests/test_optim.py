@@ -32,28 +32,113 @@ def make(backend: str = "inprocess", **kw):
 
 
 def train(model: torch.nn.Module, opt: torch.optim.Optimizer, steps: int) -> list[list[float]]:
+    """Run `steps` updates; returns each update's rates as its param groups show them before it."""
     seen = []
     for _ in range(steps):
+        seen.append([g["lr"] for g in opt.param_groups])
         loss = model(torch.ones(2, 3)).pow(2).sum()
         loss.backward()
         opt.step()
         opt.zero_grad()
-        seen.append([g["lr"] for g in opt.param_groups])
     return seen
 
 
+def assert_same_optimizer_state(a: dict, b: dict) -> None:
+    assert a["param_groups"] == b["param_groups"]
+    assert a["state"].keys() == b["state"].keys()
+    for k, st in a["state"].items():
+        assert st.keys() == b["state"][k].keys()
+        assert all(torch.equal(v, b["state"][k][name]) for name, v in st.items())
+
+
+def record_used(opt: torch.optim.Optimizer) -> list[list[float]]:
+    """The rates each inner update actually ran with (a step pre-hook of the inner optimizer)."""
+    used: list[list[float]] = []
+    opt.register_step_pre_hook(lambda o, args, kw: used.append([float(g["lr"]) for g in o.param_groups]))
+    return used
+
+
 @pytest.mark.parametrize("backend", ["inprocess", "socket"])
-def test_lr_after_each_step_is_the_lr_that_update_used(
+def test_lr_between_steps_is_the_rate_the_next_update_uses(
     backend: str, sidecar: rewarm.Sidecar, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("REWARM_SOCKET", sidecar.path)
     model, opt = make(backend, window=7)  # a window that does not divide the run
     assert opt.backend == backend
+    used = record_used(opt)
     seen = train(model, opt, 50)
+    assert seen == used
     for n, (lr, lr_bias) in enumerate(seen):
         assert math.isclose(lr, ref(n), rel_tol=1e-12)
         assert math.isclose(lr_bias, 0.1 * ref(n), rel_tol=1e-12)
     assert opt.steps_applied == 50
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([ref(50), 0.1 * ref(50)], rel=1e-12)
+    assert opt.get_last_lr() == pytest.approx([ref(49), 0.1 * ref(49)], rel=1e-12)
+
+
+def test_param_group_lr_follows_torch_scheduler_convention() -> None:
+    """{kind: cosine, peak_lr: P, min_lr: m, total_steps: T} == SGD(lr=P) + CosineAnnealingLR(T_max=T,
+    eta_min=m): before every update, both optimizers' param groups show the same rate."""
+    peak, floor, total = 0.1, 0.001, 30
+    pt = torch.nn.Parameter(torch.zeros(1))
+    torch_opt = torch.optim.SGD([pt], lr=peak)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(torch_opt, T_max=total, eta_min=floor)
+    pr = torch.nn.Parameter(torch.zeros(1))
+    ours = rewarm.wrap(
+        torch.optim.SGD([pr], lr=0.0),
+        schedule={"kind": "cosine", "peak_lr": peak, "min_lr": floor, "total_steps": total},
+    )
+    used = record_used(ours)
+    for n in range(total):
+        want = torch_opt.param_groups[0]["lr"]
+        assert math.isclose(ours.param_groups[0]["lr"], want, rel_tol=0, abs_tol=1e-9 * peak), n
+        pt.grad = torch.ones(1)
+        pr.grad = torch.ones(1)
+        torch_opt.step()
+        sched.step()
+        ours.step()
+        assert math.isclose(used[n][0], want, rel_tol=0, abs_tol=1e-9 * peak), n
+    assert math.isclose(ours.param_groups[0]["lr"], torch_opt.param_groups[0]["lr"], abs_tol=1e-9 * peak)
+    assert torch.allclose(pr, pt, rtol=0, atol=1e-9)
+
+
+def test_shown_lr_is_refreshed_by_replans_and_reports() -> None:
+    model, opt = make()
+    used = record_used(opt)
+    train(model, opt, 10)
+    opt.replan("anneal", steps=4, shape="linear", min_lr=0.0)
+    train(model, opt, 5)
+    # from ref(10) down to 0 over 4 updates, then 0
+    assert [u[0] for u in used[10:]] == pytest.approx([ref(10) * (1 - k / 4) for k in range(4)] + [0.0])
+    assert opt.param_groups[0]["lr"] == 0.0
+    opt.replan("new_stage", schedule={"kind": "constant", "peak_lr": 0.3})
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.3, 0.03], rel=1e-12)
+    train(model, opt, 1)
+    assert used[-1] == pytest.approx([0.3, 0.03], rel=1e-12)
+
+    p = torch.nn.Parameter(torch.zeros(1))
+    plateau = rewarm.wrap(
+        torch.optim.SGD([p], lr=0.0),
+        schedule={"kind": "plateau", "peak_lr": 1.0, "min_lr": 0.01, "patience": 0, "factor": 0.5},
+    )
+    used = record_used(plateau)
+    q = torch.nn.Parameter(torch.zeros(1))
+    torch_opt = torch.optim.SGD([q], lr=1.0)
+    torch_sched = torch.optim.lr_scheduler.ReduceLROnPlateau(torch_opt, patience=0, factor=0.5, min_lr=0.01)
+    torch_used = []
+    for loss in (3.0, 3.0, 2.0, 2.0, 2.0):
+        torch_used.append(torch_opt.param_groups[0]["lr"])
+        torch_opt.step()
+        torch_sched.step(loss)
+        p.grad = torch.ones(1)
+        plateau.step()
+        plateau.report(loss)
+        assert plateau.param_groups[0]["lr"] == torch_opt.param_groups[0]["lr"]
+    p.grad = torch.ones(1)
+    plateau.step()
+    torch_used.append(torch_opt.param_groups[0]["lr"])
+    assert [u[0] for u in used] == torch_used
+    assert torch_used == [1.0, 1.0, 0.5, 0.5, 0.25, 0.125]  # the reports changed something
 
 
 def test_inner_step_really_uses_the_rate() -> None:
@@ -114,16 +199,44 @@ def test_resume_with_a_different_schedule_is_refused() -> None:
 def test_multipliers_argument_and_new_groups() -> None:
     a = torch.nn.Parameter(torch.zeros(1))
     b = torch.nn.Parameter(torch.zeros(1))
+    with pytest.raises(ValueError, match="has 2 entries but the optimizer has 1"):
+        rewarm.wrap(torch.optim.SGD([a], lr=1.0), schedule=SPEC, multipliers=[2.0, 1.0])
     opt = rewarm.wrap(torch.optim.SGD([a], lr=1.0), schedule=SPEC, multipliers=[2.0])
-    opt.step()
     assert opt.param_groups[0]["lr"] == pytest.approx(2 * ref(0))
-    with pytest.raises(ValueError, match="has 1 entries but the optimizer has 2"):
-        opt.add_param_group({"params": [b]})
+    opt.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(2 * ref(1))
     opt2 = rewarm.wrap(torch.optim.SGD([a], lr=1.0), schedule=SPEC)
     opt2.step()
     opt2.add_param_group({"params": [b], "lr_mult": 3.0})
-    opt2.step()
     assert [g["lr"] for g in opt2.param_groups] == pytest.approx([ref(1), 3 * ref(1)])
+    opt2.step()
+    assert [g["lr"] for g in opt2.param_groups] == pytest.approx([ref(2), 3 * ref(2)])
+
+
+@pytest.mark.parametrize("fixed", [{"multipliers": [2.0]}, {"groups": [{"multiplier": 2.0}]}, {}])
+def test_add_param_group_checks_first_and_carries_its_multiplier(fixed: dict) -> None:
+    a, b = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
+    mult_a = 2.0 if fixed else 1.0
+    opt = rewarm.wrap(torch.optim.SGD([a], lr=1.0), schedule=SPEC, **fixed)
+    used = record_used(opt)
+    opt.step()
+    with pytest.raises(rewarm.SpecError, match=r"groups\[1\]\.multiplier = -1"):
+        opt.add_param_group({"params": [b], "lr_mult": -1.0})
+    with pytest.raises(ValueError, match="param group 1: lr_mult='x': must be a number"):
+        opt.add_param_group({"params": [b], "lr_mult": "x"})
+    with pytest.raises(rewarm.SpecError, match=r"groups\[1\]\.min_lr = 2: must be <= its peak_lr"):
+        opt.add_param_group({"params": [b], "rewarm_min_lr": 2.0, "rewarm_peak_lr": 1.0})
+    with pytest.raises(ValueError, match="more than one parameter group"):  # torch's own check
+        opt.add_param_group({"params": [a], "lr_mult": 3.0})
+    assert len(opt.param_groups) == 1 and len(opt.optimizer.param_groups) == 1
+    opt.step()  # still works
+    opt.add_param_group({"params": [b], "lr_mult": 3.0})
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([mult_a * ref(2), 3 * ref(2)])
+    a.grad, b.grad = torch.ones(1), torch.ones(1)
+    opt.step()
+    assert used[-1] == pytest.approx([mult_a * ref(2), 3 * ref(2)])
+    assert [a.item(), b.item()] == pytest.approx([-mult_a * ref(2), -3 * ref(2)])
+    assert opt.steps_applied == 3
 
 
 def test_wrap_rejects_bad_arguments() -> None:
@@ -164,3 +277,271 @@ def test_not_picklable() -> None:
     _, opt = make()
     with pytest.raises(TypeError, match="state_dict"):
         pickle.dumps(opt)
+
+
+def test_tensor_lr_stays_the_same_tensor() -> None:
+    # torch's schedulers update a tensor lr in place (fill_), so fused/capturable steps keep reading it
+    q = torch.nn.Parameter(torch.zeros(2))
+    torch_lr = torch.tensor(0.01)
+    torch_opt = torch.optim.Adam([q], lr=torch_lr)
+    torch_sched = torch.optim.lr_scheduler.LambdaLR(torch_opt, lambda n: 0.5)
+    q.grad = torch.ones(2)
+    torch_opt.step()
+    torch_sched.step()
+    assert torch_opt.param_groups[0]["lr"] is torch_lr
+
+    a = torch.nn.Parameter(torch.zeros(2))
+    lr = torch.tensor(0.01, dtype=torch.float64)
+    spec = {**SPEC, "momentum": {"start": 0.9, "end": 0.8, "shape": "linear", "steps": 10}}
+    betas = (torch.tensor(0.9, dtype=torch.float64), torch.tensor(0.999, dtype=torch.float64))
+    opt = rewarm.wrap(torch.optim.Adam([a], lr=lr, betas=betas), schedule=spec)
+    for n in range(5):
+        group = opt.param_groups[0]
+        assert group["lr"] is lr and group["betas"][0] is betas[0]
+        assert lr.item() == pytest.approx(ref(n), rel=1e-12)
+        assert betas[0].item() == pytest.approx(0.9 - 0.1 * n / 10, rel=1e-12)
+        a.grad = torch.ones(2)
+        opt.step()
+    # only the rate scheduled (step()'s fast path once Adam has state), window edges included
+    lr2 = torch.tensor(0.0, dtype=torch.float64)
+    opt2 = rewarm.wrap(torch.optim.Adam([a], lr=lr2), schedule=SPEC, window=3)
+    used = record_used(opt2)
+    for n in range(8):
+        assert opt2.param_groups[0]["lr"] is lr2 and lr2.item() == pytest.approx(ref(n), rel=1e-12)
+        a.grad = torch.ones(2)
+        opt2.step()
+    assert [u[0] for u in used] == pytest.approx([ref(n) for n in range(8)], rel=1e-12)
+
+
+def test_state_dict_hooks_run() -> None:
+    model, opt = make()
+    train(model, opt, 3)
+    calls: list[tuple] = []
+    opt.register_state_dict_pre_hook(lambda o: calls.append(("pre", o)))
+    handle = opt.register_state_dict_post_hook(lambda o, sd: {**sd, "note": "hi"})
+    sd = opt.state_dict()
+    assert calls == [("pre", opt)] and sd["note"] == "hi" and sd["rewarm"]["step"] == 3
+    handle.remove()
+    assert "note" not in opt.state_dict()
+
+    _, opt2 = make()
+
+    def pre_load(o: torch.optim.Optimizer, sd: dict) -> dict:
+        calls.append(("load pre", o, sd.pop("note")))
+        return sd
+
+    opt2.register_load_state_dict_pre_hook(pre_load)
+    opt2.register_load_state_dict_post_hook(lambda o: calls.append(("load post", o, o.steps_applied)))
+    opt2.load_state_dict(sd)
+    assert calls[-2:] == [("load pre", opt2, "hi"), ("load post", opt2, 3)]
+
+
+def test_failed_load_changes_nothing() -> None:
+    a, b = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
+    two = rewarm.wrap(torch.optim.SGD([{"params": [a]}, {"params": [b]}], lr=0.0), schedule=SPEC)
+    for _ in range(7):
+        two.step()
+    two_groups = two.state_dict()
+    two_params = rewarm.wrap(torch.optim.SGD([a, b], lr=0.0), schedule=SPEC).state_dict()
+    other = rewarm.wrap(torch.optim.SGD([a], lr=0.0, momentum=0.9), schedule=SPEC)
+    for _ in range(7):
+        a.grad = torch.ones(1)
+        other.step()
+    good = other.state_dict()
+    bad_format = {**good, "rewarm": {**good["rewarm"], "format": 99}}
+    bad_norms = {**good, "rewarm": {**good["rewarm"], "grad_norms": ["x"]}}
+    other_schedule = rewarm.wrap(torch.optim.SGD([a], lr=0.0), schedule={**SPEC, "total_steps": 80})
+    other_schedule.step()
+
+    c = torch.nn.Parameter(torch.zeros(1))
+    one = rewarm.wrap(torch.optim.SGD([c], lr=0.0, momentum=0.9), schedule=SPEC, track_grad_norm="l2")
+    for _ in range(3):
+        c.grad = torch.ones(1)
+        one.step()
+    before = (one.optimizer.state_dict(), list(one.grad_norms), one.get_last_lr())
+    for sd, match in [
+        (two_groups, "param_groups has 2 groups, but this optimizer has 1"),
+        (two_params, r"param_groups\[0\] has 2 params, but this optimizer's group 0 has 1"),
+        (bad_format, "rewarm state format 99"),
+        (bad_norms, r"grad_norms=\['x'\]: expected a list of numbers"),
+        (other_schedule.state_dict(), "total_steps: 80 -> 40"),
+        ({"state": {}, "param_groups": []}, "not a rewarm optimizer state dict"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            one.load_state_dict(sd)
+        assert one.steps_applied == 3
+        assert one.param_groups[0]["lr"] == pytest.approx(ref(3), rel=1e-12)
+        assert (one.optimizer.state_dict(), list(one.grad_norms), one.get_last_lr()) == before
+    c.grad = torch.ones(1)
+    used = record_used(one)
+    one.step()
+    assert used == [[pytest.approx(ref(3), rel=1e-12)]] and one.steps_applied == 4
+    one.load_state_dict(good)  # and a good one still loads
+    assert one.steps_applied == 7 and one.grad_norms == []
+
+
+def test_grad_norms_survive_a_checkpoint() -> None:
+    import io
+
+    p = torch.nn.Parameter(torch.zeros(4))
+    opt = rewarm.wrap(torch.optim.SGD([p], lr=0.0), schedule=SPEC, track_grad_norm="l2")
+    for k in range(5):
+        p.grad = torch.full((4,), k + 1.0)
+        opt.step()
+    buf = io.BytesIO()
+    torch.save(opt.state_dict(), buf)
+    buf.seek(0)
+    sd = torch.load(buf, weights_only=True)
+    opt2 = rewarm.wrap(torch.optim.SGD([p], lr=0.0), schedule=SPEC, track_grad_norm="l2")
+    opt2.load_state_dict(sd)
+    assert opt2.grad_norms == [2.0 * (k + 1) for k in range(5)]  # |(v, v, v, v)|_2 = 2v
+    p.grad = torch.full((4,), 10.0)
+    opt2.step()
+    assert opt2.grad_norms == [2.0, 4.0, 6.0, 8.0, 10.0, 20.0]
+    rewarm.refined_spec(opt2.grad_norms, peak_lr=0.1)  # a whole run's norms
+
+
+def test_group_keys_changed_mid_run_apply_from_the_next_update() -> None:
+    a, b = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
+    sgd = torch.optim.SGD([{"params": [a]}, {"params": [b], "lr_mult": 1.0}], lr=0.0, momentum=0.9)
+    opt = rewarm.wrap(sgd, schedule=SPEC)
+    used = record_used(opt)
+    for _ in range(5):
+        a.grad, b.grad = torch.ones(1), torch.ones(1)  # momentum state: step()'s fast path
+        opt.step()
+    opt.param_groups[1]["lr_mult"] = 0.5
+    opt.step()
+    assert used[-1] == pytest.approx([ref(5), 0.5 * ref(5)], rel=1e-12)
+    assert opt.lrs_at(6) == pytest.approx([ref(6), 0.5 * ref(6)], rel=1e-12)
+    # the schedule's own [min_lr, peak_lr] = [0.05, 0.5] mapped affinely onto [0, 1]
+    opt.param_groups[0]["rewarm_min_lr"] = 0.0
+    opt.param_groups[0]["rewarm_peak_lr"] = 1.0
+    opt.step()
+    assert used[-1] == pytest.approx([(ref(6) - 0.05) / 0.45, 0.5 * ref(6)], rel=1e-12)
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([(ref(7) - 0.05) / 0.45, 0.5 * ref(7)])
+    del opt.param_groups[1]["lr_mult"]
+    opt.step()
+    assert used[-1] == pytest.approx([(ref(7) - 0.05) / 0.45, ref(7)], rel=1e-12)
+
+
+def test_state_dict_layout_is_torchs_plus_rewarm() -> None:
+    import io
+
+    model, opt = make()
+    train(model, opt, 5)
+    sd = opt.state_dict()
+    assert set(sd) == {"state", "param_groups", "rewarm"}
+    # torch's own optimizer loads it as its own state dict
+    plain = torch.optim.SGD([{"params": [model.weight]}, {"params": [model.bias]}], lr=1.0, momentum=0.9)
+    plain.load_state_dict(sd)
+    assert_same_optimizer_state(plain.state_dict(), opt.optimizer.state_dict())
+    buf = io.BytesIO()
+    torch.save(sd, buf)
+    buf.seek(0)
+    loaded = torch.load(buf, weights_only=True)
+    full = train(*make(), 12)
+    model2, opt2 = make()
+    model2.load_state_dict(model.state_dict())
+    opt2.load_state_dict(loaded)
+    assert opt2.steps_applied == 5
+    assert_same_optimizer_state(opt2.optimizer.state_dict(), opt.optimizer.state_dict())
+    assert train(model2, opt2, 7) == full[5:]
+
+
+def test_nested_checkpoints_of_earlier_versions_still_load() -> None:
+    model, opt = make()
+    full = train(model, opt, 12)
+    model2, opt2 = make()
+    train(model2, opt2, 5)
+    # the layout state_dict() had before 'state'/'param_groups' moved to the top
+    old = {"optimizer": opt2.optimizer.state_dict(), "rewarm": opt2.rewarm_state()}
+    del old["rewarm"]["grad_norms"]
+    model3, opt3 = make()
+    model3.load_state_dict(model2.state_dict())
+    opt3.load_state_dict(old)
+    assert opt3.steps_applied == 5
+    assert_same_optimizer_state(opt3.optimizer.state_dict(), opt2.optimizer.state_dict())
+    assert train(model3, opt3, 7) == full[5:]
+
+
+@pytest.fixture
+def gloo(tmp_path):  # type: ignore[no-untyped-def]
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/pg", rank=0, world_size=1)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.usefixtures("gloo")
+def test_distributed_checkpoint(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import (
+        get_optimizer_state_dict,
+        get_state_dict,
+        set_optimizer_state_dict,
+        set_state_dict,
+    )
+
+    def build() -> tuple[torch.nn.Module, rewarm.RewarmOptimizer]:
+        torch.manual_seed(0)
+        model = torch.nn.Linear(3, 2)
+        return model, rewarm.wrap(
+            torch.optim.AdamW(model.parameters(), lr=0.0, weight_decay=0.5),
+            schedule=SPEC,
+            track_grad_norm="l2",
+        )
+
+    # A fresh optimizer: DCP creates its state with a step at lr 0 and zero gradients; that
+    # step must not run at the schedule's rate (AdamW would decay the weights) nor count.
+    model, opt = build()
+    weights = [p.detach().clone() for p in model.parameters()]
+    osd = get_optimizer_state_dict(model, opt)
+    assert set(osd) == {"state", "param_groups"} and set(osd["state"]) == {"weight", "bias"}
+    assert opt.steps_applied == 0 and opt.param_groups[0]["lr"] == pytest.approx(ref(0))
+    assert all(torch.equal(w, p) for w, p in zip(weights, model.parameters(), strict=True))
+
+    full = train(*build(), 12)
+    train(model, opt, 5)
+    msd, osd = get_state_dict(model, opt)
+    dcp.save({"model": msd, "optim": osd, "rewarm": opt.rewarm_state()}, checkpoint_id=tmp_path / "ck")
+
+    model2, opt2 = build()
+    msd2, osd2 = get_state_dict(model2, opt2)
+    sd = {"model": msd2, "optim": osd2, "rewarm": opt2.rewarm_state()}
+    dcp.load(sd, checkpoint_id=tmp_path / "ck")
+    # DCP keeps only 'state' and 'param_groups': the wrapper refuses them without the schedule
+    with pytest.raises(ValueError, match=r"set_optimizer_state_dict\(model, wrapped\.optimizer"):
+        set_optimizer_state_dict(model2, opt2, sd["optim"])
+    set_state_dict(model2, opt2.optimizer, model_state_dict=sd["model"], optim_state_dict=sd["optim"])
+    opt2.load_rewarm_state(sd["rewarm"])
+    assert opt2.steps_applied == 5 and opt2.grad_norms == opt.grad_norms
+    assert opt2.param_groups[0]["lr"] == pytest.approx(ref(5), rel=1e-12)
+    assert train(model2, opt2, 7) == full[5:]
+    train(model, opt, 7)
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), model2.parameters(), strict=True))
+
+
+def test_compiled_step_counts_every_update_without_recompiling() -> None:
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    a = torch.nn.Parameter(torch.zeros(8))
+    lr = torch.tensor(0.0)  # a tensor lr, so that torch's own step does not recompile per rate
+    opt = rewarm.wrap(torch.optim.Adam([a], lr=lr), schedule=SPEC)
+    used = record_used(opt)
+    step = torch.compile(opt.step, backend="eager")
+    for k in range(12):
+        a.grad = torch.ones(8)
+        step()
+        if k == 2:
+            frames = counters["frames"]["total"]
+    assert counters["frames"]["total"] == frames  # nothing compiled after the third update
+    assert opt.steps_applied == 12 and opt.param_groups[0]["lr"] is lr
+    assert [u[0] for u in used] == pytest.approx([ref(n) for n in range(12)], rel=1e-6)
+    assert lr.item() == pytest.approx(ref(12), rel=1e-6)
+    assert counters["stats"]["unique_graphs"] <= 2
+    torch._dynamo.reset()

@@ -69,11 +69,12 @@ def _opt(spec: dict, **kw):
 
 
 def _steps(p, opt, k: int) -> list[float]:
+    """Run k updates; returns the rate each one uses, as the group shows it before the update."""
     out = []
     for _ in range(k):
+        out.append(opt.param_groups[0]["lr"])
         p.grad = torch.ones(1)
         opt.step()
-        out.append(opt.param_groups[0]["lr"])
     return out
 
 
@@ -138,10 +139,10 @@ def test_momentum_and_weight_decay_reach_the_groups() -> None:
     a, b = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
     adam = torch.optim.AdamW([{"params": [a]}, {"params": [b], "wd_mult": 0.0}], lr=0.0)
     opt = rewarm.wrap(adam, schedule=spec)
-    for _ in range(30):
+    for _ in range(29):
         a.grad, b.grad = torch.ones(1), torch.ones(1)
         opt.step()
-    g0, g1 = opt.param_groups
+    g0, g1 = opt.param_groups  # the values of update 30 (n = 29)
     assert g0["betas"][0] == pytest.approx(0.85) and g0["betas"][1] == 0.999
     assert g0["weight_decay"] == pytest.approx(0.029) and g1["weight_decay"] == 0.0
     with pytest.raises(ValueError, match="neither 'momentum' nor 'betas'"):

@@ -1,17 +1,21 @@
 """rewarm.wrap: a torch optimizer whose learning rate comes from the Go core.
 
-The wrapper keeps one number, ``n``, the count of updates applied. Each
-``step()`` sets every param group's ``lr`` (and, when the schedule sets them,
-``momentum``/``betas[0]`` and ``weight_decay``) to the values of update n+1 and
-runs the inner optimizer. Values are fetched from Go a window at a time: they
-are a pure function of (spec, re-plans, reports, n), and any re-plan or report
-made through this object drops the window.
+The wrapper keeps one number, ``n``, the count of updates applied. Between
+steps every param group's ``lr`` (and, when the schedule sets them,
+``momentum``/``betas[0]`` and ``weight_decay``) holds the values of update n+1,
+the next one, as torch's LR schedulers leave them; ``step()`` sets them again,
+runs the inner optimizer, counts the update and shows the values of the update
+after it. Values are fetched from Go a window at a time: they are a pure
+function of (spec, re-plans, reports, n), and any re-plan or report made
+through this object drops the window and fetches it again.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
@@ -33,6 +37,13 @@ DEFAULT_WINDOW = 4096
 MAX_VALUES_PER_CALL = 1 << 16  # the dispatcher's per-request cap on count
 
 GroupLike = GroupSpec | Mapping[str, float]
+# The param-group keys a group's GroupSpec is read from, with their GroupSpec field.
+GROUP_KEYS = (
+    ("lr_mult", "multiplier"),
+    ("rewarm_min_lr", "min_lr"),
+    ("rewarm_peak_lr", "peak_lr"),
+    ("wd_mult", "wd_mult"),
+)
 
 
 def _group_spec(g: GroupLike) -> GroupSpec:
@@ -44,14 +55,84 @@ def _group_spec(g: GroupLike) -> GroupSpec:
     return GroupSpec(**{k: float(v) for k, v in g.items()})
 
 
+KeySig = tuple[int, tuple[str, ...], tuple[Any, ...]]
+
+
+def _keys_of(groups: Sequence[Mapping[str, Any]]) -> list[KeySig]:
+    """Per group: its size, which of the GROUP_KEYS it has and their raw values.
+    A key added, removed or changed changes this (step() checks it cheaply)."""
+    out = []
+    for g in groups:
+        present = tuple(k for k, _ in GROUP_KEYS if k in g)
+        out.append((len(g), present, tuple(g[k] for k in present)))
+    return out
+
+
+def _spec_from_keys(g: Mapping[str, Any], k: int) -> GroupSpec:
+    """Group k's GroupSpec from its keys (the ranges themselves are checked in Go)."""
+    vals: dict[str, float | None] = {}
+    for key, field in GROUP_KEYS:
+        v = g.get(key)
+        if v is None:
+            vals[field] = None if field in ("min_lr", "peak_lr") else 1.0
+            continue
+        try:
+            vals[field] = float(v)
+        except (TypeError, ValueError):
+            raise ValueError(f"param group {k}: {key}={v!r}: must be a number") from None
+    return GroupSpec(**vals)  # type: ignore[arg-type]
+
+
+def _set_value(g: dict[str, Any], key: str, v: float) -> None:
+    """g[key] = v, keeping a tensor a tensor (as torch's schedulers do)."""
+    cur = g.get(key)
+    if isinstance(cur, torch.Tensor):
+        cur.fill_(v)
+    else:
+        g[key] = v
+
+
+def _norms_from_state(raw: Any) -> list[float]:
+    """The grad_norms entry of a rewarm_state(): a list of floats (absent before it was saved)."""
+    if isinstance(raw, (str, bytes, Mapping)) or not isinstance(raw, Sequence):
+        raise ValueError(f"rewarm state grad_norms={raw!r:.80}: expected a list of numbers")
+    try:
+        return [float(x) for x in raw]
+    except (TypeError, ValueError):
+        raise ValueError(f"rewarm state grad_norms={raw!r:.80}: expected a list of numbers") from None
+
+
+DCP_STATE_DICT = "torch.distributed.checkpoint.state_dict"
+
+
+def _called_by_dcp_init() -> bool:
+    """Whether torch.distributed.checkpoint's _init_optim_state is calling step():
+    it zeroes every group's lr and steps once with zero gradients to create the
+    optimizer state, an update that must neither run at a scheduled rate nor count."""
+    mod = sys.modules.get(DCP_STATE_DICT)
+    code = getattr(getattr(mod, "_init_optim_state", None), "__code__", None)
+    if code is None:
+        return False
+    f = sys._getframe(2)  # from step()'s helpers up to its caller, through any step wrappers
+    for _ in range(8):
+        if f is None:
+            return False
+        if f.f_code is code:
+            return True
+        f = f.f_back
+    return False
+
+
 class RewarmOptimizer(Optimizer):
     """A torch optimizer driven by a rewarm schedule. Create it with wrap().
 
     ``param_groups``, ``state`` and ``defaults`` are the inner optimizer's. A
-    group's settings come from ``groups[i]`` if given, else from its param-group
-    keys: ``lr_mult`` (multiplier, default 1), ``wd_mult`` (weight-decay
-    multiplier, default 1), and ``rewarm_min_lr`` / ``rewarm_peak_lr``
-    (absolute range the schedule is remapped to).
+    group's settings come from ``multipliers[i]``/``groups[i]`` if given, else
+    from its param-group keys: ``lr_mult`` (multiplier, default 1), ``wd_mult``
+    (weight-decay multiplier, default 1), and ``rewarm_min_lr`` /
+    ``rewarm_peak_lr`` (absolute range the schedule is remapped to). Groups
+    added later with add_param_group() always use their keys. A key changed
+    mid-run applies from the next update on.
     """
 
     def __init__(
@@ -66,7 +147,8 @@ class RewarmOptimizer(Optimizer):
         track_grad_norm: Literal["l1", "l2"] | None = None,
     ) -> None:
         # Optimizer.__init__ is deliberately not called: all optimizer state
-        # lives in the inner optimizer.
+        # lives in the inner optimizer. Only the state-dict hooks live here (the
+        # step hooks are the inner optimizer's, see register_step_pre_hook).
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"rewarm.wrap needs a torch.optim.Optimizer, got {type(optimizer).__name__}")
         if isinstance(optimizer, RewarmOptimizer):
@@ -76,35 +158,49 @@ class RewarmOptimizer(Optimizer):
         if track_grad_norm not in (None, "l1", "l2"):
             raise ValueError(f"track_grad_norm={track_grad_norm!r}: expected None, 'l1' or 'l2'")
         self.optimizer = optimizer
+        self._optimizer_state_dict_pre_hooks = OrderedDict()
+        self._optimizer_state_dict_post_hooks = OrderedDict()
+        self._optimizer_load_state_dict_pre_hooks = OrderedDict()
+        self._optimizer_load_state_dict_post_hooks = OrderedDict()
+        # Specs given to wrap() for the first len(_fixed) groups; later groups use their keys.
+        self._fixed: list[GroupSpec] | None = None
+        if multipliers is not None:
+            self._fixed = [GroupSpec(multiplier=float(m)) for m in multipliers]
+        elif groups is not None:
+            self._fixed = [_group_spec(g) for g in groups]
+        if self._fixed is not None and len(self._fixed) != len(optimizer.param_groups):
+            raise ValueError(
+                f"multipliers/groups has {len(self._fixed)} entries but the optimizer has "
+                f"{len(optimizer.param_groups)} param groups"
+            )
+        self._keys = _keys_of(optimizer.param_groups)
+        self._groups = self._group_specs()
+        self._window = int(window or DEFAULT_WINDOW)
+        if not 1 <= self._window <= MAX_VALUES_PER_CALL:
+            raise ValueError(f"window={window}: must be between 1 and {MAX_VALUES_PER_CALL}")
         self._client: Client = connect(backend)
         info = self._client.open_session(load_spec(schedule), name=name)
         self._session = info.session_id
         self._schedule = info.schedule
         self._name = name
         self._n = 0
-        self._fixed: list[GroupSpec] | None = None
-        if multipliers is not None:
-            self._fixed = [GroupSpec(multiplier=float(m)) for m in multipliers]
-        elif groups is not None:
-            self._fixed = [_group_spec(g) for g in groups]
-        self._groups = self._group_specs()
-        self._window = int(window or DEFAULT_WINDOW)
-        if not 1 <= self._window <= MAX_VALUES_PER_CALL:
-            raise ValueError(f"window={window}: must be between 1 and {MAX_VALUES_PER_CALL}")
         # rows[i] holds the per-group rates of update cache_start+i+1; momentum
         # and weight decay are None unless the schedule sets them.
         self._rows: list[list[float]] = []
         self._momentum: list[float] | None = None
         self._wd_rows: list[list[float]] | None = None
         self._cache_start = 0
+        self._rates_only = True  # neither momentum nor weight decay is scheduled
         self._inprocess = self._client.kind == "inprocess"
         self._norm_ord = {"l1": 1.0, "l2": 2.0}.get(track_grad_norm or "")
         self.grad_norms: list[float] = []
         self._ctl_seq = 0  # the newest `rewarm ctl` control seen
         self._polled_at = -1
         self._last_lrs: list[float] = list(self.lrs_at(0))
+        self._used: list[float] = self._last_lrs  # the rates of the update in progress
         self._check_momentum()
         self._scheduler: RewarmLRScheduler | None = None
+        self._show(0)
 
     # --- the schedule --------------------------------------------------------
 
@@ -122,55 +218,80 @@ class RewarmOptimizer(Optimizer):
         """n: the number of optimizer updates applied so far."""
         return self._n
 
-    def _group_specs(self) -> list[GroupSpec]:
-        pgs = self.optimizer.param_groups
-        if self._fixed is not None:
-            if len(self._fixed) != len(pgs):
-                raise ValueError(
-                    f"multipliers/groups has {len(self._fixed)} entries but the optimizer has "
-                    f"{len(pgs)} param groups"
-                )
-            return list(self._fixed)
-        out = []
-        for g in pgs:
-            lo, hi = g.get("rewarm_min_lr"), g.get("rewarm_peak_lr")
-            out.append(
-                GroupSpec(
-                    multiplier=float(g.get("lr_mult", 1.0)),
-                    min_lr=None if lo is None else float(lo),
-                    peak_lr=None if hi is None else float(hi),
-                    wd_mult=float(g.get("wd_mult", 1.0)),
-                )
+    def _group_specs(self, pgs: Sequence[Mapping[str, Any]] | None = None) -> list[GroupSpec]:
+        pgs = self.optimizer.param_groups if pgs is None else pgs
+        fixed = self._fixed or []
+        if len(fixed) > len(pgs):
+            raise ValueError(
+                f"multipliers/groups has {len(fixed)} entries but the optimizer has {len(pgs)} param groups"
             )
-        return out
+        return fixed + [_spec_from_keys(g, k) for k, g in enumerate(pgs) if k >= len(fixed)]
+
+    def _sync_groups(self) -> None:
+        """Re-read the group specs when a group was added or one of its keys changed."""
+        groups = self.optimizer.param_groups
+        keys = _keys_of(groups)
+        if keys == self._keys and len(self._groups) == len(groups):
+            return
+        specs = self._group_specs(groups)
+        self._keys = keys
+        if specs != self._groups:
+            self._groups = specs
+            self._invalidate()
 
     def _invalidate(self) -> None:
         self._rows = []
 
-    def _fill(self, n: int) -> None:
+    def _fetch(
+        self, n: int, specs: list[GroupSpec]
+    ) -> tuple[list[list[float]], list[float] | None, list[list[float]] | None]:
+        """The window from update n+1 on: per-group rates, momentum, per-group weight decay."""
         if self._inprocess and _transport.in_forked_child():
             raise ForkError(
                 f"rewarm: this optimizer's in-process backend was loaded by a parent of process "
                 f"{os.getpid()}; {_transport.FORK_HELP}",
                 code="FORKED",
             )
-        g = len(self._groups)
+        g = len(specs)
         count = max(1, min(self._window, MAX_VALUES_PER_CALL // max(1, g)))
-        v = self._client.get_values(self._session, n, count, self._groups)
-        self._rows = [v.lr[i : i + g] for i in range(0, len(v.lr), g)]
-        self._momentum = v.momentum or None
-        self._wd_rows = [v.weight_decay[i : i + g] for i in range(0, len(v.weight_decay), g)] or None
+        v = self._client.get_values(self._session, n, count, specs)
+        rows = [v.lr[i : i + g] for i in range(0, len(v.lr), g)]
+        wd = [v.weight_decay[i : i + g] for i in range(0, len(v.weight_decay), g)] or None
+        return rows, v.momentum or None, wd
+
+    def _fill(self, n: int) -> None:
+        self._rows, self._momentum, self._wd_rows = self._fetch(n, self._groups)
         self._cache_start = n
+        self._rates_only = self._momentum is None and self._wd_rows is None
 
     def _index(self, n: int) -> int:
-        if len(self._groups) != len(self.optimizer.param_groups):
-            self._groups = self._group_specs()
-            self._invalidate()
+        self._sync_groups()
         i = n - self._cache_start
         if not 0 <= i < len(self._rows):
             self._fill(n)
             i = 0
         return i
+
+    def _apply(self, groups: list[dict[str, Any]], i: int) -> None:
+        """Write row i of the window (update cache_start+i+1) into the groups."""
+        for group, lr in zip(groups, self._rows[i]):  # noqa: B905 - lengths checked by the caller
+            cur = group.get("lr")
+            if type(cur) is not float and isinstance(cur, torch.Tensor):
+                cur.fill_(lr)  # torch keeps a tensor lr a tensor (fused/capturable steps read it)
+            else:
+                group["lr"] = lr
+        if self._momentum is not None or self._wd_rows is not None:
+            self._apply_extras(groups, i)
+
+    def _show(self, n: int) -> None:
+        """Set every group's values to those of update n+1, as torch's schedulers
+        leave a group between steps."""
+        self._apply(self.optimizer.param_groups, self._index(n))
+
+    def _refresh(self) -> None:
+        """Drop the window after a re-plan or report, and show the new next values."""
+        self._invalidate()
+        self._show(self._n)
 
     def lrs_at(self, n: int) -> list[float]:
         """The per-group learning rates that update n+1 uses."""
@@ -221,7 +342,7 @@ class RewarmOptimizer(Optimizer):
         if op == "new_stage" and "schedule" in args:
             args["schedule"] = load_spec(args["schedule"])
         info = self._client.replan(self._session, at, op, **args)
-        self._invalidate()
+        self._refresh()
         return info
 
     def broadcast_replans(
@@ -297,7 +418,7 @@ class RewarmOptimizer(Optimizer):
         """Report a metric observed after the updates applied so far (for
         plateau schedules)."""
         self._client.report(self._session, self._n, float(metric))
-        self._invalidate()
+        self._refresh()
 
     # --- torch.optim.Optimizer face ---------------------------------------
 
@@ -326,38 +447,118 @@ class RewarmOptimizer(Optimizer):
         self.optimizer.defaults = value
 
     def step(self, closure: Callable[[], float] | None = None) -> Any:  # type: ignore[override]
-        """Set each group's values for update n+1, run the inner step, count it."""
+        """Set each group's values for update n+1, run the inner step, count it,
+        and show the values of update n+2."""
+        if torch.compiler.is_compiling():
+            return self._traced_step(closure)
         inner = self.optimizer
         groups = inner.param_groups
-        i = self._n - self._cache_start
         rows = self._rows
-        # Hot path: the rates are already fetched and the groups unchanged.
-        if not (0 <= i < len(rows) and len(groups) == len(self._groups)):
-            i = self._index(self._n)
-            rows = self._rows
-        lrs = rows[i]
-        for group, lr in zip(groups, lrs):  # noqa: B905 - lengths checked above
-            group["lr"] = lr
-        if self._momentum is not None or self._wd_rows is not None:
-            self._apply_extras(groups, i)
+        i = self._n - self._cache_start
+        # Hot path: the rates of this update and the next are fetched, only rates are
+        # scheduled, no group was added (or re-keyed: checked below), and this is not
+        # DCP initialising the optimizer state. Everything else takes _slow_step.
+        if not (
+            0 <= i < len(rows) - 1
+            and self._rates_only
+            and len(groups) == len(self._groups)
+            and (inner.state or DCP_STATE_DICT not in sys.modules)
+        ):
+            return self._slow_step(closure)
+        row = rows[i]
+        floats = True
+        for group, lr, (size, present, values) in zip(groups, row, self._keys):  # noqa: B905 - lengths checked
+            if len(group) != size or (present and tuple([group[k] for k in present]) != values):
+                return self._slow_step(closure)  # a group key was added, removed or changed
+            cur = group.get("lr")
+            if cur is not lr:  # else it still holds the rate shown after the last update
+                if type(cur) is float:
+                    group["lr"] = lr
+                else:
+                    floats = False
+                    _set_value(group, "lr", lr)
         loss = inner.step() if closure is None else inner.step(closure)
         if self._norm_ord is not None:
             self._record_grad_norm()
-        self._last_lrs = lrs
+        self._last_lrs = row
         self._n += 1
+        if self._rows is not rows:  # a step hook re-planned or reported
+            self._show(self._n)
+        elif floats:
+            for group, lr in zip(groups, rows[i + 1]):  # noqa: B905
+                group["lr"] = lr
+        else:
+            for group, lr in zip(groups, rows[i + 1]):  # noqa: B905
+                _set_value(group, "lr", lr)
         return loss
+
+    def _slow_step(self, closure: Callable[[], float] | None) -> Any:
+        inner = self.optimizer
+        if self._begin_update():
+            return inner.step() if closure is None else inner.step(closure)
+        loss = inner.step() if closure is None else inner.step(closure)
+        self._end_update()
+        return loss
+
+    def _traced_step(self, closure: Callable[[], float] | None) -> Any:
+        # Under torch.compile only the inner step is traced; the bookkeeping runs
+        # eagerly, so the counter and the fetched rates are never baked into a graph
+        # (and do not cause a recompile per update).
+        inner = self.optimizer
+        if self._begin_update_eager():
+            return inner.step() if closure is None else inner.step(closure)
+        loss = inner.step() if closure is None else inner.step(closure)
+        self._end_update_eager()
+        return loss
+
+    def _begin_update(self) -> bool:
+        """Write update n+1's values into the groups; True for the step with which
+        torch.distributed.checkpoint creates the optimizer state (lr 0, zero
+        gradients), which is passed on as it is and not counted."""
+        inner = self.optimizer
+        if not inner.state and DCP_STATE_DICT in sys.modules and _called_by_dcp_init():
+            return True
+        groups = inner.param_groups
+        i = self._n - self._cache_start
+        # Hot path: the rates are already fetched and no group was added or re-keyed.
+        if not (
+            0 <= i < len(self._rows) and len(groups) == len(self._groups) and _keys_of(groups) == self._keys
+        ):
+            i = self._index(self._n)
+        self._apply(groups, i)
+        self._used = self._rows[i]
+        return False
+
+    def _end_update(self) -> None:
+        """Count the update just made and show the next one's values."""
+        if self._norm_ord is not None:
+            self._record_grad_norm()
+        self._last_lrs = self._used
+        self._n += 1
+        i = self._n - self._cache_start
+        if not 0 <= i < len(self._rows):
+            self._fill(self._n)
+            i = 0
+        self._apply(self.optimizer.param_groups, i)
+
+    _begin_update_eager = torch._disable_dynamo(_begin_update)
+    _end_update_eager = torch._disable_dynamo(_end_update)
 
     def _apply_extras(self, groups: list[dict[str, Any]], i: int) -> None:
         if self._momentum is not None:
             m = self._momentum[i]
             for g in groups:
                 if "betas" in g:
-                    g["betas"] = (m, *g["betas"][1:])
+                    b0 = g["betas"][0]
+                    if isinstance(b0, torch.Tensor):
+                        b0.fill_(m)
+                    else:
+                        g["betas"] = (m, *g["betas"][1:])
                 else:
-                    g["momentum"] = m
+                    _set_value(g, "momentum", m)
         if self._wd_rows is not None:
             for g, wd in zip(groups, self._wd_rows[i]):  # noqa: B905
-                g["weight_decay"] = wd
+                _set_value(g, "weight_decay", wd)
 
     def _record_grad_norm(self) -> None:
         grads = [p.grad for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
@@ -371,9 +572,19 @@ class RewarmOptimizer(Optimizer):
         self.optimizer.zero_grad(set_to_none=set_to_none)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        self.optimizer.add_param_group(param_group)
-        self._groups = self._group_specs()
-        self._invalidate()
+        """Add a group to the inner optimizer. Its multiplier and range come from
+        its keys (``lr_mult``, ``wd_mult``, ``rewarm_min_lr``, ``rewarm_peak_lr``),
+        also when wrap() was given multipliers/groups; they are checked (in Go)
+        before anything changes, and the group shows the next update's rate."""
+        self._sync_groups()
+        specs = [*self._groups, _spec_from_keys(param_group, len(self._groups))]
+        window = self._fetch(self._n, specs)  # raises on a bad multiplier or range
+        self.optimizer.add_param_group(param_group)  # torch checks the params before it appends
+        self._groups, self._keys = specs, _keys_of(self.optimizer.param_groups)
+        self._rows, self._momentum, self._wd_rows = window
+        self._cache_start = self._n
+        self._rates_only = self._momentum is None and self._wd_rows is None
+        self._apply(self.optimizer.param_groups, 0)
 
     def register_step_pre_hook(self, hook: Callable[..., Any]) -> Any:
         return self.optimizer.register_step_pre_hook(hook)
@@ -382,8 +593,9 @@ class RewarmOptimizer(Optimizer):
         return self.optimizer.register_step_post_hook(hook)
 
     def rewarm_state(self) -> dict[str, Any]:
-        """The schedule part of state_dict(): spec, n and the Go session
-        snapshot (which also holds the re-plans and reports)."""
+        """The schedule part of state_dict(): spec, n, the Go session snapshot
+        (which also holds the re-plans and reports) and the gradient norms
+        recorded so far (a list of floats, which torch.load(weights_only=True) reads)."""
         return {
             "format": STATE_FORMAT,
             "schedule": self.schedule,
@@ -391,14 +603,20 @@ class RewarmOptimizer(Optimizer):
             "groups": [vars(g) for g in self._groups],
             "session": self._client.get_state(self._session, self._n),
             "control_seq": self._ctl_seq,
+            "grad_norms": list(self.grad_norms),
         }
 
-    def load_rewarm_state(self, state: Mapping[str, Any]) -> None:
-        """Restore the schedule position saved by rewarm_state()."""
+    def _restore_session(self, state: Mapping[str, Any]) -> tuple[SessionInfo, list[float]]:
+        """Check a rewarm_state() and open its session, changing nothing here."""
+        if not isinstance(state, Mapping):
+            raise ValueError(f"rewarm state: expected a mapping, got {type(state).__name__}")
         if state.get("format") != STATE_FORMAT:
             raise ValueError(
                 f"rewarm state format {state.get('format')!r}: this version reads {STATE_FORMAT}"
             )
+        if not isinstance(state.get("session"), (bytes, bytearray, memoryview)):
+            raise ValueError(f"rewarm state session={state.get('session')!r:.80}: expected bytes")
+        norms = _norms_from_state(state.get("grad_norms", []))
         info = self._client.restore_state(bytes(state["session"]), name=self._name)
         if info.schedule != self._schedule:
             self._client.close_session(info.session_id)
@@ -409,26 +627,87 @@ class RewarmOptimizer(Optimizer):
                 "resume it, then re-plan (for example replan('extend', total_steps=...)) to change it "
                 "without a jump."
             )
+        return info, norms
+
+    def _adopt_session(self, state: Mapping[str, Any], info: SessionInfo, norms: list[float]) -> None:
         old, self._session = self._session, info.session_id
         self._client.close_session(old)
         self._n = int(info.step)
         self._ctl_seq = int(state.get("control_seq", 0))
+        self.grad_norms[:] = norms
         self._invalidate()
         self._last_lrs = list(self.lrs_at(self._n - 1) if self._n > 0 else self.lrs_at(0))
+        self._show(self._n)
+
+    def load_rewarm_state(self, state: Mapping[str, Any]) -> None:
+        """Restore the schedule position saved by rewarm_state(); nothing changes
+        when it raises."""
+        info, norms = self._restore_session(state)
+        self._adopt_session(state, info, norms)
 
     def state_dict(self) -> dict[str, Any]:  # type: ignore[override]
-        """The inner optimizer's state dict plus a ``rewarm`` entry."""
-        return {"optimizer": self.optimizer.state_dict(), "rewarm": self.rewarm_state()}
+        """The inner optimizer's state dict (``state``, ``param_groups``) plus a
+        ``rewarm`` entry holding rewarm_state(). Hooks registered with
+        register_state_dict_pre_hook/register_state_dict_post_hook run around it."""
+        for pre_hook in self._optimizer_state_dict_pre_hooks.values():
+            pre_hook(self)
+        sd = {**self.optimizer.state_dict(), "rewarm": self.rewarm_state()}
+        for post_hook in self._optimizer_state_dict_post_hooks.values():
+            result = post_hook(self, sd)
+            if result is not None:
+                sd = result
+        return sd
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:  # type: ignore[override]
-        if "rewarm" not in state_dict or "optimizer" not in state_dict:
+        """Load a state_dict(): the current layout, ``{state, param_groups, rewarm}``,
+        or the nested one of earlier versions, ``{optimizer, rewarm}``. Everything is
+        checked before anything changes."""
+        sd: Mapping[str, Any] = dict(state_dict)
+        for pre_hook in self._optimizer_load_state_dict_pre_hooks.values():
+            result = pre_hook(self, sd)
+            if result is not None:
+                sd = result
+        if "rewarm" in sd and "optimizer" in sd:
+            inner_sd = sd["optimizer"]  # the layout before 'state'/'param_groups' moved to the top
+        elif "rewarm" in sd and "state" in sd and "param_groups" in sd:
+            inner_sd = {k: v for k, v in sd.items() if k != "rewarm"}
+        else:
             raise ValueError(
-                "not a rewarm optimizer state dict (no 'rewarm'/'optimizer' keys). To load a plain torch "
-                "optimizer checkpoint use wrapped.optimizer.load_state_dict(...); the schedule then "
-                "starts at n=0."
+                f"not a rewarm optimizer state dict (keys {sorted(map(str, sd))}; expected 'state', "
+                "'param_groups' and 'rewarm'). To load a plain torch optimizer checkpoint use "
+                "wrapped.optimizer.load_state_dict(...); the schedule then starts at n=0. "
+                "torch.distributed.checkpoint keeps only 'state' and 'param_groups': load those with "
+                "set_optimizer_state_dict(model, wrapped.optimizer, ...) and the saved "
+                "wrapped.rewarm_state() with wrapped.load_rewarm_state(...)."
             )
-        self.load_rewarm_state(state_dict["rewarm"])
-        self.optimizer.load_state_dict(state_dict["optimizer"])
+        info, norms = self._restore_session(sd["rewarm"])
+        try:
+            self._check_inner_state_dict(inner_sd)
+            self.optimizer.load_state_dict(inner_sd)
+        except BaseException:
+            self._client.close_session(info.session_id)
+            raise
+        self._adopt_session(sd["rewarm"], info, norms)
+        for post_hook in self._optimizer_load_state_dict_post_hooks.values():
+            post_hook(self)
+
+    def _check_inner_state_dict(self, sd: Any) -> None:
+        """The checks torch's Optimizer.load_state_dict makes, made before anything changes."""
+        saved = sd.get("param_groups") if isinstance(sd, Mapping) else None
+        if not isinstance(saved, Sequence) or not isinstance(sd.get("state"), Mapping):
+            raise ValueError("optimizer state dict: expected 'state' (a mapping) and 'param_groups' (a list)")
+        groups = self.optimizer.param_groups
+        if len(saved) != len(groups):
+            raise ValueError(
+                f"optimizer state dict: param_groups has {len(saved)} groups, but this optimizer has "
+                f"{len(groups)}"
+            )
+        for k, (s, g) in enumerate(zip(saved, groups)):  # noqa: B905 - lengths checked above
+            if len(s["params"]) != len(g["params"]):
+                raise ValueError(
+                    f"optimizer state dict: param_groups[{k}] has {len(s['params'])} params, but this "
+                    f"optimizer's group {k} has {len(g['params'])}"
+                )
 
     @property
     def lr_scheduler(self) -> RewarmLRScheduler:
@@ -465,11 +744,12 @@ def _diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> str:
 class RewarmLRScheduler(LRScheduler):
     """A read-only torch LRScheduler view of a RewarmOptimizer.
 
-    The wrapped optimizer already sets the LR inside ``step()``, so this
-    scheduler's ``step()`` only syncs ``last_epoch`` (= n, the updates
-    applied) and ``get_last_lr()``: the rates the next update will use, as
-    torch's schedulers report them (HF Trainer logs this value with the
-    update that uses it). Frameworks that call ``optimizer.step();
+    The wrapped optimizer already sets the LR inside ``step()`` (and leaves
+    the next update's rate in its param groups), so this scheduler's
+    ``step()`` only syncs ``last_epoch`` (= n, the updates applied) and
+    ``get_last_lr()``: the rates the next update will use, as torch's
+    schedulers report them (HF Trainer logs this value with the update that
+    uses it). Frameworks that call ``optimizer.step();
     scheduler.step()`` therefore never double-count.
     Its state_dict carries the schedule position too, so restoring either
     object resumes the schedule.

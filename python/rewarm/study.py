@@ -291,7 +291,7 @@ def train(
         opt.step()
         opt.zero_grad()
         out["loss"].append(loss.item())
-        out["lr"].append(opt.param_groups[0]["lr"])
+        out["lr"].append(opt.get_last_lr()[0])  # the rate this update used
         if (step + 1) % every == 0 or (step + 1) % cfg.steps == 0:
             e0 = time.perf_counter()
             val_a = evaluate(model, data["A_val"], route)
