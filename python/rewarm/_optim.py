@@ -103,6 +103,7 @@ def _norms_from_state(raw: Any) -> list[float]:
 
 
 DCP_STATE_DICT = "torch.distributed.checkpoint.state_dict"
+_is_compiling = torch.compiler.is_compiling
 
 
 def _called_by_dcp_init() -> bool:
@@ -173,7 +174,7 @@ class RewarmOptimizer(Optimizer):
                 f"multipliers/groups has {len(self._fixed)} entries but the optimizer has "
                 f"{len(optimizer.param_groups)} param groups"
             )
-        self._keys = _keys_of(optimizer.param_groups)
+        self._set_keys(_keys_of(optimizer.param_groups))
         self._groups = self._group_specs()
         self._window = int(window or DEFAULT_WINDOW)
         if not 1 <= self._window <= MAX_VALUES_PER_CALL:
@@ -227,6 +228,13 @@ class RewarmOptimizer(Optimizer):
             )
         return fixed + [_spec_from_keys(g, k) for k, g in enumerate(pgs) if k >= len(fixed)]
 
+    def _set_keys(self, keys: list[KeySig]) -> None:
+        self._keys = keys
+        # What step()'s hot path compares: each group's size, and whether any
+        # group has a GROUP_KEYS entry whose value could change in place.
+        self._sizes = [size for size, _, _ in keys]
+        self._keyed = any(present for _, present, _ in keys)
+
     def _sync_groups(self) -> None:
         """Re-read the group specs when a group was added or one of its keys changed."""
         groups = self.optimizer.param_groups
@@ -234,7 +242,7 @@ class RewarmOptimizer(Optimizer):
         if keys == self._keys and len(self._groups) == len(groups):
             return
         specs = self._group_specs(groups)
-        self._keys = keys
+        self._set_keys(keys)
         if specs != self._groups:
             self._groups = specs
             self._invalidate()
@@ -449,34 +457,32 @@ class RewarmOptimizer(Optimizer):
     def step(self, closure: Callable[[], float] | None = None) -> Any:  # type: ignore[override]
         """Set each group's values for update n+1, run the inner step, count it,
         and show the values of update n+2."""
-        if torch.compiler.is_compiling():
+        if _is_compiling():
             return self._traced_step(closure)
         inner = self.optimizer
         groups = inner.param_groups
         rows = self._rows
         i = self._n - self._cache_start
-        # Hot path: the rates of this update and the next are fetched, only rates are
-        # scheduled, no group was added (or re-keyed: checked below), and this is not
-        # DCP initialising the optimizer state. Everything else takes _slow_step.
+        sizes = self._sizes
+        # Hot path: only rates are scheduled, this update's and the next one's are
+        # fetched, and every group still holds, unchanged, the rate shown after the
+        # last update (so no group was added, resized or re-keyed, no lr was set by
+        # hand or turned into a tensor, and this is not DCP's state-creating step,
+        # which zeroes the lrs). Everything else takes _slow_step.
         if not (
             0 <= i < len(rows) - 1
             and self._rates_only
-            and len(groups) == len(self._groups)
-            and (inner.state or DCP_STATE_DICT not in sys.modules)
+            and len(groups) == len(sizes)
+            and (not self._keyed or _keys_of(groups) == self._keys)
         ):
             return self._slow_step(closure)
         row = rows[i]
-        floats = True
-        for group, lr, (size, present, values) in zip(groups, row, self._keys):  # noqa: B905 - lengths checked
-            if len(group) != size or (present and tuple([group[k] for k in present]) != values):
-                return self._slow_step(closure)  # a group key was added, removed or changed
-            cur = group.get("lr")
-            if cur is not lr:  # else it still holds the rate shown after the last update
-                if type(cur) is float:
-                    group["lr"] = lr
-                else:
-                    floats = False
-                    _set_value(group, "lr", lr)
+        # Index loops: zip() costs more than the work here.
+        k = 0
+        for group in groups:
+            if group["lr"] is not row[k] or len(group) != sizes[k]:
+                return self._slow_step(closure)
+            k += 1
         loss = inner.step() if closure is None else inner.step(closure)
         if self._norm_ord is not None:
             self._record_grad_norm()
@@ -484,12 +490,11 @@ class RewarmOptimizer(Optimizer):
         self._n += 1
         if self._rows is not rows:  # a step hook re-planned or reported
             self._show(self._n)
-        elif floats:
-            for group, lr in zip(groups, rows[i + 1]):  # noqa: B905
-                group["lr"] = lr
         else:
-            for group, lr in zip(groups, rows[i + 1]):  # noqa: B905
-                _set_value(group, "lr", lr)
+            row, k = rows[i + 1], 0
+            for group in groups:
+                group["lr"] = row[k]
+                k += 1
         return loss
 
     def _slow_step(self, closure: Callable[[], float] | None) -> Any:
@@ -580,7 +585,8 @@ class RewarmOptimizer(Optimizer):
         specs = [*self._groups, _spec_from_keys(param_group, len(self._groups))]
         window = self._fetch(self._n, specs)  # raises on a bad multiplier or range
         self.optimizer.add_param_group(param_group)  # torch checks the params before it appends
-        self._groups, self._keys = specs, _keys_of(self.optimizer.param_groups)
+        self._groups = specs
+        self._set_keys(_keys_of(self.optimizer.param_groups))
         self._rows, self._momentum, self._wd_rows = window
         self._cache_start = self._n
         self._rates_only = self._momentum is None and self._wd_rows is None
