@@ -104,7 +104,7 @@ def test_socket_client_reconnects_with_a_handshake_in_a_forked_child() -> None:
             sid = client.open_session(SPEC).session_id
             want = client.get_lr(sid, 10, count=3)
 
-            def child() -> str:
+            def child(client: rewarm.Client = client, sid: int = sid) -> str:
                 return repr(client.get_lr(sid, 10, count=3))
 
             out, _ = _run_in_fork(child)

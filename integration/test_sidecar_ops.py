@@ -15,6 +15,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import torch
 
 import rewarm
 
@@ -326,3 +327,37 @@ def test_another_uid_is_refused(tmp_path: Path) -> None:
         rewarm.connect("socket", socket_path=sock, failover=False).open_session(
             {"kind": "constant", "peak_lr": 1.0}
         )
+
+
+def test_resumed_job_gets_the_controls_of_a_restarted_sidecar(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job that saw controls 1-3 of one sidecar, checkpointed, and resumed
+    against a new sidecar (no snapshot) must get the new sidecar's controls,
+    whose numbers start again at 1."""
+    spec = {"kind": "constant", "peak_lr": 1.0}
+    sock = str(tmp_path / "a.sock")
+    monkeypatch.setenv("REWARM_SOCKET", sock)
+
+    def make() -> rewarm.RewarmOptimizer:
+        p = torch.nn.Parameter(torch.zeros(1))
+        p.grad = torch.zeros(1)
+        return rewarm.wrap(torch.optim.SGD([p], lr=1.0), schedule=spec, backend="socket", name="job")
+
+    with rewarm.Sidecar(sock):
+        opt = make()
+        for at in (100, 200, 300):
+            ctl(sock, "anneal", "--at-step", str(at), "--steps", "10")
+        assert len(opt.poll_control()) == 3
+        state = opt.state_dict()
+    assert state["rewarm"]["control_seq"] == 3
+    with rewarm.Sidecar(sock):
+        opt = make()
+        opt.load_state_dict(state)
+        assert "queued control 1" in ctl(sock, "anneal", "--at-step", "400", "--steps", "10")
+        ctl(sock, "anneal", "--at-step", "500", "--steps", "10")
+        got = opt.poll_control()
+        assert [r["at_step"] for r in got] == [400, 500], got
+        assert opt.state_dict()["rewarm"]["control_seq"] == 2
+        opt.step()
+        assert opt.poll_control() == []  # seen: not applied twice

@@ -334,14 +334,29 @@ class Client:
         k = r.sources
         return [list(r.counts[i * k : (i + 1) * k]) for i in range(r.count)]
 
-    def poll_control(self, after_seq: int, session_id: int = 0, step: int = -1) -> list[dict[str, Any]]:
+    def poll_control(
+        self, after_seq: int, session_id: int = 0, step: int = -1, control_epoch: int = 0
+    ) -> list[dict[str, Any]]:
         """Controls posted with `rewarm ctl` after after_seq, as re-plan dicts
-        with "seq", "op", "at_step", "target_name" and the op's arguments."""
-        req = pb.Request(poll_control=pb.PollControl(after_seq=after_seq, session_id=session_id, step=step))
+        with "seq", "epoch", "op", "at_step", "target_name" and the op's
+        arguments. control_epoch is the "epoch" after_seq came with: if the
+        sidecar's numbering is another (it restarted without a snapshot),
+        every queued control is returned."""
+        req = pb.Request(
+            poll_control=pb.PollControl(
+                after_seq=after_seq, session_id=session_id, step=step, control_epoch=control_epoch
+            )
+        )
+        resp = self.call(req).controls
         out = []
-        for c in self.call(req).controls.controls:
+        for c in resp.controls:
             r = c.replan
-            d: dict[str, Any] = {"seq": c.seq, "at_step": r.at_step, "target_name": c.target_name}
+            d: dict[str, Any] = {
+                "seq": c.seq,
+                "epoch": resp.control_epoch,
+                "at_step": r.at_step,
+                "target_name": c.target_name,
+            }
             op = r.WhichOneof("op")
             if op == "extend":
                 d.update(op="extend", total_steps=r.extend.total_steps, mode=r.extend.mode or "continuous")

@@ -196,6 +196,7 @@ class RewarmOptimizer(Optimizer):
         self._norm_ord = {"l1": 1.0, "l2": 2.0}.get(track_grad_norm or "")
         self.grad_norms: list[float] = []
         self._ctl_seq = 0  # the newest `rewarm ctl` control seen
+        self._ctl_epoch = 0  # the sidecar numbering it belongs to (0: not seen yet)
         self._polled_at = -1
         self._last_lrs: list[float] = list(self.lrs_at(0))
         self._used: list[float] = self._last_lrs  # the rates of the update in progress
@@ -401,11 +402,16 @@ class RewarmOptimizer(Optimizer):
             pending = []
             if self._client.kind == "socket":
                 try:
-                    found = self._client.poll_control(self._ctl_seq, self._session, self._n)
+                    found = self._client.poll_control(
+                        self._ctl_seq, self._session, self._n, control_epoch=self._ctl_epoch
+                    )
                 except Exception as exc:  # the job must not stop for a control channel
                     warnings.warn(f"rewarm: polling for controls failed: {exc}", stacklevel=2)
                     found = []
                 for c in found:
+                    epoch = int(c.pop("epoch"))
+                    if epoch != self._ctl_epoch:  # another sidecar's numbering
+                        self._ctl_epoch, self._ctl_seq = epoch, 0
                     self._ctl_seq = max(self._ctl_seq, int(c.pop("seq")))
                     target = c.pop("target_name")
                     if target and target != self._name:
@@ -609,6 +615,7 @@ class RewarmOptimizer(Optimizer):
             "groups": [vars(g) for g in self._groups],
             "session": self._client.get_state(self._session, self._n),
             "control_seq": self._ctl_seq,
+            "control_epoch": self._ctl_epoch,
             "grad_norms": list(self.grad_norms),
         }
 
@@ -640,6 +647,7 @@ class RewarmOptimizer(Optimizer):
         self._client.close_session(old)
         self._n = int(info.step)
         self._ctl_seq = int(state.get("control_seq", 0))
+        self._ctl_epoch = int(state.get("control_epoch", 0))
         self.grad_norms[:] = norms
         self._invalidate()
         self._last_lrs = list(self.lrs_at(self._n - 1) if self._n > 0 else self.lrs_at(0))
