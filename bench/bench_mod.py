@@ -120,9 +120,16 @@ def main() -> None:
     ap.add_argument("--dims", default="512,1024")
     ap.add_argument("--layers", type=int, default=32)
     ap.add_argument("--reps", type=int, default=12)
+    ap.add_argument(
+        "--threads",
+        default="1,2",
+        help="torch CPU threads, comma-separated (a layer with fewer tokens gains less from more threads)",
+    )
     args = ap.parse_args()
-    for d in (int(x) for x in args.dims.split(",")):
-        run(d, args.layers, args.reps)
+    for threads in (int(x) for x in args.threads.split(",")):
+        torch.set_num_threads(threads)
+        for d in (int(x) for x in args.dims.split(",")):
+            run(d, args.layers, args.reps)
 
 
 if __name__ == "__main__":
