@@ -504,22 +504,22 @@ class RewarmOptimizer(Optimizer):
         return loss
 
     def _slow_step(self, closure: Callable[[], float] | None) -> Any:
-        inner = self.optimizer
-        if self._begin_update():
-            return inner.step() if closure is None else inner.step(closure)
-        loss = inner.step() if closure is None else inner.step(closure)
-        self._end_update()
-        return loss
+        return self._step_between(closure, self._begin_update, self._end_update)
 
     def _traced_step(self, closure: Callable[[], float] | None) -> Any:
         # Under torch.compile only the inner step is traced; the bookkeeping runs
         # eagerly, so the counter and the fetched rates are never baked into a graph
         # (and do not cause a recompile per update).
+        return self._step_between(closure, self._begin_update_eager, self._end_update_eager)
+
+    def _step_between(
+        self, closure: Callable[[], float] | None, begin: Callable[[], bool], end: Callable[[], None]
+    ) -> Any:
         inner = self.optimizer
-        if self._begin_update_eager():
+        if begin():  # DCP's state-creating step: passed through, not counted
             return inner.step() if closure is None else inner.step(closure)
         loss = inner.step() if closure is None else inner.step(closure)
-        self._end_update_eager()
+        end()
         return loss
 
     def _begin_update(self) -> bool:
