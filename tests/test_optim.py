@@ -279,6 +279,22 @@ def test_not_picklable() -> None:
         pickle.dumps(opt)
 
 
+def test_groups_sharing_one_lr_tensor_each_get_their_rate() -> None:
+    # torch puts a tensor lr given to the constructor into every group, as one object
+    a, b = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(2))
+    inner = torch.optim.SGD([{"params": [a]}, {"params": [b], "lr_mult": 0.1}], lr=torch.tensor(0.5))
+    assert inner.param_groups[0]["lr"] is inner.param_groups[1]["lr"]
+    opt = rewarm.wrap(inner, schedule={"kind": "constant", "peak_lr": 1e-3})
+    used = []
+    inner.register_step_pre_hook(lambda o, *_: used.append([float(g["lr"]) for g in o.param_groups]))
+    for _ in range(3):
+        a.grad, b.grad = torch.ones(2), torch.ones(2)
+        opt.step()
+    assert used == [[pytest.approx(1e-3, rel=1e-6), pytest.approx(1e-4, rel=1e-6)]] * 3  # float32 tensors
+    assert a.tolist() == pytest.approx([-3e-3] * 2, rel=1e-6)
+    assert b.tolist() == pytest.approx([-3e-4] * 2, rel=1e-6)
+
+
 def test_tensor_lr_stays_the_same_tensor() -> None:
     # torch's schedulers update a tensor lr in place (fill_), so fused/capturable steps keep reading it
     q = torch.nn.Parameter(torch.zeros(2))

@@ -92,6 +92,19 @@ def _set_value(g: dict[str, Any], key: str, v: float) -> None:
         g[key] = v
 
 
+def _unshare(groups: Sequence[dict[str, Any]], key: str) -> None:
+    """Give each group its own tensor for key: torch puts one lr tensor given to
+    the constructor in every group, and filling it per group in place would
+    leave all of them at the last group's value."""
+    seen: set[int] = set()
+    for g in groups:
+        v = g.get(key)
+        if isinstance(v, torch.Tensor):
+            if id(v) in seen:
+                g[key] = v = v.clone()
+            seen.add(id(v))
+
+
 def _norms_from_state(raw: Any) -> list[float]:
     """The grad_norms entry of a rewarm_state(): a list of floats (absent before it was saved)."""
     if isinstance(raw, (str, bytes, Mapping)) or not isinstance(raw, Sequence):
@@ -283,6 +296,8 @@ class RewarmOptimizer(Optimizer):
 
     def _apply(self, groups: list[dict[str, Any]], i: int) -> None:
         """Write row i of the window (update cache_start+i+1) into the groups."""
+        if len(groups) > 1:
+            _unshare(groups, "lr")
         for group, lr in zip(groups, self._rows[i]):  # noqa: B905 - lengths checked by the caller
             cur = group.get("lr")
             if type(cur) is not float and isinstance(cur, torch.Tensor):
@@ -568,6 +583,7 @@ class RewarmOptimizer(Optimizer):
                 else:
                     _set_value(g, "momentum", m)
         if self._wd_rows is not None:
+            _unshare(groups, "weight_decay")
             for g, wd in zip(groups, self._wd_rows[i]):  # noqa: B905
                 _set_value(g, "weight_decay", wd)
 
