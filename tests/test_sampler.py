@@ -216,17 +216,24 @@ def test_every_new_iterator_starts_at_the_resume_position(workers: int) -> None:
     # Exhausting a pass does not move the next one either.
     assert len(loader) == 60
     assert same([b[0] for b in loader], range(60))
-    # After load_state_dict every new pass starts at the loaded step.
+    # After load_state_dict the next pass (only) continues at the loaded step:
+    # the passes are those of a run that was never stopped.
     s.load_state_dict({**s.state_dict(), "step": 37})
-    assert len(loader) == 23 and s.state_dict()["step"] == 37
-    assert same([b[0] for b in loader], range(37, 60))
+    assert len(loader) == 60 and s.state_dict()["step"] == 37
     it = iter(loader)
     first = [next(it)[0] for _ in range(3)]
     assert same(first, range(37, 40))
     if workers == 0:  # no prefetching: the state is the loop's position
         assert s.state_dict()["step"] == 40
+    assert same(first + [b[0] for b in it], range(37, 60))
+    assert len(loader) == 60
+    assert same([b[0] for b in loader], range(60))
+    # A state saved at the end of a pass resumes as the next pass, from 0.
+    s.load_state_dict({**s.state_dict(), "step": 60})
+    assert same([b[0] for b in loader], range(60))
     s.set_step(50)
     assert same([b[0] for b in loader], range(50, 60))
+    assert same([b[0] for b in loader], range(60))
 
 
 def test_state_follows_the_newest_iterator() -> None:
@@ -251,8 +258,10 @@ def test_state_follows_the_newest_iterator() -> None:
     assert s.state_dict()["step"] == 30
     assert torch.equal(next(iter(s)), _rank_slice(s, 30, 0, 3))
     assert rewarm.ReplaySampler(SPEC, start_step=12).state_dict()["step"] == 12
-    with pytest.raises(ValueError, match="outside the plan"):
+    with pytest.raises(ValueError, match="start_step=61"):
         rewarm.ReplaySampler(SPEC, start_step=61)
+    with pytest.raises(ValueError, match="outside the plan"):
+        s.set_step(61)
 
 
 @pytest.mark.parametrize("window", [1, 64])
@@ -277,7 +286,7 @@ def test_writing_into_a_batch_does_not_change_the_plan(window: int) -> None:
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_stateful_dataloader_resumes_at_the_next_untrained_step(workers: int) -> None:
-    # torchdata is optional (not a dependency): this runs where it is installed.
+    # torchdata is a test dependency (noxfile), not a dependency of rewarm.
     sdl = pytest.importorskip("torchdata.stateful_dataloader")
     ds = TensorDataset(torch.arange(3400))
     ref = rewarm.ReplaySampler(SPEC, rank=0, world_size=1)
@@ -296,3 +305,10 @@ def test_stateful_dataloader_resumes_at_the_next_untrained_step(workers: int) ->
     got = [b[0] for b in resumed]
     assert len(got) == 53
     assert all(torch.equal(g, _rank_slice(ref, 7 + k, 1, 3)) for k, g in enumerate(got))
+    # The next epoch is a whole pass, as in a run that never stopped; so is the
+    # one after a state saved at the end of an epoch.
+    again = [b[0] for b in resumed]
+    assert len(again) == 60 and all(torch.equal(g, _rank_slice(ref, k, 1, 3)) for k, g in enumerate(again))
+    ended = loader()
+    ended.load_state_dict(resumed.state_dict())
+    assert len([b for b in ended]) == 60

@@ -85,15 +85,19 @@ class ReplaySampler(Sampler[torch.Tensor]):
             raise ValueError(f"rank={self.rank}: must be in [0, {self.world_size})")
         self.per_rank = self.global_batch_size // self.world_size
         self._window = max(1, int(window))
-        # Where every new iterator starts: start_step, then whatever
-        # load_state_dict / set_step last set. Iterating never moves it.
-        self._start = 0
+        start_step = int(start_step)
+        if not 0 <= start_step <= self.total_steps:
+            raise ValueError(f"start_step={start_step}: must be in [0, {self.total_steps}]")
+        # Where a new pass starts, and the one-shot position that
+        # load_state_dict / set_step give the next iterator only (after it,
+        # passes start at _first again, as in a run that was never stopped).
+        self._first = start_step
+        self._resume: int | None = None
         # The next step of the live iterator (the one created last), which is
         # what state_dict() reports; `_iters` counts iterators, so an older one
         # that is still being drained cannot move it.
-        self._pos = 0
+        self._pos = start_step
         self._iters = 0
-        self.set_step(int(start_step))
         # The current window: little-endian int64 ids of `_cache_count` steps
         # from `_cache_start`, `_cache_per` per step. Never handed out: each
         # batch is a copy of its row.
@@ -139,15 +143,21 @@ class ReplaySampler(Sampler[torch.Tensor]):
     # --- torch Sampler -------------------------------------------------------
 
     def __iter__(self) -> Iterator[torch.Tensor]:
-        """A new pass from the resume position (``start_step``, or the step that
-        ``load_state_dict`` / ``set_step`` last set), whatever earlier iterators
-        yielded or prefetched: like torch's samplers, every iterator starts over.
-        The new iterator becomes the one ``state_dict()`` follows."""
+        """A new pass from ``start_step``, whatever earlier iterators yielded or
+        prefetched: like torch's samplers, every iterator starts over. The first
+        iterator after ``load_state_dict`` / ``set_step`` starts at that step
+        instead (once). The new iterator becomes the one ``state_dict()``
+        follows."""
         self._iters += 1
-        self._pos = self._start
-        return self._steps(self._iters, self._start)
+        self._pos = self._first if self._resume is None else self._resume
+        return self._steps(self._iters)
 
-    def _steps(self, ident: int, step: int) -> Iterator[torch.Tensor]:
+    def _steps(self, ident: int) -> Iterator[torch.Tensor]:
+        # Runs at the first next(): a DataLoader with workers calls iter() twice
+        # and advances only the second, which must be the one that resumes.
+        step = self._first
+        if self._iters == ident and self._resume is not None:
+            step, self._resume = self._resume, None
         while step < self.total_steps:
             out = self.batch(step)
             step += 1
@@ -156,8 +166,10 @@ class ReplaySampler(Sampler[torch.Tensor]):
             yield out
 
     def __len__(self) -> int:
-        """The number of batches a new iterator yields."""
-        return max(0, self.total_steps - self._start)
+        """The number of batches in a pass (from ``start_step``). Like torchdata's
+        samplers, it does not shrink for a pass resumed midway: loops that
+        count batches per epoch (Lightning) count the resumed epoch whole."""
+        return max(0, self.total_steps - self._first)
 
     # --- checkpointing (torchdata StatefulDataLoader conventions) ------------
 
@@ -183,14 +195,17 @@ class ReplaySampler(Sampler[torch.Tensor]):
         step = int(state["step"])
         if not 0 <= step <= self.total_steps:
             raise ValueError(f"replay sampler state step {step} is outside the plan (0..{self.total_steps})")
-        # The next iterator starts here; one that is live keeps its own
-        # position but no longer moves the reported step.
-        self._start = self._pos = step
+        # A finished pass resumes as the next pass, from the start, like an
+        # uninterrupted run; otherwise the next iterator (only) continues at
+        # step. A live iterator keeps its own position but no longer moves the
+        # reported step.
+        self._resume = None if step == self.total_steps else step
+        self._pos = step
         self._iters += 1
 
     def set_step(self, step: int) -> None:
-        """Start the next iterator at ``step`` (for loops that track their own
-        step); an iterator created before keeps its own position."""
+        """Start the next iterator (only) at ``step``, for loops that track their
+        own step; an iterator created before keeps its own position."""
         self.load_state_dict({"version": STATE_VERSION, "spec_hash": self.spec_hash, "step": step})
 
     def close(self) -> None:
