@@ -177,6 +177,40 @@ def test_route_mask_and_valid_mask_contracts() -> None:
         M.MoDLayer(model.layers[0], k=5, tokens=20, hidden_size=32, k_by_tokens=[0, 5])
 
 
+def test_per_sample_table_survives_meta_initialisation() -> None:
+    # Build on meta, wrap, to_empty, load: the non-persistent table must hold
+    # the plan's values again, not uninitialised memory.
+    cfg = M.LlamaConfig(vocab_size=64, hidden_size=32, num_layers=4, num_heads=4, ffn_size=64)
+    plan = M.plan(num_layers=4, tokens=20, schedule={"kind": "explicit", "ratios": [1, 0.45, 1, 1]})
+    with torch.device("meta"):
+        model = M.TinyLlama(cfg)
+    M.apply(model, plan)
+    model.to_empty(device="cpu")
+    assert model.layers[1].k_table.tolist() == list(plan.layers[1].k_by_tokens)
+    ref = M.apply(_model(), plan)
+    torch.nn.init.normal_(ref.layers[1].router.proj.weight)
+    model.load_state_dict(ref.state_dict())
+    ids, route = _batch(b=2)
+    valid = torch.ones_like(route)
+    valid[1, 6:23] = False
+    with torch.no_grad():
+        assert torch.equal(model(ids, route, valid), ref(ids, route, valid))
+
+
+def test_per_sample_tables_by_default_where_they_fit() -> None:
+    assert M.plan(num_layers=4, tokens=20).layers[1].k_by_tokens
+    big = M.plan(num_layers=4, tokens=200_000)  # past the tables' limit: a plan without them
+    assert big.layers[3].k > 0 and big.layers[3].k_by_tokens == ()
+    with pytest.raises(rewarm.SpecError) as ei:
+        M.plan(num_layers=4, tokens=200_000, per_sample=True)
+    assert ei.value.field == "per_sample"
+    # Python's default follows the Go planner's limit exactly.
+    limit = M._plan.MAX_PER_SAMPLE_TOKENS
+    assert len(M.plan(num_layers=2, tokens=limit).layers[1].k_by_tokens) == limit + 1
+    with pytest.raises(rewarm.SpecError):
+        M.plan(num_layers=2, tokens=limit + 1, per_sample=True)
+
+
 def test_apply_follows_the_model_dtype() -> None:
     ids, mask = _batch()
     model = M.apply(_model().to(torch.bfloat16), M.plan(num_layers=4, tokens=20))

@@ -18,7 +18,7 @@ so it compiles to one static graph per (batch, sequence, k).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -94,17 +94,25 @@ class MoDLayer(nn.Module):
         if like is not None:
             self.router.to(device=like.device, dtype=like.dtype)
         table = None
+        # The plan's values, kept here too: not part of state_dict, and a move
+        # that leaves buffers uninitialised (meta, then to_empty) must not lose them.
+        self._k_values: tuple[int, ...] | None = None
         if k_by_tokens is not None and len(k_by_tokens) > 0:
             if len(k_by_tokens) != tokens + 1 or k_by_tokens[-1] != k:
                 raise ValueError(
                     f"k_by_tokens: {len(k_by_tokens)} entries ending at {k_by_tokens[-1]}; "
                     f"need tokens + 1 = {tokens + 1} ending at k = {k} (the plan's table for this bucket)"
                 )
-            table = torch.tensor(
-                list(k_by_tokens), dtype=torch.int64, device=like.device if like is not None else None
-            )
-        # Not part of state_dict: it is the plan's, and apply() rebuilds it.
+            self._k_values = tuple(int(v) for v in k_by_tokens)
+            device = like.device if like is not None else None
+            table = torch.tensor(self._k_values, dtype=torch.int64, device=device)
         self.register_buffer("k_table", table, persistent=False)
+
+    def _apply(self, fn: Any, recurse: bool = True) -> MoDLayer:
+        out = super()._apply(fn, recurse)
+        if self._k_values is not None and self.k_table is not None and self.k_table.device.type != "meta":
+            self.k_table = torch.tensor(self._k_values, dtype=torch.int64, device=self.k_table.device)
+        return out
 
     def extra_repr(self) -> str:
         return f"k={self.k}, tokens={self.tokens}, scale={self.scale}"

@@ -8,6 +8,9 @@ from typing import Any
 
 from rewarm._client import Backend, shared_client
 
+# The planner's limit on per-sample tables (mod.MaxPerSampleTokens).
+MAX_PER_SAMPLE_TOKENS = 1 << 17
+
 
 @dataclass(frozen=True)
 class LayerPlan:
@@ -76,7 +79,7 @@ def plan(
     text_tokens: int = 0,
     hidden_size: int = 4096,
     ffn_size: int = 11008,
-    per_sample: bool = True,
+    per_sample: bool | None = None,
     backend: Backend = "auto",
 ) -> Plan:
     """Plan per-layer token retention. ``schedule`` defaults to p-MoD's
@@ -84,15 +87,18 @@ def plan(
     "min_ratio": 0.15}``; ``rounding`` to ``{"mode": "floor", "precision":
     "float32", "multiple": 1, "align": "k"}`` (bit-exact with p-MoD).
     ``per_sample`` adds each routed layer's ``k_by_tokens`` table, which
-    MoDLayer needs for batches that pad samples to a bucket (``valid_mask``).
+    MoDLayer needs for batches that pad samples to a bucket (``valid_mask``);
+    by default it is on when every bucket has at most 131072 tokens (the
+    tables' limit).
     See docs/mod.md."""
     spec: dict[str, Any] = {
         "num_layers": num_layers,
         "text_tokens": text_tokens,
         "hidden_size": hidden_size,
         "ffn_size": ffn_size,
-        "per_sample": per_sample,
     }
+    largest = max([tokens or 0, *(buckets or ())])
+    spec["per_sample"] = largest <= MAX_PER_SAMPLE_TOKENS if per_sample is None else per_sample
     if tokens is not None:
         spec["tokens"] = tokens
     if buckets is not None:
