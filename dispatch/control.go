@@ -26,7 +26,6 @@ func (d *Dispatcher) postControl(r *pb.PostControl) (*pb.Response, error) {
 		return nil, err
 	}
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	d.ctlSeq++
 	c := &pb.Control{Seq: d.ctlSeq, Replan: proto.Clone(rp).(*pb.Replan), TargetName: r.GetTargetName()}
 	c.Replan.SessionId = 0
@@ -34,7 +33,11 @@ func (d *Dispatcher) postControl(r *pb.PostControl) (*pb.Response, error) {
 	if len(d.controls) > MaxControls {
 		d.controls = d.controls[len(d.controls)-MaxControls:]
 	}
+	d.mu.Unlock()
 	d.log.Info("control posted", "seq", c.Seq, "at_step", rp.GetAtStep(), "target", r.GetTargetName())
+	if d.opts.OnControl != nil {
+		d.opts.OnControl()
+	}
 	return &pb.Response{Body: &pb.Response_Ack{Ack: &pb.Ack{PlanVersion: c.Seq}}}, nil
 }
 

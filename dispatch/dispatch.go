@@ -60,6 +60,10 @@ type Options struct {
 	MaxRequest int
 	// Logger receives handler panics and refused requests (slog.Default() when nil).
 	Logger *slog.Logger
+	// OnControl, when set, is called after a control is queued and before
+	// it is acknowledged (the sidecar snapshots then, so a control's number
+	// is never handed out twice, even across a crash).
+	OnControl func()
 	// Observe, when set, is called after every request with its method name,
 	// its error code (ERROR_CODE_UNSPECIFIED on success) and its duration.
 	Observe func(method string, code pb.ErrorCode, d time.Duration)
@@ -80,6 +84,8 @@ type Dispatcher struct {
 	// ctlEpoch names this numbering of controls, so a client that resumes
 	// with a number from another sidecar is not taken to have seen ours.
 	ctlEpoch uint64
+	// instance names this dispatcher in HelloReply; never snapshotted.
+	instance uint64
 	// conns numbers connections; orphans counts objects whose connection
 	// closed (owner 0), so a reap with none to find costs nothing.
 	conns   uint64
@@ -132,10 +138,10 @@ func New(opts Options) *Dispatcher {
 		log = slog.Default()
 	}
 	return &Dispatcher{opts: opts, log: log, sessions: map[uint64]*session{}, samplers: map[uint64]*samplerEntry{},
-		now: time.Now, ctlEpoch: newEpoch()}
+		now: time.Now, ctlEpoch: newEpoch(), instance: newEpoch()}
 }
 
-// newEpoch is a random nonzero control epoch.
+// newEpoch is a random nonzero number.
 func newEpoch() uint64 {
 	for {
 		if e := rand.Uint64(); e != 0 {
@@ -401,6 +407,7 @@ func (c *Conn) hello(h *pb.Hello) *pb.Response {
 		ProtocolVersion: ProtocolVersion,
 		Server:          c.d.opts.Server,
 		ScheduleKinds:   sched.Kinds(),
+		Instance:        c.d.instance,
 	}}}
 }
 

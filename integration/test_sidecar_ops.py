@@ -361,3 +361,41 @@ def test_resumed_job_gets_the_controls_of_a_restarted_sidecar(
         assert opt.state_dict()["rewarm"]["control_seq"] == 2
         opt.step()
         assert opt.poll_control() == []  # seen: not applied twice
+
+
+def test_a_control_number_is_never_reused_after_a_crash(tmp_path: Path) -> None:
+    """With --state-dir a control is on disk before it is acknowledged, so a
+    sidecar killed right after it restarts with the count, not before it."""
+    sock, state = str(tmp_path / "s.sock"), str(tmp_path / "state")
+    spec = {"kind": "constant", "peak_lr": 1.0}
+    sc = rewarm.Sidecar(sock, "--state-dir", state, "--snapshot-interval", "1h")
+    rewarm.connect("socket", socket_path=sock, failover=False).open_session(spec, name="job")
+    assert "queued control 1" in ctl(sock, "anneal", "--at-step", "100", "--steps", "5")
+    sc.proc.kill()  # no shutdown snapshot, and the periodic one is an hour away
+    sc.proc.wait()
+    with rewarm.Sidecar(sock, "--state-dir", state):
+        assert "queued control 2" in ctl(sock, "anneal", "--at-step", "200", "--steps", "5")
+
+
+def test_a_restarted_sidecar_is_never_taken_for_the_old_one(tmp_path: Path) -> None:
+    """A socket client whose sidecar restarted (no snapshot) must not read the
+    new sidecar's objects under its old ids: a plain client gets an error
+    naming the restart, a failover client moves its objects over."""
+    sock = str(tmp_path / "s.sock")
+    mine = {"kind": "cosine", "peak_lr": 0.9, "total_steps": 100}
+    other = {"kind": "constant", "peak_lr": 0.5}
+    ref = rewarm.connect("inprocess")
+    want = ref.get_lr(ref.open_session(mine).session_id, 10, count=5)
+    sc = rewarm.Sidecar(sock)
+    plain = rewarm.connect("socket", socket_path=sock, failover=False)
+    safe = rewarm.connect("socket", socket_path=sock)
+    pid, sid = plain.open_session(mine).session_id, safe.open_session(mine).session_id
+    sc.proc.kill()
+    sc.proc.wait()
+    with rewarm.Sidecar(sock):
+        stranger = rewarm.connect("socket", socket_path=sock, failover=False)
+        stranger.open_session(other)
+        stranger.open_session(other)  # ids 1 and 2 now name the stranger's sessions
+        with pytest.raises(rewarm.TransportError, match="restarted"):
+            plain.get_lr(pid, 10, count=5)
+        assert safe.get_lr(sid, 10, count=5) == want

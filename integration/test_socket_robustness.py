@@ -145,3 +145,30 @@ def test_sidecar_restarts_on_stale_socket(tmp_path: Path) -> None:
     time.sleep(0.05)
     with rewarm.Sidecar(path) as sc:
         rewarm.connect("socket", socket_path=sc.path).open_session(SPEC)
+
+
+def test_client_past_1024_descriptors_keeps_its_connection(sidecar: rewarm.Sidecar) -> None:
+    # Training processes hold many files; the idle-close check before each
+    # request must work on any descriptor (select() refuses those past 1024).
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = 1200
+    if soft < need:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(max(need, soft), hard), hard))
+    held = []
+    try:
+        while len(held) < 1100:
+            held.append(os.open(os.devnull, os.O_RDONLY))
+        client = rewarm.connect("socket", socket_path=sidecar.path, failover=False)
+        sock = client.transport._sock
+        assert sock is not None and sock.fileno() >= 1024
+        sid = client.open_session({"kind": "constant", "peak_lr": 0.5}).session_id
+        for _ in range(5):
+            assert client.get_lr(sid, 0) == [0.5]
+        assert client.transport._sock is sock  # no reconnect
+        client.close()
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -5,12 +5,27 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 
 	"github.com/rewarm/rewarm/dispatch"
 )
 
 // SnapshotFile is the name of the sidecar's state file in its state dir.
 const SnapshotFile = "sidecar.snapshot"
+
+// Snapshots writes one state dir's snapshots one at a time, so a snapshot
+// taken earlier never lands over a newer one.
+type Snapshots struct {
+	Dir string
+	mu  sync.Mutex
+}
+
+// Write snapshots d into the dir.
+func (s *Snapshots) Write(d *dispatch.Dispatcher) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return WriteSnapshot(s.Dir, d)
+}
 
 // WriteSnapshot writes d's state to dir atomically: a temporary file,
 // fsync, rename over the old snapshot, fsync of the directory.

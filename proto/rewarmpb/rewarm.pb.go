@@ -809,6 +809,9 @@ type HelloReply struct {
 	Server          string                 `protobuf:"bytes,2,opt,name=server,proto3" json:"server,omitempty"`
 	// Registered schedule kinds, so clients can fail early on an unknown one.
 	ScheduleKinds []string `protobuf:"bytes,3,rep,name=schedule_kinds,json=scheduleKinds,proto3" json:"schedule_kinds,omitempty"`
+	// Random per server process: a client that reconnects and finds another
+	// instance (the sidecar restarted) must not take its ids for its own.
+	Instance      uint64 `protobuf:"varint,4,opt,name=instance,proto3" json:"instance,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -862,6 +865,13 @@ func (x *HelloReply) GetScheduleKinds() []string {
 		return x.ScheduleKinds
 	}
 	return nil
+}
+
+func (x *HelloReply) GetInstance() uint64 {
+	if x != nil {
+		return x.Instance
+	}
+	return 0
 }
 
 // OpenSession validates a schedule spec and starts a session for it.
@@ -3449,12 +3459,13 @@ const file_rewarm_proto_rawDesc = "" +
 	"\x04body\"J\n" +
 	"\x05Hello\x12)\n" +
 	"\x10protocol_version\x18\x01 \x01(\rR\x0fprotocolVersion\x12\x16\n" +
-	"\x06client\x18\x02 \x01(\tR\x06client\"v\n" +
+	"\x06client\x18\x02 \x01(\tR\x06client\"\x92\x01\n" +
 	"\n" +
 	"HelloReply\x12)\n" +
 	"\x10protocol_version\x18\x01 \x01(\rR\x0fprotocolVersion\x12\x16\n" +
 	"\x06server\x18\x02 \x01(\tR\x06server\x12%\n" +
-	"\x0eschedule_kinds\x18\x03 \x03(\tR\rscheduleKinds\"V\n" +
+	"\x0eschedule_kinds\x18\x03 \x03(\tR\rscheduleKinds\x12\x1a\n" +
+	"\binstance\x18\x04 \x01(\x04R\binstance\"V\n" +
 	"\vOpenSession\x123\n" +
 	"\bschedule\x18\x01 \x01(\v2\x17.google.protobuf.StructR\bschedule\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\"\xac\x01\n" +

@@ -7,13 +7,13 @@ import contextlib
 import itertools
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from google.protobuf import json_format
 
-from rewarm._errors import ProtocolError, RewarmError, SessionNotFound, SpecError
+from rewarm._errors import ProtocolError, RewarmError, SessionNotFound, SpecError, TransportError
 from rewarm._proto import rewarm_pb2 as pb
 from rewarm._transport import InProcessTransport, SocketTransport
 from rewarm._version import __version__
@@ -154,13 +154,26 @@ def _json_default(v: Any) -> Any:
     raise TypeError(type(v).__name__)
 
 
-def _check_hello(reply: bytes) -> None:
-    resp = pb.Response.FromString(reply)
-    if resp.WhichOneof("body") == "error":
-        _raise(resp.error)
-    body = resp.WhichOneof("body")
-    if body != "hello":
-        raise ProtocolError(f"handshake: expected a hello reply, got {body}", code="MALFORMED")
+def same_server(path: str, instance: int) -> Callable[[bytes], None]:
+    """A check for the hello reply of a reconnect: the same server instance
+    is the same sessions; a restarted sidecar is not, and must not be used
+    as if it were (its ids name other sessions, or none)."""
+
+    def check(reply: bytes) -> None:
+        resp = pb.Response.FromString(reply)
+        body = resp.WhichOneof("body")
+        if body == "error":
+            _raise(resp.error)
+        if body != "hello":
+            raise ProtocolError(f"handshake: expected a hello reply, got {body}", code="MALFORMED")
+        if resp.hello.instance != instance:
+            raise TransportError(
+                f"rewarm: the sidecar at {path} restarted: its sessions and samplers are not this client's "
+                "(connect with failover=True, the default, to carry on in-process and move them over)",
+                code="UNAVAILABLE",
+            )
+
+    return check
 
 
 class Client:
@@ -216,7 +229,7 @@ class Client:
             # must shake hands again before the request that triggered it.
             req.id = 0
             self.transport.greeting = req.SerializeToString()
-            self.transport.check_greeting = _check_hello
+            self.transport.check_greeting = same_server(self.transport.path, resp.hello.instance)
 
     def open_session(self, schedule: Mapping[str, Any], name: str = "") -> SessionInfo:
         req = pb.Request(open_session=pb.OpenSession(name=name))

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from rewarm._client import same_server
 from rewarm._errors import TransportError
 from rewarm._proto import rewarm_pb2 as pb
 from rewarm._transport import InProcessTransport, SocketTransport
@@ -78,7 +79,7 @@ class FailoverTransport:
         self.failovers = 0
         self.reconnects = 0
         if first is not None:
-            self._greet_on_reconnect(first)
+            self._greet_on_reconnect(first, first.roundtrip(hello))
         if first is None:
             self._down("the sidecar is not running")
 
@@ -103,8 +104,7 @@ class FailoverTransport:
         if self._socket is None and time.monotonic() >= self._retry_at:
             try:
                 sock = SocketTransport(self.path, timeout=10.0)
-                _check_hello(sock.roundtrip(self._hello))
-                self._greet_on_reconnect(sock)
+                self._greet_on_reconnect(sock, sock.roundtrip(self._hello))
                 self._socket = sock
                 self._gen += 1
                 self._backoff = self._min_backoff
@@ -122,10 +122,15 @@ class FailoverTransport:
                 raise TransportError("the in-process dispatcher refused the handshake")
         return self._inproc
 
-    def _greet_on_reconnect(self, sock: SocketTransport) -> None:
-        # The socket reconnects by itself in a forked child; it must shake
-        # hands there too.
-        sock.greeting, sock.check_greeting = self._hello, _check_hello
+    def _greet_on_reconnect(self, sock: SocketTransport, reply: bytes) -> None:
+        """Check a new socket's hello reply and arm the socket to shake hands
+        again when it reconnects by itself (a forked child, an idle close):
+        with the same sidecar instance only; another one fails the socket, so
+        this transport moves the objects over as after any failure."""
+        resp = pb.Response.FromString(reply)
+        if resp.WhichOneof("body") != "hello":
+            raise TransportError("the sidecar refused the handshake", code="UNAVAILABLE")
+        sock.greeting, sock.check_greeting = self._hello, same_server(self.path, resp.hello.instance)
 
     # --- moving objects -------------------------------------------------------
 
@@ -232,11 +237,6 @@ class FailoverTransport:
             self._socket.close()
         if self._inproc is not None:
             self._inproc.close()
-
-
-def _check_hello(reply: bytes) -> None:
-    if pb.Response.FromString(reply).WhichOneof("body") != "hello":
-        raise TransportError("the sidecar refused the handshake", code="UNAVAILABLE")
 
 
 def hello_bytes(client: str) -> bytes:

@@ -137,7 +137,8 @@ class SocketTransport:
     """A connection to `rewarm serve`. Reconnects lazily after a transport
     error or in a forked child, and then first sends ``greeting`` (the
     client's Hello, set once the first handshake succeeded) and hands the
-    reply to ``check_greeting``, which raises if the server refused it."""
+    reply to ``check_greeting``, which raises if the server refused it or is
+    another server instance (a restarted sidecar, whose ids are not ours)."""
 
     kind = "socket"
 
@@ -148,6 +149,7 @@ class SocketTransport:
         self.check_greeting: Callable[[bytes], None] | None = None
         self._lock = threading.Lock()
         self._sock: socket.socket | None = None
+        self._poll: select.poll | None = None
         self._pid = -1
         self._connect()
 
@@ -164,6 +166,10 @@ class SocketTransport:
                 code="UNAVAILABLE",
             ) from exc
         self._sock = s
+        # poll, not select: select refuses descriptors past 1024, which a
+        # training process can easily hold.
+        self._poll = select.poll()
+        self._poll.register(s, select.POLLIN | select.POLLHUP)
         self._pid = os.getpid()
 
     def _recv_exact(self, n: int) -> bytearray:
@@ -202,11 +208,13 @@ class SocketTransport:
         """Whether the server closed this connection while it was idle: the
         socket is then readable with nothing to read. Checked before sending
         so such a close never fails a request."""
-        assert self._sock is not None
+        assert self._sock is not None and self._poll is not None
         try:
-            readable, _, _ = select.select([self._sock], [], [], 0)
-            return bool(readable) and self._sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
-        except (OSError, ValueError):
+            if not self._poll.poll(0):  # no event: open and idle, the normal case
+                return False
+            # Readable (or hung up): an empty peek is the server's close.
+            return self._sock.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
             return True
 
     def _exchange(self, request: bytes) -> bytes:

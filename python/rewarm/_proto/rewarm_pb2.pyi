@@ -119,14 +119,16 @@ class Hello(_message.Message):
     def __init__(self, protocol_version: _Optional[int] = ..., client: _Optional[str] = ...) -> None: ...
 
 class HelloReply(_message.Message):
-    __slots__ = ("protocol_version", "server", "schedule_kinds")
+    __slots__ = ("protocol_version", "server", "schedule_kinds", "instance")
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     SERVER_FIELD_NUMBER: _ClassVar[int]
     SCHEDULE_KINDS_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
     protocol_version: int
     server: str
     schedule_kinds: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, protocol_version: _Optional[int] = ..., server: _Optional[str] = ..., schedule_kinds: _Optional[_Iterable[str]] = ...) -> None: ...
+    instance: int
+    def __init__(self, protocol_version: _Optional[int] = ..., server: _Optional[str] = ..., schedule_kinds: _Optional[_Iterable[str]] = ..., instance: _Optional[int] = ...) -> None: ...
 
 class OpenSession(_message.Message):
     __slots__ = ("schedule", "name")

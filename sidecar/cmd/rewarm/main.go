@@ -172,7 +172,18 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "rewarm serve: %v\n", err)
 		return 1
 	}
-	d := dispatch.New(opts)
+	var d *dispatch.Dispatcher
+	snaps := &sidecar.Snapshots{Dir: *stateDir}
+	if *stateDir != "" {
+		// A control is on disk before it is acknowledged: its number is never
+		// handed out again, even after a crash.
+		opts.OnControl = func() {
+			if err := snaps.Write(d); err != nil {
+				log.Error("snapshot after a control failed", "err", err)
+			}
+		}
+	}
+	d = dispatch.New(opts)
 	if *stateDir != "" {
 		restored, err := sidecar.LoadSnapshot(*stateDir, d)
 		if err != nil {
@@ -210,7 +221,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		log.Info("metrics", "addr", "http://"+addr+"/metrics")
 	}
 	if *idleExit > 0 || *stateDir != "" {
-		go background(ctx, stop, srv, d, *idleExit, *stateDir, *snapEvery, log)
+		go background(ctx, stop, srv, d, *idleExit, snaps, *snapEvery, log)
 	}
 	fmt.Fprintf(stdout, "READY %s\n", path)
 	log.Info("serving", "socket", path, "pid", os.Getpid(), "protocol", dispatch.ProtocolVersion)
@@ -219,7 +230,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	if *stateDir != "" {
-		if err := sidecar.WriteSnapshot(*stateDir, d); err != nil {
+		if err := snaps.Write(d); err != nil {
 			log.Error("final snapshot failed", "err", err)
 			return 1
 		}
@@ -230,7 +241,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 
 // background snapshots the state at intervals and stops an idle server.
 func background(ctx context.Context, stop func(), srv *sidecar.Server, d *dispatch.Dispatcher, idleExit time.Duration,
-	stateDir string, every time.Duration, log *slog.Logger) {
+	snaps *sidecar.Snapshots, every time.Duration, log *slog.Logger) {
 	tick := time.NewTicker(min(time.Second, max(every, 10*time.Millisecond)))
 	defer tick.Stop()
 	last := time.Now()
@@ -240,8 +251,8 @@ func background(ctx context.Context, stop func(), srv *sidecar.Server, d *dispat
 			return
 		case <-tick.C:
 		}
-		if stateDir != "" && time.Since(last) >= every {
-			if err := sidecar.WriteSnapshot(stateDir, d); err != nil {
+		if snaps.Dir != "" && time.Since(last) >= every {
+			if err := snaps.Write(d); err != nil {
 				log.Error("snapshot failed", "err", err)
 			}
 			last = time.Now()
