@@ -59,9 +59,12 @@ type Spec struct {
 	PerSample bool `spec:"per_sample"`
 }
 
-// MaxPerSampleTokens bounds the buckets of a per-sample plan: its tables
-// hold one k per routable count.
-const MaxPerSampleTokens = 1 << 17
+// MaxBuckets bounds the buckets of one plan.
+const MaxBuckets = 256
+
+// MaxPerSampleEntries bounds a per-sample plan's tables, which hold one k
+// per routable count 0..N for every routed layer of every bucket.
+const MaxPerSampleEntries = 1 << 23
 
 // Layer is one decoder layer of a plan.
 type Layer struct {
@@ -140,14 +143,12 @@ func (s *Spec) validate() error {
 	if s.Tokens == 0 && len(s.Buckets) == 0 {
 		return fail("tokens", 0, "give tokens (the routable-token count N) or buckets")
 	}
+	if len(s.Buckets) > MaxBuckets {
+		return fail("buckets", fmt.Sprintf("%d values", len(s.Buckets)), "at most %d buckets (each is a compiled graph)", MaxBuckets)
+	}
 	for i, b := range s.Buckets {
 		if b < 1 || (i > 0 && b <= s.Buckets[i-1]) {
 			return fail(fmt.Sprintf("buckets[%d]", i), b, "buckets must be positive and increasing")
-		}
-	}
-	if s.PerSample {
-		if top := max(s.Tokens, maxOf(s.Buckets)); top > MaxPerSampleTokens {
-			return fail("per_sample", true, "tables of k per routable count need every bucket <= %d; the largest is %d", MaxPerSampleTokens, top)
 		}
 	}
 	if s.TextTokens < 0 {
@@ -348,6 +349,21 @@ func New(spec Spec) (*Plan, error) {
 		buckets = dedup(buckets)
 	}
 	route, ratio := spec.ratios()
+	if spec.PerSample {
+		var routed, counts int64
+		for _, r := range route {
+			if r {
+				routed++
+			}
+		}
+		for _, n := range buckets {
+			counts += n + 1
+		}
+		if routed*counts > MaxPerSampleEntries {
+			return nil, fail("per_sample", true, "the tables of k per routable count would hold %d routed layers x %d counts = %d entries, over the limit of %d; plan without per_sample",
+				routed, counts, routed*counts, MaxPerSampleEntries)
+		}
+	}
 	p := &Plan{Spec: spec}
 	T := spec.TextTokens
 	for _, n := range buckets {
@@ -377,14 +393,6 @@ func New(spec Spec) (*Plan, error) {
 		p.Buckets = append(p.Buckets, b)
 	}
 	return p, nil
-}
-
-func maxOf(xs []int64) int64 {
-	var m int64
-	for _, x := range xs {
-		m = max(m, x)
-	}
-	return m
 }
 
 func dedup(xs []int64) []int64 {

@@ -285,6 +285,14 @@ func TestBuckets(t *testing.T) {
 	}
 }
 
+func manyBuckets(n int) []any {
+	out := make([]any, n)
+	for i := range out {
+		out[i] = i + 1
+	}
+	return out
+}
+
 func TestBadPlanSpecs(t *testing.T) {
 	cases := []struct {
 		m     map[string]any
@@ -307,7 +315,8 @@ func TestBadPlanSpecs(t *testing.T) {
 		{map[string]any{"num_layers": 4, "tokens": 8, "schedule": map[string]any{"max_ratio": 1.5}}, "schedule.max_ratio"},
 		{map[string]any{"num_layers": 4, "tokens": 8, "ffn_size": 0}, "ffn_size"},
 		{map[string]any{"num_layers": 4, "tokens": 8, "rounding": map[string]any{"max_k": -3}}, "rounding.max_k"},
-		{map[string]any{"num_layers": 4, "tokens": MaxPerSampleTokens + 1, "per_sample": true}, "per_sample"},
+		{map[string]any{"num_layers": 4096, "tokens": 1 << 17, "per_sample": true}, "per_sample"},
+		{map[string]any{"num_layers": 4, "buckets": manyBuckets(MaxBuckets + 1)}, "buckets"},
 	}
 	for _, c := range cases {
 		_, err := Parse(c.m)

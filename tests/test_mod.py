@@ -199,16 +199,20 @@ def test_per_sample_table_survives_meta_initialisation() -> None:
 
 def test_per_sample_tables_by_default_where_they_fit() -> None:
     assert M.plan(num_layers=4, tokens=20).layers[1].k_by_tokens
-    big = M.plan(num_layers=4, tokens=200_000)  # past the tables' limit: a plan without them
+    big = M.plan(num_layers=4, tokens=3_000_000)  # past the tables' limit: a plan without them
     assert big.layers[3].k > 0 and big.layers[3].k_by_tokens == ()
     with pytest.raises(rewarm.SpecError) as ei:
-        M.plan(num_layers=4, tokens=200_000, per_sample=True)
+        M.plan(num_layers=4, tokens=3_000_000, per_sample=True)
     assert ei.value.field == "per_sample"
-    # Python's default follows the Go planner's limit exactly.
-    limit = M._plan.MAX_PER_SAMPLE_TOKENS
-    assert len(M.plan(num_layers=2, tokens=limit).layers[1].k_by_tokens) == limit + 1
+    # Python's default stays within the Go planner's limit: one routed layer of
+    # two (prd, L = 2), so the limit is reached at twice what Python assumes.
+    limit = M._plan.MAX_PER_SAMPLE_ENTRIES
+    n = limit // 2 - 1
+    assert len(M.plan(num_layers=2, tokens=n).layers[1].k_by_tokens) == n + 1
+    assert M.plan(num_layers=2, tokens=n + 1).layers[1].k_by_tokens == ()
+    assert len(M.plan(num_layers=2, tokens=limit - 1, per_sample=True).layers[1].k_by_tokens) == limit
     with pytest.raises(rewarm.SpecError):
-        M.plan(num_layers=2, tokens=limit + 1, per_sample=True)
+        M.plan(num_layers=2, tokens=limit, per_sample=True)
 
 
 def test_apply_follows_the_model_dtype() -> None:

@@ -8,8 +8,8 @@ from typing import Any
 
 from rewarm._client import Backend, shared_client
 
-# The planner's limit on per-sample tables (mod.MaxPerSampleTokens).
-MAX_PER_SAMPLE_TOKENS = 1 << 17
+# The planner's limit on the entries of per-sample tables (mod.MaxPerSampleEntries).
+MAX_PER_SAMPLE_ENTRIES = 1 << 23
 
 
 @dataclass(frozen=True)
@@ -88,8 +88,8 @@ def plan(
     "float32", "multiple": 1, "align": "k"}`` (bit-exact with p-MoD).
     ``per_sample`` adds each routed layer's ``k_by_tokens`` table, which
     MoDLayer needs for batches that pad samples to a bucket (``valid_mask``);
-    by default it is on when every bucket has at most 131072 tokens (the
-    tables' limit).
+    by default it is on where the tables surely fit (num_layers × the
+    buckets' counts within the planner's limit of 2^23 entries).
     See docs/mod.md."""
     spec: dict[str, Any] = {
         "num_layers": num_layers,
@@ -97,8 +97,10 @@ def plan(
         "hidden_size": hidden_size,
         "ffn_size": ffn_size,
     }
-    largest = max([tokens or 0, *(buckets or ())])
-    spec["per_sample"] = largest <= MAX_PER_SAMPLE_TOKENS if per_sample is None else per_sample
+    if per_sample is None:  # where the tables surely fit: every layer routed
+        counts = sum(n + 1 for n in {*(buckets or ()), *([tokens] if tokens else [])})
+        per_sample = num_layers * counts <= MAX_PER_SAMPLE_ENTRIES
+    spec["per_sample"] = per_sample
     if tokens is not None:
         spec["tokens"] = tokens
     if buckets is not None:
