@@ -15,12 +15,7 @@ import (
 
 func greeted(t *testing.T) *Conn {
 	t.Helper()
-	c := New(Options{}).NewConn()
-	r := c.Handle(&pb.Request{Id: 1, Body: &pb.Request_Hello{Hello: &pb.Hello{ProtocolVersion: ProtocolVersion, Client: "test"}}})
-	if r.GetHello() == nil {
-		t.Fatalf("hello failed: %v", r)
-	}
-	return c
+	return greet(t, New(Options{}))
 }
 
 func open(t *testing.T, c *Conn, spec map[string]any) uint64 {
