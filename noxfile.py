@@ -1,5 +1,5 @@
 """Test sessions for rewarm. `nox` runs the default set (what CI runs):
-lint, go, tests, integration and demo. `nox -s bench`, `nox -s docs` and
+lint, types, go, tests, integration and demo. `nox -s bench`, `nox -s docs` and
 `nox -s proto` run on request.
 
 The Python sessions share one virtual environment (.nox/_shared) holding CPU
@@ -28,6 +28,8 @@ TEST_DEPS = ["pytest>=8", "pyyaml>=6", "numpy", "torchdata>=0.11"]
 FRAMEWORK_DEPS = ["transformers==5.24.0", "accelerate==1.15.0", "lightning==2.6.6"]
 GRPCIO_TOOLS = "grpcio-tools==1.85.1"  # pins protoc (v35.1); regenerated code must not drift
 RUFF = "ruff==0.17.6"
+# mypy checks the package against the torch it runs with, so it runs in the shared environment.
+TYPE_DEPS = ["mypy==2.4.1", "types-protobuf==7.35.1.20260906", "types-PyYAML==6.0.12.20261122"]
 PY_SOURCES = ["python", "tests", "integration", "bench", "examples", "noxfile.py", "setup.py"]
 # Fuzz budgets in executions (about 4 s each here), not seconds: Go 1.26's fuzz
 # coordinator can fail a duration budget with "context deadline exceeded" as it
@@ -40,7 +42,7 @@ FUZZ_TARGETS = {
     "./mod": {"FuzzPlanSpec": 200_000},
 }
 
-nox.options.sessions = ["lint", "go", "tests", "integration", "demo"]
+nox.options.sessions = ["lint", "types", "go", "tests", "integration", "demo"]
 nox.options.error_on_external_run = False
 
 
@@ -92,6 +94,15 @@ def go(session: nox.Session) -> None:
         for t, execs in targets.items():
             fuzztime = override or f"{execs}x"
             session.run("go", "test", "-run=^$", f"-fuzz=^{t}$", f"-fuzztime={fuzztime}", pkg)
+
+
+@nox.session(venv_backend="none")
+def types(session: nox.Session) -> None:
+    """mypy over the package (its settings are in pyproject.toml): the types
+    that py.typed promises users' checkers."""
+    py = shared_python(session)
+    session.run(py, "-m", "pip", "install", "-q", *TYPE_DEPS)
+    session.run(py, "-m", "mypy")
 
 
 @nox.session(venv_backend="none")

@@ -15,7 +15,7 @@ from google.protobuf import json_format
 
 from rewarm._errors import ProtocolError, RewarmError, SessionNotFound, SpecError, TransportError
 from rewarm._proto import rewarm_pb2 as pb
-from rewarm._transport import InProcessTransport, SocketTransport
+from rewarm._transport import InProcessTransport, SocketTransport, Transport
 from rewarm._version import __version__
 
 PROTOCOL_VERSION: int = pb.PROTOCOL_VERSION_CURRENT
@@ -179,7 +179,7 @@ def same_server(path: str, instance: int) -> Callable[[bytes], None]:
 class Client:
     """Request/response calls to the dispatcher. Construct with connect()."""
 
-    def __init__(self, transport: InProcessTransport | SocketTransport) -> None:
+    def __init__(self, transport: Transport) -> None:
         self.transport = transport
         self._ids = itertools.count(1)
         # True for the per-process client that shared_client() hands out.

@@ -17,6 +17,7 @@ import sys
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
+from types import FrameType
 from typing import Any, Literal
 
 import torch
@@ -127,7 +128,8 @@ def _called_by_dcp_init() -> bool:
     code = getattr(getattr(mod, "_init_optim_state", None), "__code__", None)
     if code is None:
         return False
-    f = sys._getframe(2)  # from step()'s helpers up to its caller, through any step wrappers
+    # From step()'s helpers up to its caller, through any step wrappers.
+    f: FrameType | None = sys._getframe(2)
     for _ in range(8):
         if f is None:
             return False
@@ -692,7 +694,7 @@ class RewarmOptimizer(Optimizer):
         """Load a state_dict(): the current layout, ``{state, param_groups, rewarm}``,
         or the nested one of earlier versions, ``{optimizer, rewarm}``. Everything is
         checked before anything changes."""
-        sd: Mapping[str, Any] = dict(state_dict)
+        sd: dict[str, Any] = dict(state_dict)
         for pre_hook in self._optimizer_load_state_dict_pre_hooks.values():
             result = pre_hook(self, sd)
             if result is not None:
@@ -797,7 +799,8 @@ class RewarmLRScheduler(LRScheduler):
             raise ValueError("rewarm schedules count optimizer updates; step(epoch) is not supported")
         self._step_count = getattr(self, "_step_count", 0) + 1
         self.last_epoch = self._rewarm.steps_applied
-        self._last_lr = self.get_lr()
+        lrs: list[float | torch.Tensor] = list(self.get_lr())
+        self._last_lr = lrs
 
     def state_dict(self) -> dict[str, Any]:  # type: ignore[override]
         return {"last_epoch": self.last_epoch, "rewarm": self._rewarm.rewarm_state()}

@@ -17,7 +17,7 @@ import socket
 import struct
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from rewarm._errors import ForkError, TransportError
 
@@ -89,6 +89,17 @@ def _load_native() -> Any:
 def in_forked_child() -> bool:
     """True when the Go runtime was loaded by a parent of this process."""
     return _native_pid is not None and _native_pid != os.getpid()
+
+
+class Transport(Protocol):
+    """What Client needs of a transport: one serialized Request in, one
+    serialized Response out."""
+
+    kind: str
+
+    def roundtrip(self, request: bytes) -> bytes: ...
+
+    def close(self) -> None: ...
 
 
 class InProcessTransport:

@@ -253,7 +253,7 @@ def train(
         M.apply(model, plan)
         route = torch.zeros(max(cfg.batch // world, 64), cfg.seq, dtype=torch.bool)
         route[:, 8 : 8 + cfg.mod_span] = True
-    ddp = model
+    ddp: nn.Module = model
     if world > 1:
         ddp = nn.parallel.DistributedDataParallel(model)
     opt = rewarm.wrap(

@@ -23,14 +23,14 @@ def apply(model: nn.Module, plan: Plan, tokens: int | None = None, scale: float 
     bucket = plan.for_tokens(tokens) if tokens is not None else plan.buckets[0]
     if len(bucket.layers) != len(layers):
         raise ValueError(f"the plan has {len(bucket.layers)} layers, the model {len(layers)}")
-    hidden = model.config.hidden_size if hasattr(model, "config") else None
+    hidden = getattr(getattr(model, "config", None), "hidden_size", None)
     for lp in bucket.layers:
         if not lp.route:
             continue
         block = layers[lp.index]
         if isinstance(block, MoDLayer):
             raise ValueError(f"layer {lp.index} is already an MoDLayer")
-        d = hidden or next(p for p in block.parameters()).shape[-1]
+        d = int(hidden or next(p for p in block.parameters()).shape[-1])
         layers[lp.index] = MoDLayer(
             block, k=lp.k, tokens=bucket.tokens, hidden_size=d, scale=scale, k_by_tokens=lp.k_by_tokens
         )

@@ -18,7 +18,7 @@ so it compiles to one static graph per (batch, sequence, k).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import torch
 from torch import nn
@@ -124,8 +124,9 @@ class MoDLayer(nn.Module):
         route_mask: torch.Tensor | None = None,
         valid_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        block = cast(HalvesBlock, self.block)
         if route_mask is None:  # nothing routable (e.g. decoding): the normal layer
-            a, f = self.block.forward_halves(x, positions)
+            a, f = block.forward_halves(x, positions)
             return (x + a) + f
         b, s, d = x.shape
         others = s - self.tokens
@@ -160,14 +161,16 @@ class MoDLayer(nn.Module):
         else:
             # Ranks at or past k_b are spare: offset by s they sort after
             # every real token, in the same pass that orders the real ones.
-            k_b = self.k_table[valid.sum(1)]
+            k_table = self.k_table
+            assert k_table is not None  # checked above
+            k_b = k_table[valid.sum(1)]
             beyond = torch.arange(self.k, device=x.device) >= k_b.unsqueeze(1)
             key = torch.cat([rest, top + beyond * s], dim=1).sort(dim=1).values
             spare = key >= s
             keep = key - spare * s
         keep_d = keep.unsqueeze(-1).expand(-1, -1, d)
         xk = x.gather(1, keep_d)
-        a, f = self.block.forward_halves(xk, positions.gather(1, keep))
+        a, f = block.forward_halves(xk, positions.gather(1, keep))
         # g is w on routable tokens and 1 elsewhere: skipped tokens become w·x,
         # kept ones x + Attn + g·MLP (g = 1 exactly for the others).
         g = torch.where(route_mask, w, torch.ones_like(w)).unsqueeze(-1)
