@@ -70,3 +70,36 @@ func BenchmarkLR(b *testing.B) {
 		})
 	}
 }
+
+// One more report to a plateau plan that already holds 10k: it extends the
+// replay (O(1)); the rebuild it replaces replays all 10k.
+func BenchmarkPlateauReport(b *testing.B) {
+	cfg, err := ParseConfig(map[string]any{"kind": "plateau", "peak_lr": 0.1, "patience": 3})
+	if err != nil {
+		b.Fatal(err)
+	}
+	reports := make([]Report, 10_000)
+	for i := range reports {
+		reports[i] = Report{Step: int64(i), Metric: float64(i % 7)}
+	}
+	b.Run("extend", func(b *testing.B) {
+		p, _ := NewPlan(cfg, nil, reports)
+		step := int64(len(reports))
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			if err := p.Report(Report{Step: step, Metric: 1}); err != nil {
+				b.Fatal(err)
+			}
+			step++
+		}
+	})
+	b.Run("rebuild", func(b *testing.B) {
+		p, _ := NewPlan(cfg, nil, reports)
+		for i := 0; i < b.N; i++ {
+			p.Reports = append(p.Reports[:len(reports)], Report{Step: int64(len(reports)), Metric: 1})
+			if err := p.build(nil); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

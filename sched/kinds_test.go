@@ -2,6 +2,7 @@ package sched
 
 import (
 	"math"
+	"math/rand/v2"
 	"testing"
 )
 
@@ -332,5 +333,58 @@ func TestStagePhasesEndAtTheStage(t *testing.T) {
 	}
 	if len(phases) != 2+3 {
 		t.Errorf("phases %v: want warmup, decay for A and warmup, decay, floor for B", phases)
+	}
+}
+
+// A report extends the plateau pieces in place when every re-plan is earlier;
+// otherwise the chain is rebuilt. Either way the plan must equal one built
+// from scratch over the same re-plans and reports.
+func TestPlateauReportsIncrementalEqualsRebuild(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 11))
+	plateau := map[string]any{"kind": "plateau", "peak_lr": 1.0, "min_lr": 0.01, "patience": 1, "factor": 0.5,
+		"cooldown": 1, "warmup_steps": 5}
+	for trial := 0; trial < 200; trial++ {
+		cfg, err := ParseConfig(plateau)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, _ := NewPlan(cfg, nil, nil)
+		step, replanAt := int64(0), int64(0)
+		for i := 0; i < 60; i++ {
+			step += rng.Int64N(20)
+			if rng.IntN(10) == 0 {
+				// A re-plan, sometimes ahead of the next reports.
+				at := max(replanAt, step+rng.Int64N(60)-20)
+				var r Replan
+				if rng.IntN(2) == 0 {
+					r = Replan{Op: OpNewStage, At: at, Spec: plateau}
+				} else {
+					r = Replan{Op: OpAnneal, At: at, Steps: 50, Shape: "linear"}
+				}
+				if p.Replan(r) == nil {
+					replanAt = at
+				}
+				continue
+			}
+			rep := Report{Step: step, Metric: float64(rng.IntN(5))}
+			if rng.IntN(4) == 0 {
+				rep.Step = max(step, replanAt) // a report at a re-plan's step
+				step = rep.Step
+			}
+			if err := p.Report(rep); err != nil {
+				// Refused (an anneal would start below its floor): the plan is unchanged.
+				continue
+			}
+		}
+		q, err := NewPlan(cfg, p.Replans, p.Reports)
+		if err != nil {
+			t.Fatalf("trial %d: rebuild: %v", trial, err)
+		}
+		for n := int64(0); n <= step+100; n++ {
+			if a, b := p.LR(n), q.LR(n); a != b {
+				t.Fatalf("trial %d: LR(%d) incremental %v, rebuilt %v (%d re-plans, %d reports)",
+					trial, n, a, b, len(p.Replans), len(p.Reports))
+			}
+		}
 	}
 }

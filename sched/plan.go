@@ -153,6 +153,14 @@ type Plan struct {
 
 	lr     Schedule
 	phases []Phase
+	// The plateau pieces of lr, each with the step its local time starts
+	// at, so that a report can extend them in place.
+	runs []offsetRun
+}
+
+type offsetRun struct {
+	run    *plateauRun
+	offset int64
 }
 
 // NewPlan builds a plan, validating every re-plan and report.
@@ -230,12 +238,33 @@ func (p *Plan) Report(r Report) error {
 	if !p.usesMetrics() {
 		return specfield.Errorf("report", "metric", r.Metric, "this schedule has no plateau piece, so it does not use metrics")
 	}
+	if p.reportsOnlyExtend(r.Step) {
+		p.Reports = append(p.Reports, r)
+		for _, o := range p.runs {
+			o.run.add(Report{Step: r.Step - o.offset, Metric: r.Metric})
+		}
+		return nil
+	}
 	p.Reports = append(p.Reports, r)
 	if err := p.build(nil); err != nil {
 		p.Reports = p.Reports[:len(p.Reports)-1]
 		return err
 	}
 	return nil
+}
+
+// reportsOnlyExtend reports whether a report at step can be applied by
+// extending each plateau piece's replay instead of rebuilding the chain. A
+// report at step s changes rates from s on, so every re-plan made before s
+// (an anneal's starting rate, a stage's start) stays as built, and each
+// plateau piece, starting at or before s, takes the report as its latest.
+func (p *Plan) reportsOnlyExtend(step int64) bool {
+	for _, r := range p.Replans {
+		if r.At >= step {
+			return false
+		}
+	}
+	return true
 }
 
 func (p *Plan) usesMetrics() bool {
@@ -251,8 +280,8 @@ func (p *Plan) usesMetrics() bool {
 }
 
 // withReports applies the reports made at or after offset to a plateau
-// piece, in its local time.
-func (p *Plan) withReports(s Spec, offset int64) Schedule {
+// piece, in its local time, and records the piece in runs.
+func (p *Plan) withReports(s Spec, offset int64, runs *[]offsetRun) Schedule {
 	pl, ok := s.(*Plateau)
 	if !ok {
 		return s
@@ -263,7 +292,9 @@ func (p *Plan) withReports(s Spec, offset int64) Schedule {
 			local = append(local, Report{Step: r.Step - offset, Metric: r.Metric})
 		}
 	}
-	return pl.withReports(local)
+	run := pl.withReports(local)
+	*runs = append(*runs, offsetRun{run: run, offset: offset})
+	return run
 }
 
 // build recomputes the schedule chain, with extra appended to the re-plans
@@ -273,7 +304,8 @@ func (p *Plan) build(extra *Replan) error {
 	if extra != nil {
 		replans = append(append([]Replan(nil), p.Replans...), *extra)
 	}
-	cur := p.withReports(p.Config.LR, 0)
+	var runs []offsetRun
+	cur := p.withReports(p.Config.LR, 0, &runs)
 	var active Schedule = p.Config.LR
 	var offset int64
 	phases := phasesOf(p.Config.LR)
@@ -315,7 +347,7 @@ func (p *Plan) build(extra *Replan) error {
 			if err != nil {
 				return prefixField(err, "spec")
 			}
-			next, nextOff = p.withReports(spec, r.At), r.At
+			next, nextOff = p.withReports(spec, r.At, &runs), r.At
 			newPhases = []Phase{{fmt.Sprintf("stage %d", i+1), r.At}}
 			for _, ph := range phasesOf(spec) {
 				if ph.Start > 0 {
@@ -338,7 +370,7 @@ func (p *Plan) build(extra *Replan) error {
 		phases = append(kept, newPhases...)
 	}
 	sort.SliceStable(phases, func(a, b int) bool { return phases[a].Start < phases[b].Start })
-	p.lr, p.phases = cur, phases
+	p.lr, p.phases, p.runs = cur, phases, runs
 	if extra != nil {
 		p.Replans = replans
 	}

@@ -75,40 +75,48 @@ func (p *Plateau) better(a, best float64) bool {
 
 // withReports replays the reports (in order) and returns the resulting
 // piecewise-constant schedule.
-func (p *Plateau) withReports(reports []Report) Schedule {
-	best := math.Inf(1)
+func (p *Plateau) withReports(reports []Report) *plateauRun {
+	r := &plateauRun{p: p, from: []int64{0}, lrs: []float64{p.PeakLR}, best: math.Inf(1)}
 	if p.Mode == "max" {
-		best = math.Inf(-1)
+		r.best = math.Inf(-1)
 	}
-	lr := p.PeakLR
-	var bad, cool int64
-	out := &plateauRun{p: p, from: []int64{0}, lrs: []float64{lr}}
-	for _, r := range reports {
-		if p.better(r.Metric, best) {
-			best, bad = r.Metric, 0
-		} else {
-			bad++
-		}
-		if cool > 0 {
-			cool--
-			bad = 0
-		}
-		if bad > p.Patience {
-			if next := math.Max(lr*p.Factor, p.MinLR); lr-next > p.Eps {
-				lr = next
-				out.from = append(out.from, r.Step)
-				out.lrs = append(out.lrs, lr)
-			}
-			cool, bad = p.Cooldown, 0
-		}
+	for _, rep := range reports {
+		r.add(rep)
 	}
-	return out
+	return r
 }
 
+// plateauRun is a plateau replayed over its reports so far: the rate's
+// change points, and torch's counters, so that one more report costs O(1).
 type plateauRun struct {
 	p    *Plateau
 	from []int64
 	lrs  []float64
+
+	best      float64
+	bad, cool int64
+}
+
+// add replays one more report, made at or after every earlier one.
+func (r *plateauRun) add(rep Report) {
+	p := r.p
+	if p.better(rep.Metric, r.best) {
+		r.best, r.bad = rep.Metric, 0
+	} else {
+		r.bad++
+	}
+	if r.cool > 0 {
+		r.cool--
+		r.bad = 0
+	}
+	if r.bad > p.Patience {
+		lr := r.lrs[len(r.lrs)-1]
+		if next := math.Max(lr*p.Factor, p.MinLR); lr-next > p.Eps {
+			r.from = append(r.from, rep.Step)
+			r.lrs = append(r.lrs, next)
+		}
+		r.cool, r.bad = p.Cooldown, 0
+	}
 }
 
 func (r *plateauRun) LR(n int64) float64 {
