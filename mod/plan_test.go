@@ -358,3 +358,86 @@ func FuzzPlanSpec(f *testing.F) {
 		}
 	})
 }
+
+// Each rounding mode, worked out by hand from its definition: x = N·R, then
+// floor / round half up / ceil, then (with a multiple m aligning k) the
+// same rounding of k to a multiple of m.
+func TestRoundingModes(t *testing.T) {
+	for _, c := range []struct {
+		n     int64
+		ratio float64
+		m     int64
+		want  map[string]int64 // by mode
+	}{
+		{10, 0.24, 1, map[string]int64{"floor": 2, "nearest": 2, "ceil": 3}},        // 2.4
+		{10, 0.25, 1, map[string]int64{"floor": 2, "nearest": 3, "ceil": 3}},        // 2.5: half goes up
+		{10, 0.26, 1, map[string]int64{"floor": 2, "nearest": 3, "ceil": 3}},        // 2.6
+		{100, 0.96, 1, map[string]int64{"floor": 96, "nearest": 96, "ceil": 96}},    // exact
+		{576, 0.15, 8, map[string]int64{"floor": 80, "nearest": 88, "ceil": 88}},    // 86.4: 86 -> 80/88, 87 -> 88
+		{576, 0.15, 64, map[string]int64{"floor": 64, "nearest": 64, "ceil": 128}},  // 86 is nearer 64 than 128
+		{100, 0.96, 64, map[string]int64{"floor": 64, "nearest": 100, "ceil": 100}}, // 96 is half way: 128, capped at N
+		{576, 0.17, 64, map[string]int64{"floor": 64, "nearest": 128, "ceil": 128}}, // 97.92: past half way
+	} {
+		for mode, want := range c.want {
+			r := Rounding{Mode: mode, Precision: "float64", Multiple: c.m, Align: "k"}
+			if got := r.K(c.n, c.ratio, 0); got != want {
+				t.Errorf("N=%d R=%v m=%d %s: k = %d, want %d", c.n, c.ratio, c.m, mode, got, want)
+			}
+		}
+	}
+	// Through the planner: every routed layer of an L=32 plan, each mode
+	// against its formula (no multiple).
+	for _, mode := range []string{"floor", "nearest", "ceil"} {
+		p := plan(t, map[string]any{"num_layers": 32, "tokens": 577, "rounding": map[string]any{"mode": mode, "precision": "float64"}})
+		for _, l := range p.Buckets[0].Layers {
+			if !l.Route {
+				continue
+			}
+			x := 577 * l.Ratio
+			want := map[string]float64{"floor": math.Floor(x), "nearest": math.Floor(x + 0.5), "ceil": math.Ceil(x)}[mode]
+			if float64(l.K) != want {
+				t.Errorf("%s layer %d: k = %d, want %v (N·R = %v)", mode, l.Index, l.K, want, x)
+			}
+		}
+	}
+}
+
+// A layer whose raw ratio equals max_ratio exactly routes: "routes iff
+// R_raw <= max_ratio".
+func TestMaxRatioBoundaryRoutes(t *testing.T) {
+	// shifted_linear on L=21: R_raw(3) = 0.5 + 0.5 - 3/20, exactly 0.85 in float64.
+	if raw := 0.5 + 0.5 - 3.0/20; raw != 0.85 {
+		t.Fatalf("precondition: R_raw(3) = %v", raw)
+	}
+	p := plan(t, map[string]any{"num_layers": 21, "tokens": 100, "schedule": map[string]any{"kind": "shifted_linear"}})
+	if l := p.Buckets[0].Layers[3]; !l.Route || l.Ratio != 0.85 {
+		t.Errorf("layer 3 at R_raw = max_ratio: %+v", l)
+	}
+	if l := p.Buckets[0].Layers[2]; l.Route {
+		t.Errorf("layer 2 (R_raw 0.9): %+v", l)
+	}
+}
+
+// With text tokens, each layer's KV capacity is T + k (T + N when dense),
+// and the summary's KV ratio is Σ(T + k) / (L·(T + N)).
+func TestKVCapacityCountsText(t *testing.T) {
+	const T, N, L = 55, 576, 32
+	p := plan(t, map[string]any{"num_layers": L, "tokens": N, "text_tokens": T})
+	var sum float64
+	for _, l := range p.Buckets[0].Layers {
+		want := int64(T + N)
+		if l.Route {
+			want = T + l.K
+			if l.K >= N {
+				t.Fatalf("routed layer %d keeps all %d tokens", l.Index, N)
+			}
+		}
+		if l.KVCapacity != want {
+			t.Errorf("layer %d: kv_capacity %d, want %d", l.Index, l.KVCapacity, want)
+		}
+		sum += float64(want)
+	}
+	if got, want := p.Buckets[0].Summary.KVRatio, sum/(L*(T+N)); math.Abs(got-want) > 1e-12 {
+		t.Errorf("KV ratio %v, want %v", got, want)
+	}
+}
