@@ -8,6 +8,10 @@ F(T+k)/F(T+N) comes from the Go planner (a one-layer plan with the same
 ratio); the 64 text tokens always go through the layer, so where it exceeds
 R + 0.05 no implementation can meet that target. The stack's time ratio is
 compared with the plan's FLOPs ratio.
+
+On a GPU: `--device cuda --dtype bfloat16 --compile off,on` runs the same
+tables with bf16 weights, with and without torch.compile (each layer compiled
+on its own; CUDA is synchronised around every timed call).
 """
 
 from __future__ import annotations
@@ -23,24 +27,32 @@ import rewarm.mod as M
 TEXT, ROUTABLE = 64, 576
 
 
-def paired(fa, fb, reps: int) -> tuple[float, float, float]:
+def _no_sync() -> None:
+    pass
+
+
+def paired(fa, fb, reps: int, sync=_no_sync) -> tuple[float, float, float]:
     """Times fa and fb alternately, so drift in a shared machine hits both;
-    returns the median of each and the median of the per-pair ratios fa/fb."""
-    for _ in range(3):  # warm up (allocator, caches): one call left the first layer measured ~0.05 high
+    returns the median of each and the median of the per-pair ratios fa/fb.
+    sync waits for the device (CUDA runs asynchronously)."""
+    for _ in range(3):  # warm up (allocator, caches, compilation): one call left the first layer ~0.05 high
         fa(), fb()
+    sync()
     ta, tb = [], []
     for _ in range(reps):
         t0 = time.perf_counter()
         fa()
+        sync()
         t1 = time.perf_counter()
         fb()
+        sync()
         ta.append(t1 - t0)
         tb.append(time.perf_counter() - t1)
     ratio = statistics.median(a / b for a, b in zip(ta, tb, strict=True))
     return statistics.median(ta), statistics.median(tb), ratio
 
 
-def run(d: int, layers: int, reps: int) -> None:
+def run(d: int, layers: int, reps: int, device: torch.device, dtype: torch.dtype, compiled: bool) -> None:
     ffn = int(8 * d / 3 / 64 + 1) * 64
     cfg = M.LlamaConfig(vocab_size=256, hidden_size=d, num_layers=layers, num_heads=d // 64, ffn_size=ffn)
     plan = M.plan(num_layers=layers, tokens=ROUTABLE, text_tokens=TEXT, hidden_size=d, ffn_size=ffn)
@@ -52,13 +64,23 @@ def run(d: int, layers: int, reps: int) -> None:
     for layer in mod.layers:
         if isinstance(layer, M.MoDLayer):
             torch.nn.init.normal_(layer.router.proj.weight, std=0.02)
-    x = torch.randn(1, TEXT + ROUTABLE, d)
-    pos = torch.arange(TEXT + ROUTABLE).unsqueeze(0)
-    mask = torch.zeros(1, TEXT + ROUTABLE, dtype=torch.bool)
+    dense.to(device=device, dtype=dtype)
+    mod.to(device=device, dtype=dtype)
+    x = torch.randn(1, TEXT + ROUTABLE, d, device=device, dtype=dtype)
+    pos = torch.arange(TEXT + ROUTABLE, device=device).unsqueeze(0)
+    mask = torch.zeros(1, TEXT + ROUTABLE, dtype=torch.bool, device=device)
     mask[:, 32 : 32 + ROUTABLE] = True
+    # Each layer compiled on its own: the dense blocks share one graph, each
+    # distinct k of the MoD layers gets its own.
+    wrap = torch.compile if compiled else (lambda m: m)
+    mod_layers = [wrap(layer) for layer in mod.layers]
+    dense_layers = [wrap(layer) for layer in dense.layers]
+    sync = torch.cuda.synchronize if device.type == "cuda" else _no_sync
+    on_cpu = device.type == "cpu"
+    where = f"{torch.get_num_threads()} threads" if on_cpu else torch.cuda.get_device_name(device)
     print(
-        f"\nd={d}, ffn={ffn}, {layers} layers, {TEXT}+{ROUTABLE} tokens, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads"
+        f"\nd={d}, ffn={ffn}, {layers} layers, {TEXT}+{ROUTABLE} tokens, torch {torch.__version__}, {where}, "
+        f"{str(dtype).removeprefix('torch.')}, torch.compile {'on' if compiled else 'off'}"
     )
     with torch.inference_mode():
         print(
@@ -69,9 +91,12 @@ def run(d: int, layers: int, reps: int) -> None:
         for lp in plan.layers:
             if not lp.route or lp.k in seen:
                 continue
-            layer = mod.layers[lp.index]
+            layer = mod_layers[lp.index]
             _, _, ratio = paired(
-                lambda layer=layer: layer(x, pos, route_mask=mask), lambda: dense.layers[0](x, pos), reps
+                lambda layer=layer: layer(x, pos, route_mask=mask),
+                lambda: dense_layers[0](x, pos),
+                reps,
+                sync,
             )
             one = M.plan(
                 num_layers=1,
@@ -97,16 +122,18 @@ def run(d: int, layers: int, reps: int) -> None:
             f"{sum(r + 0.05 < f for r, f, _ in rows)} have R+0.05 below their FLOPs ratio"
         )
 
-        def stack(model, **kw):
+        def stack(blocks, **kw):
             def f():
                 h = x
-                for layer in model.layers:
+                for layer in blocks:
                     h = layer(h, pos, **kw)
                 return h
 
             return f
 
-        t_mod, t_dense, ratio = paired(stack(mod, route_mask=mask), stack(dense), max(3, reps // 4))
+        t_mod, t_dense, ratio = paired(
+            stack(mod_layers, route_mask=mask), stack(dense_layers), max(3, reps // 4), sync
+        )
     fr = plan.summary.flops_ratio
     verdict = "within" if abs(ratio - fr) <= 0.05 else "NOT within"
     print(
@@ -125,11 +152,25 @@ def main() -> None:
         default="1,2",
         help="torch CPU threads, comma-separated (a layer with fewer tokens gains less from more threads)",
     )
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    ap.add_argument("--compile", default="off", help="off, on, or off,on for both")
     args = ap.parse_args()
-    for threads in (int(x) for x in args.threads.split(",")):
-        torch.set_num_threads(threads)
-        for d in (int(x) for x in args.dims.split(",")):
-            run(d, args.layers, args.reps)
+    device = torch.device(args.device)
+    dtype = getattr(torch, args.dtype)
+    modes = [m.strip() for m in args.compile.split(",")]
+    if any(m not in ("off", "on") for m in modes):
+        ap.error(f"--compile {args.compile!r}: use off, on, or off,on")
+    if "on" in modes:
+        # One graph per distinct k: more than dynamo's default limit of recompiles.
+        limit = "recompile_limit" if hasattr(torch._dynamo.config, "recompile_limit") else "cache_size_limit"
+        setattr(torch._dynamo.config, limit, 4 * args.layers)
+    threads = [int(x) for x in args.threads.split(",")] if device.type == "cpu" else [torch.get_num_threads()]
+    for mode in modes:
+        for n in threads:
+            torch.set_num_threads(n)
+            for d in (int(x) for x in args.dims.split(",")):
+                run(d, args.layers, args.reps, device, dtype, mode == "on")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@ package dispatch
 
 import (
 	"sort"
+	"strconv"
+	"strings"
 
 	"google.golang.org/protobuf/proto"
 
@@ -44,12 +46,29 @@ func (d *Dispatcher) postControl(r *pb.PostControl) (*pb.Response, error) {
 func (d *Dispatcher) checkControl(rp *pb.Replan, target string) error {
 	d.mu.Lock()
 	var sessions []*session
+	var names []string
 	for _, s := range d.sessions {
 		if target == "" || s.name == target {
 			sessions = append(sessions, s)
 		}
+		names = append(names, strconv.Quote(s.name))
 	}
 	d.mu.Unlock()
+	if len(sessions) == 0 {
+		// Queued, it would wait for no one: a typo in the name, or no job yet.
+		if target == "" {
+			return fail(pb.ErrorCode_ERROR_CODE_NOT_FOUND, "", "post_control: no session is open to apply it; start the training job first")
+		}
+		sort.Strings(names)
+		if len(names) > 8 {
+			names = append(names[:8], "...")
+		}
+		open := "none"
+		if len(names) > 0 {
+			open = strings.Join(names, ", ")
+		}
+		return fail(pb.ErrorCode_ERROR_CODE_NOT_FOUND, "target_name", "post_control: no open session is named %q (open: %s)", target, open)
+	}
 	for _, s := range sessions {
 		s.mu.Lock()
 		trial, err := sched.NewPlan(s.plan.Config, s.plan.Replans, s.plan.Reports)

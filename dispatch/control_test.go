@@ -146,3 +146,31 @@ func TestDispatcherSnapshotRoundTrip(t *testing.T) {
 		t.Errorf("session blob restored as a sidecar snapshot: %v", err)
 	}
 }
+
+// A control that no open session would receive is refused, naming the
+// field: queued, it would wait for nobody (a typo in the name, no job yet).
+func TestControlWithoutReceiverIsRefused(t *testing.T) {
+	c := greeted(t)
+	post := func(target string) *pb.Response {
+		return c.Handle(&pb.Request{Body: &pb.Request_PostControl{PostControl: &pb.PostControl{TargetName: target,
+			Replan: &pb.Replan{AtStep: 50, Op: &pb.Replan_Anneal{Anneal: &pb.Anneal{Steps: 10, Shape: "linear"}}}}}})
+	}
+	if e := post("").GetError(); e.GetCode() != pb.ErrorCode_ERROR_CODE_NOT_FOUND || !strings.Contains(e.GetMessage(), "no session is open") {
+		t.Fatalf("no sessions: %v", e)
+	}
+	st, _ := structpb.NewStruct(cosineSpec)
+	r := c.Handle(&pb.Request{Body: &pb.Request_OpenSession{OpenSession: &pb.OpenSession{Schedule: st, Name: "demo"}}})
+	if r.GetSession() == nil {
+		t.Fatal(r)
+	}
+	e := post("dmeo").GetError()
+	if e.GetField() != "target_name" || !strings.Contains(e.GetMessage(), `"dmeo"`) || !strings.Contains(e.GetMessage(), `open: "demo"`) {
+		t.Fatalf("unknown name: %v", e)
+	}
+	if r := post("demo"); r.GetAck().GetPlanVersion() != 1 {
+		t.Fatalf("the right name: %v", r)
+	}
+	if r := post(""); r.GetAck().GetPlanVersion() != 2 {
+		t.Fatalf("no name, one session: %v", r)
+	}
+}

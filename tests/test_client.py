@@ -5,6 +5,7 @@ import socket
 import struct
 
 import pytest
+import torch
 
 import rewarm
 from rewarm._proto import rewarm_pb2 as pb
@@ -97,6 +98,27 @@ def test_auto_uses_socket_when_env_set(monkeypatch: pytest.MonkeyPatch, sidecar:
     assert rewarm.connect("auto").kind == "socket"
 
 
+def test_rewarm_failover_env_reaches_clients_that_wrap_opens(
+    monkeypatch: pytest.MonkeyPatch, sidecar: rewarm.Sidecar
+) -> None:
+    from rewarm._failover import FailoverTransport
+    from rewarm._transport import SocketTransport
+
+    monkeypatch.setenv("REWARM_SOCKET", sidecar.path)
+    monkeypatch.delenv("REWARM_FAILOVER", raising=False)
+    assert isinstance(rewarm.connect().transport, FailoverTransport)
+    monkeypatch.setenv("REWARM_FAILOVER", "0")
+    assert type(rewarm.connect().transport) is SocketTransport
+    opt = rewarm.wrap(
+        torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0), {"kind": "constant", "peak_lr": 1}
+    )
+    assert type(opt._client.transport) is SocketTransport
+    assert isinstance(rewarm.connect(failover=True).transport, FailoverTransport)  # the argument wins
+    monkeypatch.setenv("REWARM_FAILOVER", "maybe")
+    with pytest.raises(ValueError, match="REWARM_FAILOVER='maybe'"):
+        rewarm.connect()
+
+
 def test_oversized_request_is_refused_alike_on_both_transports(client: rewarm.Client) -> None:
     # Over the 16 MiB request limit: the sidecar reads the body away and
     # answers, and the in-process dispatcher applies the same limit.
@@ -124,6 +146,23 @@ def test_numpy_and_tensor_scalars_are_numbers(client: rewarm.Client) -> None:
     }
     info = client.open_sampler(spec)
     assert info.source_sizes == [200] and info.global_batch_size == 4
+
+
+def test_protobuf_struct_specs_with_lists(client: rewarm.Client) -> None:
+    # docs/schedules.md: a spec can be a protobuf Struct; its lists are ListValues.
+    from google.protobuf import struct_pb2
+
+    spec = {"kind": "multistep", "peak_lr": 1.0, "milestones": [2, 4], "gamma": 0.5}
+    st = struct_pb2.Struct()
+    st.update(spec)
+    a, b = client.open_session(st), client.open_session(spec)
+    assert (
+        client.get_lr(a.session_id, 0, count=6)
+        == client.get_lr(b.session_id, 0, count=6)
+        == [1.0, 1.0, 0.5, 0.5, 0.25, 0.25]
+    )
+    with pytest.raises(rewarm.SpecError, match='field "milestones" = b'):
+        client.open_session({**spec, "milestones": b"\x02\x04"})
 
 
 def test_failover_replays_reports_made_since_the_last_state(tmp_path) -> None:

@@ -213,6 +213,44 @@ def test_multipliers_argument_and_new_groups() -> None:
     assert [g["lr"] for g in opt2.param_groups] == pytest.approx([ref(2), 3 * ref(2)])
 
 
+def test_wrap_arguments_become_group_keys_that_can_change_and_are_saved() -> None:
+    a = torch.nn.Parameter(torch.zeros(1))
+    opt = rewarm.wrap(torch.optim.SGD([a], lr=1.0), schedule=SPEC, multipliers=[2.0])
+    assert opt.param_groups[0]["lr_mult"] == 2.0
+    opt.step()
+    opt.param_groups[0]["lr_mult"] = 0.5  # a change mid-run applies from the next update
+    opt.step()
+    assert opt.get_last_lr() == pytest.approx([0.5 * ref(1)])
+    # The keys travel with the param groups: a run wrapped without arguments resumes them.
+    sd = opt.state_dict()
+    other = rewarm.wrap(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0), schedule=SPEC)
+    other.load_state_dict(sd)
+    assert other.param_groups[0]["lr"] == pytest.approx(0.5 * ref(2))
+    # A checkpoint without the keys (made before wrap wrote them) gets wrap's values back.
+    del sd["param_groups"][0]["lr_mult"]
+    again = rewarm.wrap(
+        torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0), schedule=SPEC, multipliers=[2.0]
+    )
+    again.load_state_dict(sd)
+    assert again.param_groups[0]["lr"] == pytest.approx(2.0 * ref(2))
+    # groups= writes the fields it names; a key the group holds with another value is refused.
+    g = rewarm.wrap(
+        torch.optim.SGD([{"params": [a], "lr_mult": 3.0}], lr=1.0),
+        schedule=SPEC,
+        groups=[{"min_lr": 0.005, "peak_lr": 0.05}],
+    )
+    assert (g.param_groups[0]["rewarm_min_lr"], g.param_groups[0]["rewarm_peak_lr"]) == (0.005, 0.05)
+    assert g.param_groups[0]["lr"] == pytest.approx(3.0 * (0.005 + (ref(0) - 0.05) * 0.045 / 0.45))
+    with pytest.raises(ValueError, match=r"param_groups\[0\]\['lr_mult'\] = 3.0, but multipliers\[0\] sets"):
+        rewarm.wrap(
+            torch.optim.SGD([{"params": [a], "lr_mult": 3.0}], lr=1.0), schedule=SPEC, multipliers=[2.0]
+        )
+    same = rewarm.wrap(
+        torch.optim.SGD([{"params": [a], "lr_mult": 2.0}], lr=1.0), schedule=SPEC, multipliers=[2]
+    )
+    assert same.param_groups[0]["lr"] == pytest.approx(2.0 * ref(0))
+
+
 @pytest.mark.parametrize("fixed", [{"multipliers": [2.0]}, {"groups": [{"multiplier": 2.0}]}, {}])
 def test_add_param_group_checks_first_and_carries_its_multiplier(fixed: dict) -> None:
     a, b = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))

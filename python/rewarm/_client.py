@@ -126,7 +126,7 @@ def _plain(v: Any, path: str) -> Any:
                 raise SpecError(f"field {path or '(top)'}: key {k!r} is not a string", field=path)
             out[k] = _plain(x, f"{path}.{k}" if path else k)
         return out
-    if isinstance(v, (list, tuple)):
+    if isinstance(v, Sequence) and not isinstance(v, (bytes, bytearray)):  # also a protobuf ListValue
         return [_plain(x, f"{path}[{i}]") for i, x in enumerate(v)]
     if getattr(v, "ndim", None) == 0 and callable(getattr(v, "item", None)):
         x = v.item()
@@ -427,18 +427,27 @@ def shared_client(backend: Backend = "auto") -> Client:
 
 
 def connect(
-    backend: Backend = "auto", socket_path: str | os.PathLike[str] | None = None, failover: bool = True
+    backend: Backend = "auto",
+    socket_path: str | os.PathLike[str] | None = None,
+    failover: bool | None = None,
 ) -> Client:
     """Open a client. ``auto`` uses the sidecar when REWARM_SOCKET (or
     socket_path) is set and the in-process extension otherwise.
 
     A socket client fails over: if the sidecar dies it computes in-process and
-    reconnects with backoff (failover=False turns that off). Under torchrun
+    reconnects with backoff. failover=False turns that off; left as None it
+    is on unless REWARM_FAILOVER=0, which is how wrap(), ReplaySampler and
+    preview() (which open their own clients) turn it off. Under torchrun
     with backend="socket" and no path, local rank 0 connects to the node's
     sidecar or spawns one (see rewarm._launch.connect_or_spawn).
     """
     if backend not in ("auto", "inprocess", "socket"):
         raise ValueError(f"backend={backend!r}: expected 'auto', 'inprocess' or 'socket'")
+    if failover is None:
+        env = os.environ.get("REWARM_FAILOVER", "1").strip().lower()
+        if env not in ("0", "1", "false", "true", "no", "yes", "off", "on", ""):
+            raise ValueError(f"REWARM_FAILOVER={env!r}: expected 1 or 0")
+        failover = env not in ("0", "false", "no", "off")
     path = socket_path if socket_path is not None else os.environ.get("REWARM_SOCKET") or None
     if backend == "socket" and not path and "LOCAL_RANK" in os.environ:
         from rewarm._launch import connect_or_spawn

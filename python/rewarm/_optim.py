@@ -56,6 +56,44 @@ def _group_spec(g: GroupLike) -> GroupSpec:
     return GroupSpec(**{k: float(v) for k, v in g.items()})
 
 
+def _keys_from_args(
+    pgs: Sequence[Mapping[str, Any]],
+    multipliers: Sequence[float] | None,
+    groups: Sequence[GroupLike] | None,
+) -> list[dict[str, float]]:
+    """The group keys that wrap(multipliers=...) or wrap(groups=...) sets, per
+    group, checked against the keys the groups already hold."""
+    if multipliers is None and groups is None:
+        return [{} for _ in pgs]
+    arg = "multipliers" if multipliers is not None else "groups"
+    # Each entry's spec and the fields it gives: a mapping gives its own keys.
+    given: list[tuple[GroupSpec, set[str]]] = (
+        [(GroupSpec(multiplier=float(m)), {"multiplier"}) for m in multipliers]
+        if multipliers is not None
+        else [
+            (_group_spec(g), {f for _, f in GROUP_KEYS} if isinstance(g, GroupSpec) else set(g))
+            for g in groups or ()
+        ]
+    )
+    if len(given) != len(pgs):
+        raise ValueError(f"{arg} has {len(given)} entries but the optimizer has {len(pgs)} param groups")
+    out = []
+    for i, ((spec, fields), g) in enumerate(zip(given, pgs, strict=True)):
+        keys: dict[str, float] = {}
+        for key, field in GROUP_KEYS:
+            v = getattr(spec, field)
+            if v is None or field not in fields:
+                continue
+            if key in g and g[key] != v:
+                raise ValueError(
+                    f"param_groups[{i}][{key!r}] = {g[key]!r}, but {arg}[{i}] sets {field}={v!r}: "
+                    "give it one way"
+                )
+            keys[key] = float(v)
+        out.append(keys)
+    return out
+
+
 KeySig = tuple[int, tuple[str, ...], tuple[Any, ...]]
 
 
@@ -143,12 +181,13 @@ class RewarmOptimizer(Optimizer):
     """A torch optimizer driven by a rewarm schedule. Create it with wrap().
 
     ``param_groups``, ``state`` and ``defaults`` are the inner optimizer's. A
-    group's settings come from ``multipliers[i]``/``groups[i]`` if given, else
-    from its param-group keys: ``lr_mult`` (multiplier, default 1), ``wd_mult``
-    (weight-decay multiplier, default 1), and ``rewarm_min_lr`` /
-    ``rewarm_peak_lr`` (absolute range the schedule is remapped to). Groups
-    added later with add_param_group() always use their keys. A key changed
-    mid-run applies from the next update on.
+    group's settings are its param-group keys: ``lr_mult`` (multiplier,
+    default 1), ``wd_mult`` (weight-decay multiplier, default 1), and
+    ``rewarm_min_lr`` / ``rewarm_peak_lr`` (absolute range the schedule is
+    remapped to). ``multipliers[i]`` / ``groups[i]`` given to wrap() are
+    written into group i's keys (a key the group already holds with another
+    value is an error). A key changed mid-run applies from the next update on,
+    and the keys are saved with the param groups in state_dict().
     """
 
     def __init__(
@@ -178,17 +217,11 @@ class RewarmOptimizer(Optimizer):
         self._optimizer_state_dict_post_hooks = OrderedDict()
         self._optimizer_load_state_dict_pre_hooks = OrderedDict()
         self._optimizer_load_state_dict_post_hooks = OrderedDict()
-        # Specs given to wrap() for the first len(_fixed) groups; later groups use their keys.
-        self._fixed: list[GroupSpec] | None = None
-        if multipliers is not None:
-            self._fixed = [GroupSpec(multiplier=float(m)) for m in multipliers]
-        elif groups is not None:
-            self._fixed = [_group_spec(g) for g in groups]
-        if self._fixed is not None and len(self._fixed) != len(optimizer.param_groups):
-            raise ValueError(
-                f"multipliers/groups has {len(self._fixed)} entries but the optimizer has "
-                f"{len(optimizer.param_groups)} param groups"
-            )
+        # The keys wrap() writes into each group: checkpoints made before they
+        # were written lack them, and load_state_dict puts them back.
+        self._wrap_keys = _keys_from_args(optimizer.param_groups, multipliers, groups)
+        for g, keys in zip(optimizer.param_groups, self._wrap_keys):  # noqa: B905 - lengths checked
+            g.update(keys)
         self._set_keys(_keys_of(optimizer.param_groups))
         self._groups = self._group_specs()
         self._window = int(window or DEFAULT_WINDOW)
@@ -237,12 +270,7 @@ class RewarmOptimizer(Optimizer):
 
     def _group_specs(self, pgs: Sequence[Mapping[str, Any]] | None = None) -> list[GroupSpec]:
         pgs = self.optimizer.param_groups if pgs is None else pgs
-        fixed = self._fixed or []
-        if len(fixed) > len(pgs):
-            raise ValueError(
-                f"multipliers/groups has {len(fixed)} entries but the optimizer has {len(pgs)} param groups"
-            )
-        return fixed + [_spec_from_keys(g, k) for k, g in enumerate(pgs) if k >= len(fixed)]
+        return [_spec_from_keys(g, k) for k, g in enumerate(pgs)]
 
     def _set_keys(self, keys: list[KeySig]) -> None:
         self._keys = keys
@@ -716,6 +744,9 @@ class RewarmOptimizer(Optimizer):
         try:
             self._check_inner_state_dict(inner_sd)
             self.optimizer.load_state_dict(inner_sd)
+            for g, keys in zip(self.optimizer.param_groups, self._wrap_keys):  # noqa: B905
+                for key, v in keys.items():
+                    g.setdefault(key, v)
         except BaseException:
             self._client.close_session(info.session_id)
             raise

@@ -145,7 +145,8 @@ func planCmd(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// plotPlan draws the ratio per layer for each bucket.
+// plotPlan draws the planned ratio R per layer, and for each bucket the
+// share of its routable tokens kept after rounding (k / N).
 func plotPlan(args []string, stderr io.Writer) int {
 	var out *string
 	p, _, err := planFlags("plot-plan", args, stderr, func(fs *flag.FlagSet) {
@@ -161,7 +162,7 @@ func plotPlan(args []string, stderr io.Writer) int {
 	pl := plot.New()
 	pl.Title.Text = fmt.Sprintf("rewarm: %s MoD plan, %d layers", p.Spec.Schedule.Kind, p.Spec.NumLayers)
 	pl.X.Label.Text = "layer"
-	pl.Y.Label.Text = "tokens kept (k / N)"
+	pl.Y.Label.Text = "ratio"
 	w := vg.Points(6)
 	palette := []color.Color{color.RGBA{31, 119, 180, 255}, color.RGBA{255, 127, 14, 255}, color.RGBA{44, 160, 44, 255}}
 	for i, b := range p.Buckets {
@@ -178,8 +179,20 @@ func plotPlan(args []string, stderr io.Writer) int {
 		bars.LineStyle.Width = 0
 		bars.Offset = vg.Length(i)*w - vg.Length(len(p.Buckets)-1)*w/2
 		pl.Add(bars)
-		pl.Legend.Add(fmt.Sprintf("N=%d (mean ratio %.4f)", b.Tokens, b.Summary.MeanRatio), bars)
+		pl.Legend.Add(fmt.Sprintf("k / N, N=%d (mean ratio %.4f)", b.Tokens, b.Summary.MeanRatio), bars)
 	}
+	ratios := make(plotter.XYs, len(p.Buckets[0].Layers))
+	for j, l := range p.Buckets[0].Layers {
+		ratios[j] = plotter.XY{X: float64(j), Y: l.Ratio}
+	}
+	line, err := plotter.NewLine(ratios)
+	if err != nil {
+		fmt.Fprintf(stderr, "rewarm plot-plan: %v\n", err)
+		return 1
+	}
+	line.Width = vg.Points(1.5)
+	pl.Add(line)
+	pl.Legend.Add("planned ratio R", line)
 	pl.Legend.Top = true
 	pl.Y.Min, pl.Y.Max = 0, 1.05
 	ext := strings.ToLower(filepath.Ext(*out))

@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -70,5 +72,37 @@ func TestPlanFlags(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// plot-plan writes SVG as well as PNG, with the planned ratio and each
+// bucket's k / N in the legend, and refuses other extensions.
+func TestPlotPlanFormats(t *testing.T) {
+	dir := t.TempDir()
+	var errb bytes.Buffer
+	svg := filepath.Join(dir, "plan.svg")
+	if code := plotPlan([]string{"--layers", "8", "--tokens", "576,2880", "-o", svg}, &errb); code != 0 {
+		t.Fatalf("svg: code %d: %s", code, errb.String())
+	}
+	b, err := os.ReadFile(svg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"<svg", "planned ratio R", "k / N, N=576", "k / N, N=2880"} {
+		if !bytes.Contains(b, []byte(want)) {
+			t.Errorf("the SVG lacks %q", want)
+		}
+	}
+	png := filepath.Join(dir, "plan.png")
+	if code := plotPlan([]string{"--layers", "8", "--tokens", "576", "-o", png}, &errb); code != 0 {
+		t.Fatalf("png: code %d: %s", code, errb.String())
+	}
+	if b, _ := os.ReadFile(png); !bytes.HasPrefix(b, []byte("\x89PNG")) {
+		t.Error("not a PNG")
+	}
+	errb.Reset()
+	if code := plotPlan([]string{"--tokens", "576", "-o", filepath.Join(dir, "plan.pdf")}, &errb); code != 2 ||
+		!strings.Contains(errb.String(), ".png or .svg") {
+		t.Errorf("pdf: code %d, %q", code, errb.String())
 	}
 }
