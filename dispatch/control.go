@@ -69,16 +69,24 @@ func (d *Dispatcher) checkControl(rp *pb.Replan, target string) error {
 		}
 		return fail(pb.ErrorCode_ERROR_CODE_NOT_FOUND, "target_name", "post_control: no open session is named %q (open: %s)", target, open)
 	}
+	r, err := toReplan(rp)
+	if err != nil {
+		return err
+	}
 	for _, s := range sessions {
 		s.mu.Lock()
 		trial, err := sched.NewPlan(s.plan.Config, s.plan.Replans, s.plan.Reports)
+		seen, step := s.ctlSeen, s.step
 		s.mu.Unlock()
 		if err != nil {
 			return err
 		}
-		r, err := toReplan(rp)
-		if err != nil {
-			return err
+		// The controls queued for it that it has not polled yet come first,
+		// as its client will apply them (skipping one that fails or is late).
+		for _, c := range d.queuedFor(s.name, seen) {
+			if q, err := toReplan(c.GetReplan()); err == nil && q.At >= step {
+				_ = trial.Replan(q)
+			}
 		}
 		if err := trial.Replan(r); err != nil {
 			return err
@@ -87,18 +95,41 @@ func (d *Dispatcher) checkControl(rp *pb.Replan, target string) error {
 	return nil
 }
 
+// queuedFor returns the queued controls after seq that a session named name
+// receives.
+func (d *Dispatcher) queuedFor(name string, seq uint64) []*pb.Control {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var out []*pb.Control
+	for _, c := range d.controls {
+		if c.GetSeq() > seq && (c.GetTargetName() == "" || c.GetTargetName() == name) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
 func (d *Dispatcher) pollControl(r *pb.PollControl) (*pb.Response, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if s, ok := d.sessions[r.GetSessionId()]; ok && r.GetStep() >= 0 {
-		s.mu.Lock()
-		s.step = r.GetStep()
-		s.mu.Unlock()
-	}
-	out := &pb.Controls{ControlEpoch: d.ctlEpoch}
+	out := &pb.Controls{ControlEpoch: d.ctlEpoch, LatestSeq: d.ctlSeq}
 	after := r.GetAfterSeq()
 	if e := r.GetControlEpoch(); e != 0 && e != d.ctlEpoch {
 		after = 0 // counted by another sidecar: nothing here was seen yet
+	}
+	if s, ok := d.sessions[r.GetSessionId()]; ok {
+		s.mu.Lock()
+		if r.GetStep() >= 0 {
+			s.step = r.GetStep()
+		}
+		if s.fresh && r.GetControlEpoch() == 0 {
+			// A fresh job's first poll starts where the numbering stood
+			// when it opened.
+			after = max(after, s.ctlSeen)
+		}
+		s.fresh = false
+		s.ctlSeen = d.ctlSeq
+		s.mu.Unlock()
 	}
 	i := sort.Search(len(d.controls), func(i int) bool { return d.controls[i].GetSeq() > after })
 	for _, c := range d.controls[i:] {

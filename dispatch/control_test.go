@@ -174,3 +174,39 @@ func TestControlWithoutReceiverIsRefused(t *testing.T) {
 		t.Fatalf("no name, one session: %v", r)
 	}
 }
+
+// A control is checked after the ones still queued for a session, in the
+// order its client will apply them; a fresh session starts after the
+// controls posted before it opened, a restored one where its client says.
+func TestControlsQueuedAheadAndFreshSessions(t *testing.T) {
+	c := greeted(t)
+	post := func(at int64) *pb.Response {
+		return c.Handle(&pb.Request{Body: &pb.Request_PostControl{PostControl: &pb.PostControl{
+			Replan: &pb.Replan{AtStep: at, Op: &pb.Replan_Anneal{Anneal: &pb.Anneal{Steps: 10, Shape: "linear"}}}}}})
+	}
+	poll := func(id uint64, after, epoch uint64) *pb.Controls {
+		return c.Handle(&pb.Request{Body: &pb.Request_PollControl{PollControl: &pb.PollControl{
+			AfterSeq: after, SessionId: id, Step: 0, ControlEpoch: epoch}}}).GetControls()
+	}
+	a := open(t, c, cosineSpec)
+	if r := post(100); r.GetAck().GetPlanVersion() != 1 {
+		t.Fatal(r)
+	}
+	// Not yet polled: the session's plan has no re-plan, but control 1 comes first.
+	if e := post(50).GetError(); e.GetField() != "at_step" || !strings.Contains(e.GetMessage(), "previous re-plan's step (100)") {
+		t.Fatalf("a control behind a queued one: %v", e)
+	}
+	b := open(t, c, cosineSpec) // fresh: control 1 was for jobs before it
+	got := poll(b, 0, 0)
+	if len(got.GetControls()) != 0 || got.GetLatestSeq() != 1 || got.GetControlEpoch() == 0 {
+		t.Fatalf("fresh session's first poll: %v", got)
+	}
+	if got := poll(a, 0, 0); len(got.GetControls()) != 1 || got.GetLatestSeq() != 1 {
+		t.Fatalf("session a: %v", got)
+	}
+	blob := c.Handle(&pb.Request{Body: &pb.Request_GetState{GetState: &pb.GetState{SessionId: a, Step: 0}}}).GetState().GetMsgpack()
+	r := c.Handle(&pb.Request{Body: &pb.Request_RestoreState{RestoreState: &pb.RestoreState{Msgpack: blob}}})
+	if got := poll(r.GetSession().GetSessionId(), 0, 0); len(got.GetControls()) != 1 {
+		t.Fatalf("a restored session asks from its client's position (0): %v", got)
+	}
+}

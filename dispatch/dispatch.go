@@ -117,6 +117,13 @@ type session struct {
 	plan *sched.Plan
 	// step is the last step a client asked about; it only feeds status output.
 	step int64
+	// ctlSeen is the newest control this session's client has been sent
+	// or skipped past: at first the numbering when it opened, so that a
+	// fresh job does not take the controls posted for earlier ones; 0 when
+	// restored from a state blob, whose client carries its own position.
+	// Guarded by mu.
+	ctlSeen uint64
+	fresh   bool // opened, not restored, and not polled yet
 }
 
 // New returns an empty Dispatcher.
@@ -411,7 +418,7 @@ func (c *Conn) hello(h *pb.Hello) *pb.Response {
 	}}}
 }
 
-func (d *Dispatcher) add(plan *sched.Plan, name string, step int64, owner uint64) (*pb.Response, error) {
+func (d *Dispatcher) add(plan *sched.Plan, name string, step int64, owner uint64, fresh bool) (*pb.Response, error) {
 	canon, err := structpb.NewStruct(plan.Config.Canonical())
 	if err != nil {
 		return nil, fail(pb.ErrorCode_ERROR_CODE_INTERNAL, "", "encode canonical spec: %v", err)
@@ -422,7 +429,10 @@ func (d *Dispatcher) add(plan *sched.Plan, name string, step int64, owner uint64
 		return nil, err
 	}
 	d.nextID++
-	s := &session{lease: lease{owner: owner}, id: d.nextID, name: name, plan: plan, step: step}
+	s := &session{lease: lease{owner: owner}, id: d.nextID, name: name, plan: plan, step: step, fresh: fresh}
+	if fresh {
+		s.ctlSeen = d.ctlSeq
+	}
 	d.sessions[s.id] = s
 	return &pb.Response{Body: &pb.Response_Session{Session: &pb.SessionInfo{
 		SessionId: s.id, Schedule: canon, Step: step, Name: name, PlanVersion: version(plan),
@@ -445,7 +455,7 @@ func (d *Dispatcher) open(r *pb.OpenSession, owner uint64) (*pb.Response, error)
 	if err != nil {
 		return nil, err
 	}
-	return d.add(plan, r.GetName(), 0, owner)
+	return d.add(plan, r.GetName(), 0, owner, true)
 }
 
 func (d *Dispatcher) lookup(id uint64) (*session, error) {
@@ -721,7 +731,7 @@ func (d *Dispatcher) restore(r *pb.RestoreState, owner uint64) (*pb.Response, er
 	if name == "" {
 		name = st.Name
 	}
-	return d.add(plan, name, st.Step, owner)
+	return d.add(plan, name, st.Step, owner, false)
 }
 
 func (d *Dispatcher) close(r *pb.CloseSession) (*pb.Response, error) {

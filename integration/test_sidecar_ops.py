@@ -399,3 +399,43 @@ def test_a_restarted_sidecar_is_never_taken_for_the_old_one(tmp_path: Path) -> N
         with pytest.raises(rewarm.TransportError, match="restarted"):
             plain.get_lr(pid, 10, count=5)
         assert safe.get_lr(sid, 10, count=5) == want
+
+
+def test_controls_a_job_cannot_use(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ctl refuses a control that no open session would take or that clashes
+    with one still queued; one the plan refuses when it arrives (the loop
+    re-planned in between) is skipped with a warning, not raised into the
+    loop; and a job opened later does not take the controls posted before."""
+    spec = {"kind": "constant", "peak_lr": 1.0}
+    sock = str(tmp_path / "c.sock")
+    monkeypatch.setenv("REWARM_SOCKET", sock)
+
+    def make() -> rewarm.RewarmOptimizer:
+        p = torch.nn.Parameter(torch.zeros(1))
+        return rewarm.wrap(torch.optim.SGD([p], lr=1.0), schedule=spec, backend="socket", name="job")
+
+    def ctl_fails(*args: str) -> str:
+        r = subprocess.run(
+            [rewarm.find_binary(), "ctl", "--socket", sock, *args], capture_output=True, text=True, timeout=30
+        )
+        assert r.returncode != 0, r.stdout
+        return r.stderr
+
+    with rewarm.Sidecar(sock):
+        assert "no session is open" in ctl_fails("anneal", "--at-step", "100", "--steps", "10")
+        opt = make()
+        assert 'no open session is named "jbo"' in ctl_fails(
+            "anneal", "--name", "jbo", "--at-step", "9", "--steps", "1"
+        )
+        assert "queued control 1" in ctl(sock, "anneal", "--at-step", "150", "--steps", "10")
+        assert "previous re-plan's step (150)" in ctl_fails("anneal", "--at-step", "120", "--steps", "10")
+        opt.replan("anneal", at_step=200, steps=10)  # the loop's own re-plan, before it polls
+        with pytest.warns(UserWarning, match=r"skipping a control \(anneal at step 150\).*previous re-plan"):
+            assert opt.poll_control() == []
+        assert opt.state_dict()["rewarm"]["control_seq"] == 1
+        later = make()
+        assert later.poll_control() == []  # control 1 was posted before it opened
+        assert later.state_dict()["rewarm"]["control_seq"] == 1
+        assert "queued control 2" in ctl(sock, "anneal", "--at-step", "300", "--steps", "10")
+        later.step()  # it polls at most once per step
+        assert [r["at_step"] for r in later.poll_control()] == [300]

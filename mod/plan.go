@@ -11,7 +11,9 @@ package mod
 import (
 	"fmt"
 	"math"
+	"slices"
 	"sort"
+	"strings"
 
 	"github.com/rewarm/rewarm/internal/specfield"
 )
@@ -121,11 +123,49 @@ func Defaults() Spec {
 	}
 }
 
-// Parse decodes and builds a plan.
+// kindFields lists the schedule fields (besides kind) each schedule kind
+// uses; a spec that gives any other one is refused rather than silently
+// planned without it.
+var kindFields = map[string][]string{
+	"prd":            {"shift", "max_ratio", "min_ratio", "denom"},
+	"shifted_linear": {"shift", "max_ratio", "min_ratio", "denom"},
+	"constant":       {"ratio", "layers", "preset"},
+	"interleave":     {"ratio"},
+	"explicit":       {"ratios"},
+}
+
+// checkKindField refuses a schedule field that kind does not use. An
+// unknown kind passes here: validate names it.
+func checkKindField(kind, field string, value any) error {
+	uses, ok := kindFields[kind]
+	if !ok || slices.Contains(uses, field) {
+		return nil
+	}
+	return fail("schedule."+field, value, "schedule kind %q does not use %s (its fields: kind, %s)",
+		kind, field, strings.Join(uses, ", "))
+}
+
+// Parse decodes and builds a plan. It refuses schedule fields that the
+// chosen kind does not use, such as ratios with prd.
 func Parse(m map[string]any) (*Plan, error) {
 	spec := Defaults()
 	if err := specfield.Decode("mod", m, &spec); err != nil {
 		return nil, err
+	}
+	if sm, ok := specfield.AsMap(m["schedule"]); ok {
+		keys := make([]string, 0, len(sm))
+		for k := range sm {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			if k == "kind" {
+				continue
+			}
+			if err := checkKindField(spec.Schedule.Kind, k, sm[k]); err != nil {
+				return nil, err
+			}
+		}
 	}
 	return New(spec)
 }
@@ -175,8 +215,31 @@ func (s *Spec) validate() error {
 	if sc.Denom != nil && (!finite(*sc.Denom) || *sc.Denom <= 0) {
 		return fail("schedule.denom", *sc.Denom, "must be a finite number > 0")
 	}
+	// The fields whose presence a Spec shows (the float ones always hold a
+	// value, their defaults): Parse checks every field given in the map.
+	var denom any
+	if sc.Denom != nil {
+		denom = *sc.Denom
+	}
+	for _, f := range []struct {
+		name  string
+		given bool
+		value any
+	}{{"denom", sc.Denom != nil, denom}, {"layers", sc.Layers != nil, sc.Layers},
+		{"preset", sc.Preset != "", sc.Preset}, {"ratios", sc.Ratios != nil, sc.Ratios}} {
+		if f.given {
+			if err := checkKindField(sc.Kind, f.name, f.value); err != nil {
+				return err
+			}
+		}
+	}
 	switch sc.Kind {
-	case "prd", "shifted_linear", "interleave":
+	case "prd", "shifted_linear":
+		if sc.MinRatio > sc.MaxRatio {
+			return fail("schedule.min_ratio", sc.MinRatio, "must be <= max_ratio (%s): a routed layer's ratio is at least min_ratio, and it routes only when its raw ratio is <= max_ratio",
+				specfield.FormatValue(sc.MaxRatio))
+		}
+	case "interleave":
 	case "constant":
 		if sc.Layers == nil && sc.Preset == "" {
 			return fail("schedule.layers", nil, "constant needs layers (a list) or preset (deep_all, deep_all_include_last)")

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"math"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -439,5 +441,100 @@ func TestKVCapacityCountsText(t *testing.T) {
 	}
 	if got, want := p.Buckets[0].Summary.KVRatio, sum/(L*(T+N)); math.Abs(got-want) > 1e-12 {
 		t.Errorf("KV ratio %v, want %v", got, want)
+	}
+}
+
+// A schedule field that the chosen kind does not use is refused, naming the
+// field and the kind, rather than planned without it.
+func TestScheduleFieldOfAnotherKind(t *testing.T) {
+	ratios := []any{0.1, 0.2, 0.3, 0.4}
+	for _, c := range []struct {
+		schedule map[string]any
+		field    string
+		kind     string
+	}{
+		{map[string]any{"kind": "prd", "ratios": ratios}, "schedule.ratios", `"prd"`},
+		{map[string]any{"ratios": ratios}, "schedule.ratios", `"prd"`}, // prd is the default kind
+		{map[string]any{"kind": "prd", "ratio": 0.3}, "schedule.ratio", `"prd"`},
+		{map[string]any{"kind": "prd", "layers": []any{1, 2}}, "schedule.layers", `"prd"`},
+		{map[string]any{"kind": "shifted_linear", "preset": "deep_all"}, "schedule.preset", `"shifted_linear"`},
+		{map[string]any{"kind": "explicit", "ratios": ratios, "shift": 0.4}, "schedule.shift", `"explicit"`},
+		{map[string]any{"kind": "explicit", "ratios": ratios, "denom": 3}, "schedule.denom", `"explicit"`},
+		{map[string]any{"kind": "constant", "preset": "deep_all", "ratios": ratios}, "schedule.ratios", `"constant"`},
+		{map[string]any{"kind": "constant", "preset": "deep_all", "max_ratio": 0.5}, "schedule.max_ratio", `"constant"`},
+		{map[string]any{"kind": "interleave", "layers": []any{1}}, "schedule.layers", `"interleave"`},
+		{map[string]any{"kind": "interleave", "min_ratio": 0.1}, "schedule.min_ratio", `"interleave"`},
+	} {
+		_, err := Parse(map[string]any{"num_layers": 4, "tokens": 8, "schedule": c.schedule})
+		var fe *specfield.Error
+		if !errors.As(err, &fe) || fe.Field != c.field {
+			t.Errorf("%v: got %v, want field %q", c.schedule, err, c.field)
+			continue
+		}
+		if msg := err.Error(); !strings.Contains(msg, c.kind) || !strings.Contains(msg, "does not use") {
+			t.Errorf("%v: message %q does not name kind %s", c.schedule, msg, c.kind)
+		}
+	}
+	// Each kind with every field it uses is accepted.
+	for _, s := range []map[string]any{
+		{"kind": "prd", "shift": 0.5, "max_ratio": 0.85, "min_ratio": 0.15, "denom": 3},
+		{"kind": "shifted_linear", "shift": 0.5, "max_ratio": 0.85, "min_ratio": 0.15, "denom": 3},
+		{"kind": "constant", "ratio": 0.5, "layers": []any{1}, "preset": "deep_all"},
+		{"kind": "interleave", "ratio": 0.5},
+		{"kind": "explicit", "ratios": ratios},
+	} {
+		if _, err := Parse(map[string]any{"num_layers": 4, "tokens": 8, "schedule": s}); err != nil {
+			t.Errorf("%v: %v", s, err)
+		}
+	}
+	// New sees which of the list and pointer fields were given.
+	spec := Defaults()
+	spec.NumLayers, spec.Tokens, spec.Schedule.Ratios = 4, 8, []float64{0.1, 0.2, 0.3, 0.4}
+	if _, err := New(spec); err == nil || !strings.Contains(err.Error(), `"schedule.ratios"`) {
+		t.Errorf("New with ratios on prd: %v", err)
+	}
+}
+
+// Every schedule field belongs to at least one kind, so adding a field
+// without listing it in kindFields cannot make it refused everywhere.
+func TestEveryScheduleFieldHasAKind(t *testing.T) {
+	for _, f := range specfield.Fields(reflect.TypeOf(Schedule{})) {
+		if f == "kind" {
+			continue
+		}
+		used := false
+		for _, fields := range kindFields {
+			used = used || slices.Contains(fields, f)
+		}
+		if !used {
+			t.Errorf("schedule field %q is used by no kind", f)
+		}
+	}
+}
+
+// prd and shifted_linear refuse min_ratio > max_ratio: a routed layer's
+// ratio, max(R_raw, min_ratio), would exceed the max_ratio it routes under.
+func TestMinRatioAboveMaxRatio(t *testing.T) {
+	for _, c := range []struct {
+		schedule map[string]any
+		ok       bool
+	}{
+		{map[string]any{"kind": "prd", "min_ratio": 0.6, "max_ratio": 0.5}, false},
+		{map[string]any{"kind": "shifted_linear", "min_ratio": 0.6, "max_ratio": 0.5}, false},
+		{map[string]any{"max_ratio": 0.1}, false}, // against the default min_ratio 0.15
+		{map[string]any{"kind": "prd", "min_ratio": 0.5, "max_ratio": 0.5}, true},
+		{map[string]any{"kind": "shifted_linear", "min_ratio": 0.2, "max_ratio": 0.9}, true},
+	} {
+		_, err := Parse(map[string]any{"num_layers": 4, "tokens": 8, "schedule": c.schedule})
+		if c.ok {
+			if err != nil {
+				t.Errorf("%v: %v", c.schedule, err)
+			}
+			continue
+		}
+		var fe *specfield.Error
+		if !errors.As(err, &fe) || fe.Field != "schedule.min_ratio" || !strings.Contains(err.Error(), "max_ratio") {
+			t.Errorf("%v: got %v, want schedule.min_ratio refused against max_ratio", c.schedule, err)
+		}
 	}
 }

@@ -3361,7 +3361,10 @@ type Controls struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Controls []*Control             `protobuf:"bytes,1,rep,name=controls,proto3" json:"controls,omitempty"`
 	// Names this sidecar's control numbering; kept across a snapshot restore.
-	ControlEpoch  uint64 `protobuf:"varint,2,opt,name=control_epoch,json=controlEpoch,proto3" json:"control_epoch,omitempty"`
+	ControlEpoch uint64 `protobuf:"varint,2,opt,name=control_epoch,json=controlEpoch,proto3" json:"control_epoch,omitempty"`
+	// The newest control number here: the client has now seen every control
+	// up to it (those it did not receive were posted before its job opened).
+	LatestSeq     uint64 `protobuf:"varint,3,opt,name=latest_seq,json=latestSeq,proto3" json:"latest_seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3406,6 +3409,13 @@ func (x *Controls) GetControls() []*Control {
 func (x *Controls) GetControlEpoch() uint64 {
 	if x != nil {
 		return x.ControlEpoch
+	}
+	return 0
+}
+
+func (x *Controls) GetLatestSeq() uint64 {
+	if x != nil {
+		return x.LatestSeq
 	}
 	return 0
 }
@@ -3665,10 +3675,12 @@ const file_rewarm_proto_rawDesc = "" +
 	"\n" +
 	"session_id\x18\x02 \x01(\x04R\tsessionId\x12\x12\n" +
 	"\x04step\x18\x03 \x01(\x03R\x04step\x12#\n" +
-	"\rcontrol_epoch\x18\x04 \x01(\x04R\fcontrolEpoch\"_\n" +
+	"\rcontrol_epoch\x18\x04 \x01(\x04R\fcontrolEpoch\"~\n" +
 	"\bControls\x12.\n" +
 	"\bcontrols\x18\x01 \x03(\v2\x12.rewarm.v1.ControlR\bcontrols\x12#\n" +
-	"\rcontrol_epoch\x18\x02 \x01(\x04R\fcontrolEpoch*Q\n" +
+	"\rcontrol_epoch\x18\x02 \x01(\x04R\fcontrolEpoch\x12\x1d\n" +
+	"\n" +
+	"latest_seq\x18\x03 \x01(\x04R\tlatestSeq*Q\n" +
 	"\x0fProtocolVersion\x12 \n" +
 	"\x1cPROTOCOL_VERSION_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18PROTOCOL_VERSION_CURRENT\x10\x01*\xbb\x02\n" +

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import numbers
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -20,6 +21,15 @@ from rewarm._version import __version__
 
 PROTOCOL_VERSION: int = pb.PROTOCOL_VERSION_CURRENT
 Backend = Literal["auto", "inprocess", "socket"]
+
+
+@dataclass(frozen=True)
+class ControlPoll:
+    """What one poll for controls returned (see Client.poll_controls)."""
+
+    controls: list[dict[str, Any]]
+    epoch: int
+    latest_seq: int
 
 
 @dataclass(frozen=True)
@@ -114,9 +124,28 @@ def _raise(err: Any) -> None:
     raise RewarmError(err.message, code=short, field=err.field)
 
 
+def int_arg(v: Any, name: str, lo: int = 0) -> int:
+    """v as a step count or index: an integer (numpy's too) in [lo, 2^63),
+    never a bool or a float that would be truncated."""
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+        raise SpecError(
+            f'field "{name}" = {v!r:.80}: expected an integer', code="INVALID_ARGUMENT", field=name
+        )
+    if not lo <= int(v) < 1 << 63:
+        raise SpecError(f'field "{name}" = {v}: must be in [{lo}, 2^63)', code="INVALID_ARGUMENT", field=name)
+    return int(v)
+
+
 def _plain(v: Any, path: str) -> Any:
     """A spec value as JSON-like Python: numpy scalars and 0-d tensors become
     numbers; anything else that cannot cross is refused, naming its field."""
+    if isinstance(v, int) and not isinstance(v, bool) and abs(v) > 1 << 53:
+        # Specs cross as protobuf Structs, whose numbers are doubles.
+        raise SpecError(
+            f'field "{path}" = {v}: too large; integers are carried exactly only up to 2^53',
+            code="INVALID_ARGUMENT",
+            field=path,
+        )
     if v is None or isinstance(v, (bool, int, float, str)):
         return v
     if isinstance(v, Mapping):
@@ -131,7 +160,7 @@ def _plain(v: Any, path: str) -> Any:
     if getattr(v, "ndim", None) == 0 and callable(getattr(v, "item", None)):
         x = v.item()
         if isinstance(x, (bool, int, float)):
-            return x
+            return _plain(x, path)
     raise SpecError(
         f'field "{path}" = {v!r}: a {type(v).__name__} cannot be sent '
         "(use a number, string, bool, list or dict)",
@@ -146,12 +175,6 @@ def _fill(struct: Any, spec: Mapping[str, Any], what: str) -> None:
         struct.update(plain)
     except (ValueError, TypeError) as exc:
         raise SpecError(f"{what} spec cannot be encoded: {exc}", code="INVALID_ARGUMENT") from exc
-
-
-def _json_default(v: Any) -> Any:
-    if getattr(v, "ndim", None) == 0 and callable(getattr(v, "item", None)):
-        return v.item()
-    raise TypeError(type(v).__name__)
 
 
 def same_server(path: str, instance: int) -> Callable[[bytes], None]:
@@ -263,28 +286,53 @@ class Client:
     def replan(self, session_id: int, at_step: int, op: str, **args: Any) -> SessionInfo:
         """Apply a re-plan: op is "extend" (total_steps, mode), "anneal" (steps,
         shape, min_lr) or "new_stage" (schedule)."""
-        req = pb.Request(replan=pb.Replan(session_id=session_id, at_step=at_step))
-        try:
-            if op == "extend":
-                req.replan.extend.CopyFrom(pb.Extend(**args))
-            elif op == "anneal":
-                req.replan.anneal.CopyFrom(pb.Anneal(**args))
-            elif op == "new_stage":
-                req.replan.new_stage.SetInParent()
-                _fill(req.replan.new_stage.schedule, args.pop("schedule"), "new_stage schedule")
-                if args:
-                    raise TypeError(f"unexpected arguments {sorted(args)}")
+        req = pb.Request(replan=pb.Replan(session_id=session_id, at_step=int_arg(at_step, "at_step")))
+        # Each op's arguments, with the type each must have.
+        kinds: dict[str, dict[str, str]] = {
+            "extend": {"total_steps": "int", "mode": "str"},
+            "anneal": {"steps": "int", "shape": "str", "min_lr": "number"},
+            "new_stage": {"schedule": "spec"},
+        }
+        if op not in kinds:
+            raise SpecError(f'replan: op {op!r}: must be "extend", "anneal" or "new_stage"', field="op")
+        unknown = sorted(set(args) - set(kinds[op]))
+        if unknown:
+            raise SpecError(
+                f"replan {op}: unexpected arguments {unknown} (it takes {sorted(kinds[op])})",
+                field=unknown[0],
+            )
+        if op == "new_stage":
+            if "schedule" not in args:
+                raise SpecError("replan new_stage: give schedule= (the new stage's spec)", field="schedule")
+            req.replan.new_stage.SetInParent()
+            _fill(req.replan.new_stage.schedule, args["schedule"], "new_stage schedule")
+            return self._session(self.call(req).session)
+        vals: dict[str, Any] = {}
+        for name, v in args.items():
+            kind = kinds[op][name]
+            if kind == "int":
+                vals[name] = int_arg(v, name)
+            elif kind == "number":
+                if isinstance(v, bool) or not isinstance(v, numbers.Real):
+                    raise SpecError(f'replan {op}: field "{name}" = {v!r:.80}: expected a number', field=name)
+                vals[name] = float(v)
             else:
-                raise SpecError(f'replan: op {op!r}: must be "extend", "anneal" or "new_stage"', field="op")
-        except (ValueError, TypeError, KeyError) as exc:
-            if isinstance(exc, SpecError):
-                raise
-            raise SpecError(f"replan {op}: {exc}", code="INVALID_ARGUMENT") from exc
+                if not isinstance(v, str):
+                    raise SpecError(f'replan {op}: field "{name}" = {v!r:.80}: expected a string', field=name)
+                vals[name] = v
+        if op == "extend":
+            req.replan.extend.CopyFrom(pb.Extend(**vals))
+        else:
+            req.replan.anneal.CopyFrom(pb.Anneal(**vals))
         return self._session(self.call(req).session)
 
     def report(self, session_id: int, step: int, metric: float) -> int:
         """Record a metric observed after `step` updates; returns the plan version."""
-        req = pb.Request(report=pb.Report(session_id=session_id, step=step, metric=float(metric)))
+        try:
+            value = float(metric)
+        except (TypeError, ValueError):
+            raise SpecError(f"report: metric={metric!r:.80}: expected a number", field="metric") from None
+        req = pb.Request(report=pb.Report(session_id=session_id, step=step, metric=value))
         return self.call(req).ack.plan_version
 
     def preview(
@@ -309,13 +357,14 @@ class Client:
 
     def open_sampler(self, spec: Mapping[str, Any]) -> SamplerInfo:
         req = pb.Request(open_sampler=pb.OpenSampler())
+        plain = _plain(spec, "")  # refuses what cannot cross exactly, naming the field
         try:
             # JSON is several times cheaper to build than a Struct and decodes
-            # to the same values. NaN and non-JSON values take the Struct path,
-            # so the Go validator can name the field.
-            req.open_sampler.spec_json = json.dumps(spec, allow_nan=False, default=_json_default)
-        except (ValueError, TypeError):
-            _fill(req.open_sampler.spec, spec, "replay")
+            # to the same values. NaN takes the Struct path, so the Go
+            # validator can name the field.
+            req.open_sampler.spec_json = json.dumps(plain, allow_nan=False)
+        except ValueError:
+            _fill(req.open_sampler.spec, plain, "replay")
         r = self.call(req).sampler
         return SamplerInfo(
             r.sampler_id,
@@ -355,12 +404,23 @@ class Client:
         arguments. control_epoch is the "epoch" after_seq came with: if the
         sidecar's numbering is another (it restarted without a snapshot),
         every queued control is returned."""
+        return self.poll_controls(after_seq, session_id, step, control_epoch).controls
+
+    def poll_controls(
+        self, after_seq: int, session_id: int = 0, step: int = -1, control_epoch: int = 0
+    ) -> ControlPoll:
+        """poll_control, with the numbering's epoch and newest number: a client
+        has seen every control up to latest_seq once it has these."""
         req = pb.Request(
             poll_control=pb.PollControl(
                 after_seq=after_seq, session_id=session_id, step=step, control_epoch=control_epoch
             )
         )
         resp = self.call(req).controls
+        return ControlPoll(self._controls(resp), resp.control_epoch, resp.latest_seq)
+
+    @staticmethod
+    def _controls(resp: Any) -> list[dict[str, Any]]:
         out = []
         for c in resp.controls:
             r = c.replan

@@ -12,6 +12,8 @@ through this object drops the window and fetches it again.
 
 from __future__ import annotations
 
+import contextlib
+import numbers
 import os
 import sys
 import warnings
@@ -25,8 +27,8 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
 from rewarm import _transport
-from rewarm._client import Backend, Client, GroupSpec, SessionInfo, connect
-from rewarm._errors import ForkError
+from rewarm._client import Backend, Client, GroupSpec, SessionInfo, connect, int_arg
+from rewarm._errors import ForkError, RewarmError
 from rewarm._spec import SpecLike, load_spec
 
 STATE_FORMAT = 1
@@ -47,13 +49,25 @@ GROUP_KEYS = (
 )
 
 
-def _group_spec(g: GroupLike) -> GroupSpec:
+def _number(v: Any, what: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        raise TypeError(f"{what}={v!r:.80}: expected a number")
+    return float(v)
+
+
+def _group_spec(g: GroupLike, i: int = 0) -> GroupSpec:
     if isinstance(g, GroupSpec):
         return g
+    if not isinstance(g, Mapping):
+        raise TypeError(
+            f"groups[{i}]={g!r:.80}: expected a dict (multiplier, min_lr, peak_lr, wd_mult) or GroupSpec"
+        )
     unknown = set(g) - {"multiplier", "min_lr", "peak_lr", "wd_mult"}
     if unknown:
-        raise ValueError(f"groups: unknown keys {sorted(unknown)} (use multiplier, min_lr, peak_lr, wd_mult)")
-    return GroupSpec(**{k: float(v) for k, v in g.items()})
+        raise ValueError(
+            f"groups[{i}]: unknown keys {sorted(unknown)} (use multiplier, min_lr, peak_lr, wd_mult)"
+        )
+    return GroupSpec(**{k: _number(v, f"groups[{i}].{k}") for k, v in g.items()})
 
 
 def _keys_from_args(
@@ -66,13 +80,19 @@ def _keys_from_args(
     if multipliers is None and groups is None:
         return [{} for _ in pgs]
     arg = "multipliers" if multipliers is not None else "groups"
+    entries = multipliers if multipliers is not None else groups
+    if not isinstance(entries, Sequence) or isinstance(entries, str):
+        raise TypeError(f"{arg}={entries!r:.80}: expected a list with one entry per param group")
     # Each entry's spec and the fields it gives: a mapping gives its own keys.
     given: list[tuple[GroupSpec, set[str]]] = (
-        [(GroupSpec(multiplier=float(m)), {"multiplier"}) for m in multipliers]
+        [
+            (GroupSpec(multiplier=_number(m, f"multipliers[{i}]")), {"multiplier"})
+            for i, m in enumerate(multipliers)
+        ]
         if multipliers is not None
         else [
-            (_group_spec(g), {f for _, f in GROUP_KEYS} if isinstance(g, GroupSpec) else set(g))
-            for g in groups or ()
+            (_group_spec(g, i), {f for _, f in GROUP_KEYS} if isinstance(g, GroupSpec) else set(g))
+            for i, g in enumerate(groups or ())
         ]
     )
     if len(given) != len(pgs):
@@ -219,38 +239,60 @@ class RewarmOptimizer(Optimizer):
         self._optimizer_load_state_dict_post_hooks = OrderedDict()
         # The keys wrap() writes into each group: checkpoints made before they
         # were written lack them, and load_state_dict puts them back.
-        self._wrap_keys = _keys_from_args(optimizer.param_groups, multipliers, groups)
-        for g, keys in zip(optimizer.param_groups, self._wrap_keys):  # noqa: B905 - lengths checked
-            g.update(keys)
-        self._set_keys(_keys_of(optimizer.param_groups))
-        self._groups = self._group_specs()
-        self._window = int(window or DEFAULT_WINDOW)
+        if not isinstance(name, str):
+            raise TypeError(f"name={name!r}: expected a str")
+        if window is not None and (isinstance(window, bool) or not isinstance(window, int)):
+            raise TypeError(f"window={window!r}: expected an int")
+        self._window = DEFAULT_WINDOW if window is None else window
         if not 1 <= self._window <= MAX_VALUES_PER_CALL:
             raise ValueError(f"window={window}: must be between 1 and {MAX_VALUES_PER_CALL}")
-        self._client: Client = connect(backend)
-        info = self._client.open_session(load_spec(schedule), name=name)
-        self._session = info.session_id
-        self._schedule = info.schedule
-        self._name = name
-        self._n = 0
-        # rows[i] holds the per-group rates of update cache_start+i+1; momentum
-        # and weight decay are None unless the schedule sets them.
-        self._rows: list[list[float]] = []
-        self._momentum: list[float] | None = None
-        self._wd_rows: list[list[float]] | None = None
-        self._cache_start = 0
-        self._rates_only = True  # neither momentum nor weight decay is scheduled
-        self._inprocess = self._client.kind == "inprocess"
-        self._norm_ord = {"l1": 1.0, "l2": 2.0}.get(track_grad_norm or "")
-        self.grad_norms: list[float] = []
-        self._ctl_seq = 0  # the newest `rewarm ctl` control seen
-        self._ctl_epoch = 0  # the sidecar numbering it belongs to (0: not seen yet)
-        self._polled_at = -1
-        self._last_lrs: list[float] = list(self.lrs_at(0))
-        self._used: list[float] = self._last_lrs  # the rates of the update in progress
-        self._check_momentum()
-        self._scheduler: RewarmLRScheduler | None = None
-        self._show(0)
+        spec = load_spec(schedule)
+        self._wrap_keys = _keys_from_args(optimizer.param_groups, multipliers, groups)
+        # Written into the groups now, taken back if anything below fails,
+        # so a failed wrap() leaves the optimizer as it was.
+        added = [
+            [k for k in keys if k not in g]
+            for g, keys in zip(optimizer.param_groups, self._wrap_keys, strict=True)
+        ]
+        for g, keys in zip(optimizer.param_groups, self._wrap_keys, strict=True):
+            g.update(keys)
+        opened = None
+        try:
+            self._set_keys(_keys_of(optimizer.param_groups))
+            self._groups = self._group_specs()
+            self._client: Client = connect(backend)
+            info = self._client.open_session(spec, name=name)
+            opened = info.session_id
+            self._session = info.session_id
+            self._schedule = info.schedule
+            self._name = name
+            self._n = 0
+            # rows[i] holds the per-group rates of update cache_start+i+1; momentum
+            # and weight decay are None unless the schedule sets them.
+            self._rows: list[list[float]] = []
+            self._momentum: list[float] | None = None
+            self._wd_rows: list[list[float]] | None = None
+            self._cache_start = 0
+            self._rates_only = True  # neither momentum nor weight decay is scheduled
+            self._inprocess = self._client.kind == "inprocess"
+            self._norm_ord = {"l1": 1.0, "l2": 2.0}.get(track_grad_norm or "")
+            self.grad_norms: list[float] = []
+            self._ctl_seq = 0  # the newest `rewarm ctl` control seen
+            self._ctl_epoch = 0  # the sidecar numbering it belongs to (0: not seen yet)
+            self._polled_at = -1
+            self._last_lrs: list[float] = list(self.lrs_at(0))
+            self._used: list[float] = self._last_lrs  # the rates of the update in progress
+            self._check_momentum()
+            self._scheduler: RewarmLRScheduler | None = None
+            self._show(0)
+        except BaseException:
+            for g, new_keys in zip(optimizer.param_groups, added, strict=True):
+                for k in new_keys:
+                    g.pop(k, None)
+            if opened is not None:
+                with contextlib.suppress(Exception):
+                    self._client.close_session(opened)
+            raise
 
     # --- the schedule --------------------------------------------------------
 
@@ -388,7 +430,7 @@ class RewarmOptimizer(Optimizer):
         Re-plans are kept in the session (and in state_dict()), so the rates
         stay a pure function of (spec, re-plans, n).
         """
-        at = self._n if at_step is None else int(at_step)
+        at = self._n if at_step is None else int_arg(at_step, "at_step")
         if at < self._n:
             raise ValueError(
                 f"at_step={at}: {self._n} updates were already applied; re-plans cannot rewrite them"
@@ -400,12 +442,15 @@ class RewarmOptimizer(Optimizer):
         return info
 
     def broadcast_replans(
-        self, replans: Sequence[Mapping[str, Any]] | None = None, src: int = 0
+        self, replans: Sequence[Mapping[str, Any]] | None = None, src: int = 0, skip_failed: bool = False
     ) -> list[dict]:
         """Collective: every rank calls it at the same step; rank ``src``'s list of
         re-plans (dicts with ``op`` and its arguments, ``at_step`` optional) is
         broadcast with torch.distributed and applied on every rank, so all ranks
-        switch at the same update. Returns the re-plans applied."""
+        switch at the same update. Returns the re-plans applied. With
+        ``skip_failed`` a re-plan the schedule refuses is skipped with a warning
+        (every rank holds the same plan, so every rank skips it) instead of
+        raising."""
         import torch.distributed as dist
 
         payload: list[Any] = [None]
@@ -419,7 +464,15 @@ class RewarmOptimizer(Optimizer):
         for r in payload[0] or []:
             r = dict(r)
             op = r.pop("op")
-            self.replan(op, **r)
+            try:
+                self.replan(op, **r)
+            except RewarmError as exc:
+                if not skip_failed:
+                    raise
+                warnings.warn(
+                    f"rewarm: skipping a control ({op} at step {r.get('at_step')}): {exc}", stacklevel=3
+                )
+                continue
             applied.append({"op": op, **r})
         return applied
 
@@ -447,13 +500,13 @@ class RewarmOptimizer(Optimizer):
             pending = []
             if self._client.kind == "socket":
                 try:
-                    found = self._client.poll_control(
+                    poll = self._client.poll_controls(
                         self._ctl_seq, self._session, self._n, control_epoch=self._ctl_epoch
                     )
                 except Exception as exc:  # the job must not stop for a control channel
                     warnings.warn(f"rewarm: polling for controls failed: {exc}", stacklevel=2)
-                    found = []
-                for c in found:
+                    poll = None
+                for c in poll.controls if poll is not None else ():
                     epoch = int(c.pop("epoch"))
                     if epoch != self._ctl_epoch:  # another sidecar's numbering
                         self._ctl_epoch, self._ctl_seq = epoch, 0
@@ -469,14 +522,20 @@ class RewarmOptimizer(Optimizer):
                         )
                         continue
                     pending.append(c)
+                if poll is not None and poll.epoch:
+                    # Seen up to the newest number, also what was posted
+                    # before this job opened and never sent to it.
+                    if poll.epoch != self._ctl_epoch:
+                        self._ctl_epoch, self._ctl_seq = poll.epoch, 0
+                    self._ctl_seq = max(self._ctl_seq, poll.latest_seq)
         elif is_src:
             pending = []
-        return self.broadcast_replans(pending, src=src)
+        return self.broadcast_replans(pending, src=src, skip_failed=True)
 
     def report(self, metric: float) -> None:
         """Report a metric observed after the updates applied so far (for
         plateau schedules)."""
-        self._client.report(self._session, self._n, float(metric))
+        self._client.report(self._session, self._n, metric)
         self._refresh()
 
     # --- torch.optim.Optimizer face ---------------------------------------
@@ -675,6 +734,10 @@ class RewarmOptimizer(Optimizer):
             )
         if not isinstance(state.get("session"), (bytes, bytearray, memoryview)):
             raise ValueError(f"rewarm state session={state.get('session')!r:.80}: expected bytes")
+        for key in ("control_seq", "control_epoch"):
+            v = state.get(key, 0)
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 1 << 64:
+                raise ValueError(f"rewarm state {key}={v!r:.80}: expected an integer in [0, 2^64)")
         norms = _norms_from_state(state.get("grad_norms", []))
         info = self._client.restore_state(bytes(state["session"]), name=self._name)
         if info.schedule != self._schedule:
@@ -722,6 +785,8 @@ class RewarmOptimizer(Optimizer):
         """Load a state_dict(): the current layout, ``{state, param_groups, rewarm}``,
         or the nested one of earlier versions, ``{optimizer, rewarm}``. Everything is
         checked before anything changes."""
+        if not isinstance(state_dict, Mapping):
+            raise ValueError(f"optimizer state dict: expected a mapping, got {type(state_dict).__name__}")
         sd: dict[str, Any] = dict(state_dict)
         for pre_hook in self._optimizer_load_state_dict_pre_hooks.values():
             result = pre_hook(self, sd)
@@ -743,8 +808,15 @@ class RewarmOptimizer(Optimizer):
         info, norms = self._restore_session(sd["rewarm"])
         try:
             self._check_inner_state_dict(inner_sd)
+            # The loaded groups' keys (wrap's where a checkpoint lacks them),
+            # checked in Go on the restored session before anything changes.
+            saved = inner_sd["param_groups"]
+            wrap_keys = (self._wrap_keys + [{}] * len(saved))[: len(saved)]  # none for groups added later
+            loaded = [{**keys, **g} for g, keys in zip(saved, wrap_keys, strict=True)]
+            specs = [_spec_from_keys(g, k) for k, g in enumerate(loaded)]
+            self._client.get_values(info.session_id, int(info.step), 1, specs)
             self.optimizer.load_state_dict(inner_sd)
-            for g, keys in zip(self.optimizer.param_groups, self._wrap_keys):  # noqa: B905
+            for g, keys in zip(self.optimizer.param_groups, wrap_keys, strict=True):
                 for key, v in keys.items():
                     g.setdefault(key, v)
         except BaseException:
@@ -757,7 +829,7 @@ class RewarmOptimizer(Optimizer):
     def _check_inner_state_dict(self, sd: Any) -> None:
         """The checks torch's Optimizer.load_state_dict makes, made before anything changes."""
         saved = sd.get("param_groups") if isinstance(sd, Mapping) else None
-        if not isinstance(saved, Sequence) or not isinstance(sd.get("state"), Mapping):
+        if not isinstance(saved, (list, tuple)) or not isinstance(sd.get("state"), Mapping):
             raise ValueError("optimizer state dict: expected 'state' (a mapping) and 'param_groups' (a list)")
         groups = self.optimizer.param_groups
         if len(saved) != len(groups):
@@ -766,6 +838,10 @@ class RewarmOptimizer(Optimizer):
                 f"{len(groups)}"
             )
         for k, (s, g) in enumerate(zip(saved, groups)):  # noqa: B905 - lengths checked above
+            if not isinstance(s, Mapping) or not isinstance(s.get("params"), Sequence):
+                raise ValueError(
+                    f"optimizer state dict: param_groups[{k}] = {s!r:.80}: expected a dict with 'params'"
+                )
             if len(s["params"]) != len(g["params"]):
                 raise ValueError(
                     f"optimizer state dict: param_groups[{k}] has {len(s['params'])} params, but this "

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from rewarm._client import Backend, shared_client
+from rewarm._client import Backend, int_arg, shared_client
 from rewarm._spec import SpecLike, load_spec
 
 
@@ -19,7 +19,7 @@ def preview(schedule: SpecLike, steps: int | Sequence[int], backend: Backend = "
         if isinstance(steps, int):
             p = client.preview(load_spec(schedule), start=0, count=steps)
         else:
-            p = client.preview(load_spec(schedule), [int(s) for s in steps])
+            p = client.preview(load_spec(schedule), [int_arg(s, f"steps[{i}]") for i, s in enumerate(steps)])
     finally:
         client.close()
     return {

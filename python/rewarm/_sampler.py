@@ -16,13 +16,15 @@ from typing import Any
 import torch
 from torch.utils.data import Sampler
 
-from rewarm._client import Backend, Client, shared_client
+from rewarm._client import Backend, Client, int_arg, shared_client
 from rewarm._spec import SpecLike, load_spec
 
 STATE_VERSION = 1
 
 
 def _rank_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    rank = None if rank is None else int_arg(rank, "rank")
+    world_size = None if world_size is None else int_arg(world_size, "world_size", lo=1)
     if rank is not None and world_size is not None:
         return rank, world_size
     try:
@@ -61,6 +63,8 @@ class ReplaySampler(Sampler[torch.Tensor]):
     ) -> None:
         self.spec = load_spec(spec)
         self.rank, self.world_size = _rank_world(rank, world_size)
+        window = int_arg(window, "window", lo=1)
+        start_step = int_arg(start_step, "start_step")
         self._client = shared_client(backend)
         info = self._client.open_sampler(self.spec)
         self._id = info.sampler_id
@@ -84,8 +88,7 @@ class ReplaySampler(Sampler[torch.Tensor]):
         if not 0 <= self.rank < self.world_size:
             raise ValueError(f"rank={self.rank}: must be in [0, {self.world_size})")
         self.per_rank = self.global_batch_size // self.world_size
-        self._window = max(1, int(window))
-        start_step = int(start_step)
+        self._window = window
         if not 0 <= start_step <= self.total_steps:
             raise ValueError(f"start_step={start_step}: must be in [0, {self.total_steps}]")
         # Where a new pass starts, and the one-shot position that
@@ -114,7 +117,8 @@ class ReplaySampler(Sampler[torch.Tensor]):
 
     def batch(self, step: int) -> torch.Tensor:
         """This rank's slice of the global batch of ``step``."""
-        if not 0 <= step < self.total_steps:
+        step = int_arg(step, "step")
+        if not step < self.total_steps:
             raise IndexError(f"step {step} is outside the plan (0..{self.total_steps - 1})")
         i = step - self._cache_start
         if not 0 <= i < self._cache_count:
@@ -137,7 +141,7 @@ class ReplaySampler(Sampler[torch.Tensor]):
 
     def quotas(self, step: int) -> dict[str, int]:
         """How many samples each source gets in the global batch of ``step``."""
-        counts = self._client.get_quotas(self._id, step, 1)[0]
+        counts = self._client.get_quotas(self._id, int_arg(step, "step"), 1)[0]
         return dict(zip(self.info.source_names, counts, strict=True))
 
     # --- torch Sampler -------------------------------------------------------
@@ -182,6 +186,8 @@ class ReplaySampler(Sampler[torch.Tensor]):
         return {"version": STATE_VERSION, "spec_hash": self.spec_hash, "step": self._pos}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if not isinstance(state, Mapping):
+            raise ValueError(f"replay sampler state: expected a mapping, got {type(state).__name__}")
         if state.get("version") != STATE_VERSION:
             raise ValueError(
                 f"replay sampler state version {state.get('version')!r}: expected {STATE_VERSION}"
@@ -192,8 +198,10 @@ class ReplaySampler(Sampler[torch.Tensor]):
                 f"{self.spec_hash!r}: resuming would read different batches; build the sampler from the "
                 "checkpoint's spec"
             )
-        step = int(state["step"])
-        if not 0 <= step <= self.total_steps:
+        if "step" not in state:
+            raise ValueError("replay sampler state: no 'step'")
+        step = int_arg(state["step"], "step")
+        if not step <= self.total_steps:
             raise ValueError(f"replay sampler state step {step} is outside the plan (0..{self.total_steps})")
         # A finished pass resumes as the next pass, from the start, like an
         # uninterrupted run; otherwise the next iterator (only) continues at

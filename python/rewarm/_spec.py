@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from rewarm._errors import SpecError
 
@@ -24,21 +25,74 @@ def load_spec(spec: SpecLike) -> dict[str, Any]:
     path = Path(spec)
     if not path.exists():
         raise FileNotFoundError(f"schedule file not found: {path}")
-    text = path.read_text()
     suffix = path.suffix.lower()
-    if suffix in (".yaml", ".yml"):
+    if suffix not in (".yaml", ".yml", ".json"):
+        raise SpecError(f"schedule file {path}: unknown extension {suffix!r} (use .yaml, .yml or .json)")
+    try:
+        with path.open() as f:
+            data = _load_yaml(f) if suffix != ".json" else json.load(f, object_pairs_hook=_no_duplicates)
+    except SpecError as exc:
+        raise SpecError(f"schedule file {path}: {exc}", field=exc.field) from None
+    except ValueError as exc:  # json.JSONDecodeError
+        raise SpecError(f"schedule file {path}: not valid JSON: {exc}") from None
+    except Exception as exc:
         import yaml
 
-        data = yaml.safe_load(text)
-    elif suffix == ".json":
-        data = json.loads(text)
-    else:
-        raise SpecError(f"schedule file {path}: unknown extension {suffix!r} (use .yaml, .yml or .json)")
+        if not isinstance(exc, yaml.YAMLError):
+            raise
+        raise SpecError(f"schedule file {path}: not valid YAML: {exc}") from None
     if not isinstance(data, Mapping):
         raise SpecError(
             f"schedule file {path}: expected a mapping at the top level, got {type(data).__name__}"
         )
     return dict(data)
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise SpecError(f"duplicate key {k!r}", field=k)
+        out[k] = v
+    return out
+
+
+def _load_yaml(stream: IO[str]) -> Any:
+    """YAML read as the Go side reads it (YAML 1.2's core schema): 3e-4 is a
+    number, yes/on are strings, 012 is twelve, and a repeated key is an error."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
+            seen = set()
+            for key_node, _ in node.value:
+                if isinstance(key_node, yaml.ScalarNode) and key_node.value != "<<":
+                    if key_node.value in seen:
+                        raise SpecError(
+                            f"duplicate key {key_node.value!r} (line {key_node.start_mark.line + 1})",
+                            field=key_node.value,
+                        )
+                    seen.add(key_node.value)
+            return super().construct_mapping(node, deep=deep)
+
+    def integer(loader: Any, node: Any) -> int:
+        v = loader.construct_scalar(node)
+        return int(v, 0) if v.lstrip("+-")[:2] in ("0o", "0x") else int(v)
+
+    Loader.yaml_implicit_resolvers = {}
+    for tag, pattern, first in (
+        ("bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
+        ("int", r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$", "-+0123456789"),
+        (
+            "float",
+            r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$",
+            "-+.0123456789",
+        ),
+        ("null", r"^(?:~|null|Null|NULL|)$", ["~", "n", "N", ""]),
+    ):
+        Loader.add_implicit_resolver(f"tag:yaml.org,2002:{tag}", re.compile(pattern), list(first))
+    Loader.add_constructor("tag:yaml.org,2002:int", integer)
+    return yaml.load(stream, Loader=Loader)  # Loader is a SafeLoader
 
 
 def refined_spec(

@@ -535,9 +535,11 @@ class PollControl(_message.Message):
     def __init__(self, after_seq: _Optional[int] = ..., session_id: _Optional[int] = ..., step: _Optional[int] = ..., control_epoch: _Optional[int] = ...) -> None: ...
 
 class Controls(_message.Message):
-    __slots__ = ("controls", "control_epoch")
+    __slots__ = ("controls", "control_epoch", "latest_seq")
     CONTROLS_FIELD_NUMBER: _ClassVar[int]
     CONTROL_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    LATEST_SEQ_FIELD_NUMBER: _ClassVar[int]
     controls: _containers.RepeatedCompositeFieldContainer[Control]
     control_epoch: int
-    def __init__(self, controls: _Optional[_Iterable[_Union[Control, _Mapping]]] = ..., control_epoch: _Optional[int] = ...) -> None: ...
+    latest_seq: int
+    def __init__(self, controls: _Optional[_Iterable[_Union[Control, _Mapping]]] = ..., control_epoch: _Optional[int] = ..., latest_seq: _Optional[int] = ...) -> None: ...

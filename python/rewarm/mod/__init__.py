@@ -17,6 +17,8 @@ def apply(model: nn.Module, plan: Plan, tokens: int | None = None, scale: float 
     first bucket). The blocks must expose ``forward_halves``; the model must
     pass ``route_mask`` (and optionally ``valid_mask``) to its layers, as
     TinyLlama does. Returns the model."""
+    if not isinstance(plan, Plan):
+        raise TypeError(f"plan={plan!r:.80}: expected a rewarm.mod.Plan (from rewarm.mod.plan(...))")
     layers = getattr(model, "layers", None)
     if not isinstance(layers, nn.ModuleList):
         raise TypeError(f"{type(model).__name__} has no `layers` ModuleList to wrap")

@@ -78,6 +78,11 @@ class MoDLayer(nn.Module):
         k_by_tokens: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
+        for name, v in (("k", k), ("tokens", tokens), ("hidden_size", hidden_size)):
+            if isinstance(v, bool) or not hasattr(v, "__index__"):
+                raise TypeError(f"{name}={v!r}: expected an int")
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 <= scale < 1:
+            raise ValueError(f"scale={scale!r}: must be in [0, 1) (w = scale·tanh(r) + 1 stays positive)")
         if not 0 <= k <= tokens:
             raise ValueError(f"k={k}: must be in [0, tokens={tokens}]")
         if not hasattr(block, "forward_halves"):
@@ -104,6 +109,12 @@ class MoDLayer(nn.Module):
                     f"need tokens + 1 = {tokens + 1} ending at k = {k} (the plan's table for this bucket)"
                 )
             self._k_values = tuple(int(v) for v in k_by_tokens)
+            bad = next((i for i, v in enumerate(self._k_values) if not 0 <= v <= min(i, k)), None)
+            if bad is not None:
+                raise ValueError(
+                    f"k_by_tokens[{bad}] = {self._k_values[bad]}: must be in [0, min({bad}, k={k})] "
+                    "(a sample keeps at most its own routable tokens and at most k)"
+                )
             device = like.device if like is not None else None
             table = torch.tensor(self._k_values, dtype=torch.int64, device=device)
         self.register_buffer("k_table", table, persistent=False)
@@ -129,6 +140,8 @@ class MoDLayer(nn.Module):
             a, f = block.forward_halves(x, positions)
             return (x + a) + f
         b, s, d = x.shape
+        if d != self.router.proj.in_features:
+            raise ValueError(f"x has hidden size {d}, this layer's router {self.router.proj.in_features}")
         others = s - self.tokens
         if others < 0:
             raise ValueError(f"a sequence of {s} tokens cannot hold the bucket's {self.tokens} routable ones")

@@ -6,7 +6,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from rewarm._client import Backend, shared_client
+from rewarm._client import Backend, int_arg, shared_client
+from rewarm._errors import SpecError
 
 # The planner's limit on the entries of per-sample tables (mod.MaxPerSampleEntries).
 MAX_PER_SAMPLE_ENTRIES = 1 << 23
@@ -97,6 +98,15 @@ def plan(
         "hidden_size": hidden_size,
         "ffn_size": ffn_size,
     }
+    num_layers = int_arg(num_layers, "num_layers")
+    if tokens is not None:
+        tokens = int_arg(tokens, "tokens")
+    if buckets is not None:
+        if not isinstance(buckets, Sequence) or isinstance(buckets, str):
+            raise SpecError(
+                f'mod: field "buckets" = {buckets!r:.80}: expected a list of token counts', field="buckets"
+            )
+        buckets = [int_arg(n, f"buckets[{i}]") for i, n in enumerate(buckets)]
     if per_sample is None:  # where the tables surely fit: every layer routed
         counts = sum(n + 1 for n in {*(buckets or ()), *([tokens] if tokens else [])})
         per_sample = num_layers * counts <= MAX_PER_SAMPLE_ENTRIES

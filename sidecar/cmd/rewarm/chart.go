@@ -53,7 +53,7 @@ DATA: {"title", "xlabel", "ylabel", "bars": false, "log_y": false, "legend": "to
        "series": [{"name", "x": [...], "y": [...]}]}`)
 		fs.PrintDefaults()
 	}
-	src, code := parsePositional(fs, args)
+	src, code := parsePositional(fs, args, "one DATA.json or - (and flags before or after it)")
 	if code >= 0 {
 		return code
 	}

@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"strings"
 
@@ -39,61 +40,22 @@ func ctl(args []string, stdout, stderr io.Writer) int {
 		fs.Usage()
 		return 2
 	}
-	if *socket == "" {
-		fmt.Fprintln(stderr, "rewarm ctl: give --socket PATH or set REWARM_SOCKET")
-		return 2
-	}
-	sub := flag.NewFlagSet("ctl "+rest[0], flag.ContinueOnError)
-	sub.SetOutput(stderr)
-	at := sub.Int64("at-step", -1, "the re-plan takes effect from update at-step+1 (after at-step updates)")
-	name := sub.String("name", "", "only sessions with this name")
-	steps := sub.Int64("steps", 0, "anneal length in updates")
-	shape := sub.String("shape", "cosine", "anneal shape: cosine, linear, exp or 1-sqrt")
-	minLR := sub.Float64("min-lr", -1, "anneal target (default: the schedule's own floor)")
-	total := sub.Int64("total", 0, "new total_steps")
-	mode := sub.String("mode", "continuous", "extend mode: continuous or proportional")
-	spec := sub.String("spec", "", "new stage schedule: a .yaml/.json file or an inline mapping")
-	if err := sub.Parse(rest[1:]); err != nil {
-		return exitFlag(err)
-	}
-	var req *pb.Request
 	switch rest[0] {
-	case "status":
-		req = &pb.Request{Body: &pb.Request_GetStatus{GetStatus: &pb.GetStatus{}}}
-	case "anneal", "extend", "stage":
-		if *at < 0 {
-			fmt.Fprintf(stderr, "rewarm ctl %s: --at-step is required: re-plans take effect at an explicit future step\n", rest[0])
-			return 2
-		}
-		rp := &pb.Replan{AtStep: *at}
-		switch rest[0] {
-		case "anneal":
-			a := &pb.Anneal{Steps: *steps, Shape: *shape}
-			if *minLR >= 0 {
-				a.MinLr = minLR
-			}
-			rp.Op = &pb.Replan_Anneal{Anneal: a}
-		case "extend":
-			rp.Op = &pb.Replan_Extend{Extend: &pb.Extend{TotalSteps: *total, Mode: *mode}}
-		case "stage":
-			m, err := specfile.Load(*spec)
-			if err != nil {
-				fmt.Fprintf(stderr, "rewarm ctl stage: --spec: %v\n", err)
-				return 2
-			}
-			st, err := structpb.NewStruct(m)
-			if err != nil {
-				fmt.Fprintf(stderr, "rewarm ctl stage: --spec: %v\n", err)
-				return 2
-			}
-			rp.Op = &pb.Replan_NewStage{NewStage: &pb.NewStage{Schedule: st}}
-		}
-		req = &pb.Request{Body: &pb.Request_PostControl{PostControl: &pb.PostControl{Replan: rp, TargetName: *name}}}
+	case "status", "anneal", "extend", "stage":
 	default:
 		fmt.Fprintf(stderr, "rewarm ctl: unknown command %q\n\n", rest[0])
 		fs.Usage()
 		return 2
 	}
+	req, code := ctlRequest(rest[0], rest[1:], stderr)
+	if code >= 0 {
+		return code
+	}
+	if *socket == "" {
+		fmt.Fprintln(stderr, "rewarm ctl: give --socket PATH or set REWARM_SOCKET")
+		return 2
+	}
+	at := req.GetPostControl().GetReplan().GetAtStep()
 	c, err := sidecar.Dial(*socket, "rewarm-ctl/"+version)
 	if err != nil {
 		fmt.Fprintf(stderr, "rewarm ctl: %v\n", err)
@@ -114,8 +76,96 @@ func ctl(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	fmt.Fprintf(stdout, "queued control %d: %s at step %d; rank 0 applies it when it polls\n",
-		resp.GetAck().GetPlanVersion(), rest[0], *at)
+		resp.GetAck().GetPlanVersion(), rest[0], at)
 	return 0
+}
+
+// ctlRequest parses a ctl command's flags, each command having only its own,
+// and builds the request of cmd (status, anneal, extend or stage). It refuses values the sidecar would refuse or
+// drop, naming the flag and the value. code is -1 to go on, else the exit
+// code, with the message printed.
+func ctlRequest(cmd string, args []string, stderr io.Writer) (*pb.Request, int) {
+	sub := flag.NewFlagSet("ctl "+cmd, flag.ContinueOnError)
+	sub.SetOutput(stderr)
+	if cmd == "status" {
+		if _, code := parseArgs(sub, args, 0, "no arguments"); code >= 0 {
+			return nil, code
+		}
+		return &pb.Request{Body: &pb.Request_GetStatus{GetStatus: &pb.GetStatus{}}}, -1
+	}
+	at := sub.Int64("at-step", 0, "the re-plan takes effect from update at-step+1 (after at-step updates); required")
+	name := sub.String("name", "", "only sessions with this name")
+	var (
+		steps, total      *int64
+		minLR             *float64
+		shape, mode, spec *string
+	)
+	switch cmd {
+	case "anneal":
+		steps = sub.Int64("steps", 0, "anneal length in updates; required")
+		shape = sub.String("shape", "cosine", "anneal shape: cosine, linear, exp or 1-sqrt")
+		minLR = sub.Float64("min-lr", 0, "anneal target (default: the schedule's own floor)")
+	case "extend":
+		total = sub.Int64("total", 0, "new total_steps; required")
+		mode = sub.String("mode", "continuous", "extend mode: continuous or proportional")
+	case "stage":
+		spec = sub.String("spec", "", "new stage schedule: a .yaml/.json file or an inline mapping; required")
+	}
+	if _, code := parseArgs(sub, args, 0, "only flags"); code >= 0 {
+		return nil, code
+	}
+	set := map[string]bool{}
+	sub.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	bad := func(format string, a ...any) (*pb.Request, int) {
+		fmt.Fprintf(stderr, "rewarm ctl %s: %s\n", cmd, fmt.Sprintf(format, a...))
+		return nil, 2
+	}
+	switch {
+	case !set["at-step"]:
+		return bad("--at-step is required: re-plans take effect at an explicit future step")
+	case *at < 0:
+		return bad("--at-step %d: must be >= 0 (the number of updates after which the re-plan applies)", *at)
+	}
+	rp := &pb.Replan{AtStep: *at}
+	switch cmd {
+	case "anneal":
+		switch {
+		case !set["steps"]:
+			return bad("--steps is required: the anneal length in updates")
+		case *steps < 1:
+			return bad("--steps %d: must be >= 1 (the anneal length in updates)", *steps)
+		}
+		a := &pb.Anneal{Steps: *steps, Shape: *shape}
+		if set["min-lr"] {
+			if math.IsNaN(*minLR) || math.IsInf(*minLR, 0) || *minLR < 0 {
+				return bad("--min-lr %g: must be a finite number >= 0", *minLR)
+			}
+			a.MinLr = minLR
+		}
+		rp.Op = &pb.Replan_Anneal{Anneal: a}
+	case "extend":
+		switch {
+		case !set["total"]:
+			return bad("--total is required: the new total_steps")
+		case *total <= *at:
+			return bad("--total %d: must be greater than --at-step (%d)", *total, *at)
+		}
+		rp.Op = &pb.Replan_Extend{Extend: &pb.Extend{TotalSteps: *total, Mode: *mode}}
+	case "stage":
+		if *spec == "" {
+			return bad("--spec is required: the new stage's schedule, a .yaml/.json file or an inline '{...}' mapping")
+		}
+		m, err := specfile.Load(*spec)
+		if err != nil {
+			return bad("--spec: %v", err)
+		}
+		st, err := structpb.NewStruct(m)
+		if err != nil {
+			return bad("--spec: %v", err)
+		}
+		rp.Op = &pb.Replan_NewStage{NewStage: &pb.NewStage{Schedule: st}}
+	}
+	return &pb.Request{Body: &pb.Request_PostControl{PostControl: &pb.PostControl{Replan: rp, TargetName: *name}}}, -1
 }
 
 func printStatus(w io.Writer, st *pb.Status) {

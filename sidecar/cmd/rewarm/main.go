@@ -14,7 +14,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -128,11 +127,8 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	snapEvery := fs.Duration("snapshot-interval", 30*time.Second, "how often to snapshot when --state-dir is set")
 	metricsAddr := fs.String("metrics-addr", "", "serve Prometheus metrics on this loopback address (off by default)")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if _, code := parseArgs(fs, args, 0, "only flags"); code >= 0 {
+		return code
 	}
 	if *socket == "" {
 		fmt.Fprintln(stderr, "rewarm serve: --socket PATH is required")

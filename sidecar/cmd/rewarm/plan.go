@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"image/color"
@@ -13,12 +14,16 @@ import (
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/vg"
 
+	"github.com/rewarm/rewarm/internal/specfield"
 	"github.com/rewarm/rewarm/internal/specfile"
 	"github.com/rewarm/rewarm/mod"
 )
 
-// planFlags builds a MoD plan spec from flags (or a spec file).
-func planFlags(name string, args []string, stderr io.Writer, extra func(*flag.FlagSet)) (*mod.Plan, *flag.FlagSet, error) {
+// planFlags builds a MoD plan from flags (or a spec file). The spec holds
+// only the schedule flags that were given, so the planner refuses one that
+// the chosen kind does not use (--ratio with prd) instead of dropping it.
+// code is -1 to go on, else the exit code, with the message printed.
+func planFlags(name string, args []string, stderr io.Writer, extra func(*flag.FlagSet)) (*mod.Plan, int) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	file := fs.String("spec", "", "plan spec file (.yaml/.json) instead of the flags below")
@@ -27,10 +32,10 @@ func planFlags(name string, args []string, stderr io.Writer, extra func(*flag.Fl
 	bucketArg := fs.String("buckets", "", "comma-separated routable-token buckets (the same as a list in --tokens)")
 	text := fs.Int64("text-tokens", 0, "non-routable tokens T (for t_plus_k alignment, KV and FLOPs)")
 	kind := fs.String("schedule", "prd", "prd, shifted_linear, constant, interleave or explicit")
-	shift := fs.Float64("shift", 0.5, "PRD shift (the average ratio)")
-	maxRatio := fs.Float64("max-ratio", 0.85, "a layer routes iff its raw ratio <= this")
-	minRatio := fs.Float64("min-ratio", 0.15, "floor of routed ratios")
-	denom := fs.Float64("denom", 0, "cosine denominator (0: layers-1; 31 matches the released 7B checkpoints)")
+	shift := fs.Float64("shift", 0.5, "PRD shift (the average ratio; prd, shifted_linear)")
+	maxRatio := fs.Float64("max-ratio", 0.85, "a layer routes iff its raw ratio <= this (prd, shifted_linear)")
+	minRatio := fs.Float64("min-ratio", 0.15, "floor of routed ratios (prd, shifted_linear)")
+	denom := fs.Float64("denom", 0, "cosine denominator (default: layers-1; 31 matches the released 7B checkpoints)")
 	ratio := fs.Float64("ratio", 0.5, "ratio for constant / interleave")
 	routed := fs.String("routed-layers", "", "comma-separated layer indices that route (constant)")
 	preset := fs.String("preset", "", "constant: deep_all (layers 2..L-2) or deep_all_include_last (2..L-1)")
@@ -46,62 +51,93 @@ func planFlags(name string, args []string, stderr io.Writer, extra func(*flag.Fl
 	if extra != nil {
 		extra(fs)
 	}
-	if err := fs.Parse(args); err != nil {
-		return nil, fs, err
+	if _, code := parseArgs(fs, args, 0, "only flags"); code >= 0 {
+		return nil, code
+	}
+	failed := func(err error) (*mod.Plan, int) {
+		fmt.Fprintf(stderr, "rewarm %s: %v\n", name, err)
+		return nil, 1
 	}
 	if *file != "" {
 		m, err := specfile.Load(*file)
 		if err != nil {
-			return nil, fs, err
+			return failed(err)
 		}
 		p, err := mod.Parse(m)
-		return p, fs, err
+		if err != nil {
+			return failed(err)
+		}
+		return p, -1
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	spec := mod.Defaults()
-	spec.NumLayers, spec.TextTokens = *layers, *text
-	spec.HiddenSize, spec.FFNSize = *hidden, *ffn
 	list := *tokens
 	if *bucketArg != "" {
 		list = *bucketArg
 	}
 	ns, err := parseList(list, "--tokens/--buckets", strconv.ParseInt)
 	if err != nil {
-		return nil, fs, err
+		return failed(err)
 	}
+	spec := map[string]any{"num_layers": *layers, "text_tokens": *text, "hidden_size": *hidden, "ffn_size": *ffn}
 	if len(ns) == 1 {
-		spec.Tokens = ns[0]
+		spec["tokens"] = ns[0]
 	} else {
-		spec.Buckets = ns
+		spec["buckets"] = anys(ns)
 	}
-	spec.Schedule.Kind, spec.Schedule.Shift = *kind, *shift
-	spec.Schedule.MaxRatio, spec.Schedule.MinRatio, spec.Schedule.Ratio = *maxRatio, *minRatio, *ratio
-	spec.Schedule.Preset = *preset
-	if set["denom"] {
-		spec.Schedule.Denom = denom
+	schedule := map[string]any{"kind": *kind}
+	// flagOf names the flag behind each schedule field, for the planner's errors.
+	flagOf := map[string]string{}
+	for _, f := range []struct {
+		flag, field string
+		value       any
+	}{{"shift", "shift", *shift}, {"max-ratio", "max_ratio", *maxRatio}, {"min-ratio", "min_ratio", *minRatio},
+		{"denom", "denom", *denom}, {"ratio", "ratio", *ratio}, {"preset", "preset", *preset}} {
+		if set[f.flag] {
+			schedule[f.field], flagOf["schedule."+f.field] = f.value, "--"+f.flag
+		}
 	}
 	if set["routed-layers"] {
-		if spec.Schedule.Layers, err = parseList(*routed, "--routed-layers", strconv.ParseInt); err != nil {
-			return nil, fs, err
+		ls, err := parseList(*routed, "--routed-layers", strconv.ParseInt)
+		if err != nil {
+			return failed(err)
 		}
+		schedule["layers"], flagOf["schedule.layers"] = anys(ls), "--routed-layers"
 	}
 	if set["ratios"] {
 		parse := func(s string, _ int, bits int) (float64, error) { return strconv.ParseFloat(s, bits) }
-		if spec.Schedule.Ratios, err = parseList(*ratios, "--ratios", parse); err != nil {
-			return nil, fs, err
+		rs, err := parseList(*ratios, "--ratios", parse)
+		if err != nil {
+			return failed(err)
 		}
+		schedule["ratios"], flagOf["schedule.ratios"] = anys(rs), "--ratios"
 	}
-	spec.Rounding.Mode, spec.Rounding.Precision = *rounding, *precision
-	spec.Rounding.Multiple, spec.Rounding.Align = *multiple, *align
+	spec["schedule"] = schedule
+	rd := map[string]any{"mode": *rounding, "precision": *precision, "multiple": *multiple, "align": *align}
 	if set["min-k"] {
-		spec.Rounding.MinK = minK
+		rd["min_k"] = *minK
 	}
 	if set["max-k"] {
-		spec.Rounding.MaxK = maxK
+		rd["max_k"] = *maxK
 	}
-	p, err := mod.New(spec)
-	return p, fs, err
+	spec["rounding"] = rd
+	p, err := mod.Parse(spec)
+	if err != nil {
+		var fe *specfield.Error
+		if errors.As(err, &fe) && flagOf[fe.Field] != "" {
+			err = fmt.Errorf("%s: %w", flagOf[fe.Field], err)
+		}
+		return failed(err)
+	}
+	return p, -1
+}
+
+func anys[T any](xs []T) []any {
+	out := make([]any, len(xs))
+	for i, x := range xs {
+		out[i] = x
+	}
+	return out
 }
 
 // parseList reads a comma-separated list, naming the flag and the item that
@@ -120,13 +156,9 @@ func parseList[T any](s, flagName string, parse func(string, int, int) (T, error
 
 // planCmd prints a MoD plan as a table.
 func planCmd(args []string, stdout, stderr io.Writer) int {
-	p, _, err := planFlags("plan", args, stderr, nil)
-	if err != nil {
-		if exit := exitFlag(err); exit == 0 || strings.HasPrefix(err.Error(), "flag") {
-			return exit
-		}
-		fmt.Fprintf(stderr, "rewarm plan: %v\n", err)
-		return 1
+	p, code := planFlags("plan", args, stderr, nil)
+	if code >= 0 {
+		return code
 	}
 	for _, b := range p.Buckets {
 		fmt.Fprintf(stdout, "N = %d routable tokens, T = %d other tokens\n", b.Tokens, p.Spec.TextTokens)
@@ -149,15 +181,11 @@ func planCmd(args []string, stdout, stderr io.Writer) int {
 // share of its routable tokens kept after rounding (k / N).
 func plotPlan(args []string, stderr io.Writer) int {
 	var out *string
-	p, _, err := planFlags("plot-plan", args, stderr, func(fs *flag.FlagSet) {
+	p, code := planFlags("plot-plan", args, stderr, func(fs *flag.FlagSet) {
 		out = fs.String("o", "plan.png", "output file: .png or .svg")
 	})
-	if err != nil {
-		if exit := exitFlag(err); exit == 0 || strings.HasPrefix(err.Error(), "flag") {
-			return exit
-		}
-		fmt.Fprintf(stderr, "rewarm plot-plan: %v\n", err)
-		return 1
+	if code >= 0 {
+		return code
 	}
 	pl := plot.New()
 	pl.Title.Text = fmt.Sprintf("rewarm: %s MoD plan, %d layers", p.Spec.Schedule.Kind, p.Spec.NumLayers)

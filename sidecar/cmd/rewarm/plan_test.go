@@ -49,6 +49,19 @@ func TestPlanFlags(t *testing.T) {
 		{"denom given", []string{"--layers", "3", "--tokens", "100", "--denom", "-5"}, nil, `"schedule.denom" = -5`},
 		{"bad list", []string{"--tokens", "576,x"}, nil, `--tokens/--buckets: "x" is not a number`},
 		{"bad ratio", []string{"--schedule", "explicit", "--ratios", "1,a"}, nil, `--ratios: "a" is not a number`},
+		// shifted_linear on 3 layers: R_raw(l) = 1 - l/2 = 1, 0.5, 0; layer 0
+		// is above max_ratio 0.85, layer 2 is floored to min_ratio 0.15.
+		{"shifted_linear", []string{"--layers", "3", "--tokens", "100", "--schedule", "shifted_linear"},
+			[][]int64{{100, 50, 15}}, ""},
+		// A flag that the chosen kind does not use is refused, not dropped.
+		{"ratio with prd", []string{"--layers", "4", "--tokens", "8", "--ratio", "0.3"}, nil,
+			`--ratio: mod: field "schedule.ratio" = 0.3: schedule kind "prd" does not use ratio`},
+		{"shift with explicit", []string{"--layers", "2", "--tokens", "8", "--schedule", "explicit", "--ratios", "1,0.5", "--shift", "0.4"},
+			nil, `--shift: mod: field "schedule.shift" = 0.4: schedule kind "explicit" does not use shift`},
+		{"routed layers with interleave", []string{"--layers", "4", "--tokens", "8", "--schedule", "interleave", "--routed-layers", "1"},
+			nil, `--routed-layers: mod: field "schedule.layers" = [1]: schedule kind "interleave" does not use layers`},
+		{"min above max", []string{"--layers", "4", "--tokens", "8", "--min-ratio", "0.6", "--max-ratio", "0.5"}, nil,
+			`--min-ratio: mod: field "schedule.min_ratio" = 0.6: must be <= max_ratio (0.5)`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, stderr, code := planKs(t, tc.args...)

@@ -43,7 +43,7 @@ func show(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "usage: rewarm show SPEC [--at 0,100,1000]\n\nSPEC is a .yaml/.json file or an inline {...} mapping.")
 		fs.PrintDefaults()
 	}
-	spec, code := parsePositional(fs, args)
+	spec, code := parsePositional(fs, args, "one SPEC (and flags before or after it)")
 	if code >= 0 {
 		return code
 	}
@@ -100,12 +100,18 @@ func plotCmd(args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "usage: rewarm plot SPEC --steps N [-o out.png|out.svg]\n\nSPEC is a .yaml/.json file or an inline {...} mapping.")
 		fs.PrintDefaults()
 	}
-	spec, code := parsePositional(fs, args)
+	spec, code := parsePositional(fs, args, "one SPEC (and flags before or after it)")
 	if code >= 0 {
 		return code
 	}
 	if *steps < 1 {
-		fs.Usage()
+		given := false
+		fs.Visit(func(f *flag.Flag) { given = given || f.Name == "steps" })
+		if given {
+			fmt.Fprintf(stderr, "rewarm plot: --steps %d: must be >= 1 (the number of steps to draw)\n", *steps)
+		} else {
+			fmt.Fprintln(stderr, "rewarm plot: --steps N is required (the number of steps to draw)")
+		}
 		return 2
 	}
 	p, err := loadPlan(spec)
@@ -125,43 +131,48 @@ func plotCmd(args []string, stderr io.Writer) int {
 }
 
 // parsePositional parses fs from args around one required positional
-// argument. code is -1 to go on, else the exit code.
-func parsePositional(fs *flag.FlagSet, args []string) (arg string, code int) {
-	arg, rest := splitPositional(args)
-	if err := fs.Parse(rest); err != nil {
-		return "", exitFlag(err)
+// argument, which may come before, between or after the flags. code is -1
+// to go on, else the exit code.
+func parsePositional(fs *flag.FlagSet, args []string, what string) (arg string, code int) {
+	pos, code := parseArgs(fs, args, 1, what)
+	if code >= 0 {
+		return "", code
 	}
-	if arg == "" {
+	if len(pos) == 0 {
 		fs.Usage()
 		return "", 2
 	}
-	return arg, -1
+	return pos[0], -1
 }
 
-// splitPositional lets the spec come before or after the flags.
-func splitPositional(args []string) (string, []string) {
-	if len(args) > 0 && (args[0] == "-" || !strings.HasPrefix(args[0], "-")) {
-		return args[0], args[1:]
-	}
-	var spec string
-	var rest []string
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		if !strings.HasPrefix(a, "-") && spec == "" && (i == 0 || strings.Contains(args[i-1], "=") || !needsValue(args[i-1])) {
-			spec = a
-			continue
+// parseArgs parses fs from args with the flags allowed before, between and
+// after the positional arguments (all that follow "--" are positional), and
+// returns the positionals. More than maxPos of them is a usage error that
+// names the first extra one: Go's flag package stops at the first
+// positional, so a flag after an extra one would otherwise be silently
+// ignored. what says what the command takes, for that message. code is -1
+// to go on, else the exit code.
+func parseArgs(fs *flag.FlagSet, args []string, maxPos int, what string) (pos []string, code int) {
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, exitFlag(err)
 		}
-		rest = append(rest, a)
+		rest := fs.Args()
+		if len(rest) == 0 {
+			break
+		}
+		if n := len(args) - len(rest); n > 0 && args[n-1] == "--" {
+			pos = append(pos, rest...)
+			break
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
 	}
-	return spec, rest
-}
-
-func needsValue(flagArg string) bool {
-	switch strings.TrimLeft(flagArg, "-") {
-	case "steps", "o", "title", "at":
-		return true
+	if len(pos) > maxPos {
+		fmt.Fprintf(fs.Output(), "rewarm %s: unexpected argument %q: %s takes %s\n", fs.Name(), pos[maxPos], fs.Name(), what)
+		return nil, 2
 	}
-	return false
+	return pos, -1
 }
 
 func exitFlag(err error) int {

@@ -1,0 +1,157 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// runCLI runs the rewarm command line in-process.
+func runCLI(args ...string) (stdout, stderr string, code int) {
+	var out, errb bytes.Buffer
+	code = run(args, &out, &errb)
+	return out.String(), errb.String(), code
+}
+
+// A command that takes a fixed number of positional arguments refuses an
+// extra one, naming it, instead of silently ignoring the flags after it
+// (Go's flag package stops at the first positional argument).
+func TestExtraPositionalRefused(t *testing.T) {
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data.json")
+	if err := os.WriteFile(data, []byte(`{"series": [{"name": "a", "x": [0, 1], "y": [1, 2]}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	spec := "{kind: constant, peak_lr: 0.25}"
+	sock := filepath.Join(dir, "none.sock")
+	for _, args := range [][]string{
+		{"show", spec, "extra", "--at", "500"},
+		{"show", spec, "--at", "500", "extra"},
+		{"show", "--at", "500", spec, "extra"},
+		{"plot", spec, "extra", "--steps", "10", "-o", filepath.Join(dir, "a.png")},
+		{"chart", data, "extra", "-o", filepath.Join(dir, "b.png")},
+		{"plan", "extra", "--layers", "4"},
+		{"plan", "--layers", "4", "extra"},
+		{"plot-plan", "extra", "-o", filepath.Join(dir, "c.png")},
+		{"serve", "extra", "--socket", sock},
+		{"ctl", "--socket", sock, "status", "extra"},
+		{"ctl", "--socket", sock, "anneal", "extra", "--at-step", "5", "--steps", "3"},
+	} {
+		_, stderr, code := runCLI(args...)
+		if code != 2 || !strings.Contains(stderr, `unexpected argument "extra"`) {
+			t.Errorf("%q: exit %d, stderr %q; want exit 2 naming the extra argument", args, code, stderr)
+		}
+	}
+}
+
+// Flags may come before or after the one positional argument; a constant
+// schedule at peak_lr 0.25 shows 0.25 at step 500.
+func TestFlagsAroundPositional(t *testing.T) {
+	dir := t.TempDir()
+	spec := "{kind: constant, peak_lr: 0.25}"
+	for _, args := range [][]string{
+		{"show", spec, "--at", "500"},
+		{"show", "--at", "500", spec},
+		{"show", "--at=500", "--", spec},
+	} {
+		stdout, stderr, code := runCLI(args...)
+		if code != 0 {
+			t.Fatalf("%q: exit %d: %s", args, code, stderr)
+		}
+		lines := strings.Split(stdout, "\n")
+		if len(lines) < 2 || strings.Join(strings.Fields(lines[1]), " ") != "500 0.25" {
+			t.Errorf("%q: printed %q, want the row for step 500 with lr 0.25", args, stdout)
+		}
+	}
+	// A flag that takes a value before the positional (the old splitting
+	// took --width's value 3 for the data file).
+	data := filepath.Join(dir, "data.json")
+	if err := os.WriteFile(data, []byte(`{"series": [{"name": "a", "x": [0, 1], "y": [1, 2]}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "w.png")
+	if _, stderr, code := runCLI("chart", "--width", "3", data, "-o", out); code != 0 {
+		t.Fatalf("chart --width 3 DATA: exit %d: %s", code, stderr)
+	}
+	if _, err := os.Stat(out); err != nil {
+		t.Error(err)
+	}
+}
+
+// plot says what is wrong with --steps instead of printing only the usage.
+func TestPlotSteps(t *testing.T) {
+	spec := "{kind: constant, peak_lr: 0.25}"
+	out := filepath.Join(t.TempDir(), "p.png")
+	for _, c := range []struct {
+		args   []string
+		stderr string
+	}{
+		{[]string{"plot", spec, "--steps", "0", "-o", out}, "--steps 0: must be >= 1"},
+		{[]string{"plot", spec, "--steps", "-3", "-o", out}, "--steps -3: must be >= 1"},
+		{[]string{"plot", spec, "-o", out}, "--steps N is required"},
+	} {
+		_, stderr, code := runCLI(c.args...)
+		if code != 2 || !strings.Contains(stderr, c.stderr) {
+			t.Errorf("%q: exit %d, stderr %q; want exit 2 and %q", c.args, code, stderr, c.stderr)
+		}
+	}
+}
+
+// ctl refuses a flag value the sidecar would refuse or drop, naming the flag
+// and the value, before it dials (the socket here does not exist, so a
+// request that got through would exit 1 on the dial).
+func TestCtlFlags(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "none.sock")
+	for _, c := range []struct {
+		args   []string
+		code   int
+		stderr string
+	}{
+		{[]string{"anneal", "--at-step", "5", "--steps", "10", "--min-lr", "nan"}, 2, "--min-lr NaN: must be a finite number >= 0"},
+		{[]string{"anneal", "--at-step", "5", "--steps", "10", "--min-lr", "-0.5"}, 2, "--min-lr -0.5: must be a finite number >= 0"},
+		{[]string{"anneal", "--at-step", "5", "--steps", "10", "--min-lr", "-1"}, 2, "--min-lr -1: must be"},
+		{[]string{"anneal", "--at-step", "5", "--steps", "10", "--min-lr", "inf"}, 2, "--min-lr +Inf: must be"},
+		{[]string{"anneal", "--at-step", "-5", "--steps", "10"}, 2, "--at-step -5: must be >= 0"},
+		{[]string{"anneal", "--steps", "10"}, 2, "--at-step is required"},
+		{[]string{"anneal", "--at-step", "5"}, 2, "--steps is required"},
+		{[]string{"anneal", "--at-step", "5", "--steps", "0"}, 2, "--steps 0: must be >= 1"},
+		{[]string{"anneal", "--at-step", "5", "--steps", "-3"}, 2, "--steps -3: must be >= 1"},
+		{[]string{"anneal", "--at-step", "5", "--steps", "10", "--total", "20"}, 2, "flag provided but not defined: -total"},
+		{[]string{"extend", "--at-step", "5"}, 2, "--total is required"},
+		{[]string{"extend", "--at-step", "100", "--total", "100"}, 2, "--total 100: must be greater than --at-step (100)"},
+		{[]string{"extend", "--at-step", "-1", "--total", "100"}, 2, "--at-step -1: must be >= 0"},
+		{[]string{"stage", "--at-step", "100"}, 2, "--spec is required"},
+		{[]string{"stage", "--at-step", "100", "--spec", "{kind: [}"}, 2, "--spec:"},
+		// Valid requests get as far as the dial.
+		{[]string{"anneal", "--at-step", "5", "--steps", "10", "--min-lr", "0"}, 1, "none.sock"},
+		{[]string{"extend", "--at-step", "5", "--total", "6"}, 1, "none.sock"},
+		{[]string{"stage", "--at-step", "5", "--spec", "{kind: constant, peak_lr: 0.1}"}, 1, "none.sock"},
+	} {
+		_, stderr, code := runCLI(append([]string{"ctl", "--socket", sock}, c.args...)...)
+		if code != c.code || !strings.Contains(stderr, c.stderr) {
+			t.Errorf("ctl %q: exit %d, stderr %q; want exit %d and %q", c.args, code, stderr, c.code, c.stderr)
+		}
+	}
+}
+
+// --min-lr is sent when given (0 included) and left unset otherwise, so the
+// schedule's own floor applies.
+func TestCtlMinLRSent(t *testing.T) {
+	var errb bytes.Buffer
+	req, code := ctlRequest("anneal", []string{"--at-step", "5", "--steps", "10", "--min-lr", "0"}, &errb)
+	if code >= 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	if a := req.GetPostControl().GetReplan().GetAnneal(); a.MinLr == nil || a.GetMinLr() != 0 || a.GetSteps() != 10 {
+		t.Errorf("anneal %v: want min_lr 0 and 10 steps", a)
+	}
+	req, code = ctlRequest("anneal", []string{"--at-step", "5", "--steps", "10"}, &errb)
+	if code >= 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	if a := req.GetPostControl().GetReplan().GetAnneal(); a.MinLr != nil {
+		t.Errorf("anneal %v: min_lr sent though not given", a)
+	}
+}
