@@ -122,12 +122,12 @@ func (d *Dispatcher) pollControl(r *pb.PollControl) (*pb.Response, error) {
 		if r.GetStep() >= 0 {
 			s.step = r.GetStep()
 		}
-		if s.fresh && r.GetControlEpoch() == 0 {
+		if !s.restored && !s.polled && r.GetControlEpoch() == 0 {
 			// A fresh job's first poll starts where the numbering stood
-			// when it opened.
-			after = max(after, s.ctlSeen)
+			// when the job opened.
+			after = max(after, s.ctlStart)
 		}
-		s.fresh = false
+		s.polled = true
 		s.ctlSeen = d.ctlSeq
 		s.mu.Unlock()
 	}

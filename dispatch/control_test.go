@@ -176,19 +176,29 @@ func TestControlWithoutReceiverIsRefused(t *testing.T) {
 }
 
 // A control is checked after the ones still queued for a session, in the
-// order its client will apply them; a fresh session starts after the
-// controls posted before it opened, a restored one where its client says.
+// order its client will apply them. A fresh session starts after the
+// controls posted before its job opened (its first live session of the same
+// name); a restored one where its client says.
 func TestControlsQueuedAheadAndFreshSessions(t *testing.T) {
-	c := greeted(t)
+	d := New(Options{})
+	c := greet(t, d)
 	post := func(at int64) *pb.Response {
 		return c.Handle(&pb.Request{Body: &pb.Request_PostControl{PostControl: &pb.PostControl{
 			Replan: &pb.Replan{AtStep: at, Op: &pb.Replan_Anneal{Anneal: &pb.Anneal{Steps: 10, Shape: "linear"}}}}}})
 	}
-	poll := func(id uint64, after, epoch uint64) *pb.Controls {
+	poll := func(id uint64) *pb.Controls {
 		return c.Handle(&pb.Request{Body: &pb.Request_PollControl{PollControl: &pb.PollControl{
-			AfterSeq: after, SessionId: id, Step: 0, ControlEpoch: epoch}}}).GetControls()
+			SessionId: id, Step: 0}}}).GetControls()
 	}
-	a := open(t, c, cosineSpec)
+	named := func(on *Conn, name string) uint64 {
+		st, _ := structpb.NewStruct(cosineSpec)
+		r := on.Handle(&pb.Request{Body: &pb.Request_OpenSession{OpenSession: &pb.OpenSession{Schedule: st, Name: name}}})
+		if r.GetSession() == nil {
+			t.Fatal(r)
+		}
+		return r.GetSession().GetSessionId()
+	}
+	a0 := named(c, "A")
 	if r := post(100); r.GetAck().GetPlanVersion() != 1 {
 		t.Fatal(r)
 	}
@@ -196,17 +206,31 @@ func TestControlsQueuedAheadAndFreshSessions(t *testing.T) {
 	if e := post(50).GetError(); e.GetField() != "at_step" || !strings.Contains(e.GetMessage(), "previous re-plan's step (100)") {
 		t.Fatalf("a control behind a queued one: %v", e)
 	}
-	b := open(t, c, cosineSpec) // fresh: control 1 was for jobs before it
-	got := poll(b, 0, 0)
+	b := named(c, "B") // another job, opened after control 1
+	got := poll(b)
 	if len(got.GetControls()) != 0 || got.GetLatestSeq() != 1 || got.GetControlEpoch() == 0 {
-		t.Fatalf("fresh session's first poll: %v", got)
+		t.Fatalf("a later job's first poll: %v", got)
 	}
-	if got := poll(a, 0, 0); len(got.GetControls()) != 1 || got.GetLatestSeq() != 1 {
-		t.Fatalf("session a: %v", got)
+	a1 := named(c, "A") // job A's second rank, opened after control 1: the job had started
+	for _, id := range []uint64{a1, a0} {
+		if got := poll(id); len(got.GetControls()) != 1 || got.GetLatestSeq() != 1 {
+			t.Fatalf("job A, session %d: %v", id, got)
+		}
 	}
-	blob := c.Handle(&pb.Request{Body: &pb.Request_GetState{GetState: &pb.GetState{SessionId: a, Step: 0}}}).GetState().GetMsgpack()
+	blob := c.Handle(&pb.Request{Body: &pb.Request_GetState{GetState: &pb.GetState{SessionId: a0, Step: 0}}}).GetState().GetMsgpack()
 	r := c.Handle(&pb.Request{Body: &pb.Request_RestoreState{RestoreState: &pb.RestoreState{Msgpack: blob}}})
-	if got := poll(r.GetSession().GetSessionId(), 0, 0); len(got.GetControls()) != 1 {
+	if got := poll(r.GetSession().GetSessionId()); len(got.GetControls()) != 1 {
 		t.Fatalf("a restored session asks from its client's position (0): %v", got)
+	}
+	// A job whose connections closed leaves orphans; a new job of that name
+	// starts after the controls posted for the old one.
+	old := greet(t, d)
+	named(old, "C")
+	if r := post(300); r.GetAck().GetPlanVersion() != 2 {
+		t.Fatal(r)
+	}
+	old.Close()
+	if got := poll(named(c, "C")); len(got.GetControls()) != 0 || got.GetLatestSeq() != 2 {
+		t.Fatalf("a new job named like a finished one: %v", got)
 	}
 }

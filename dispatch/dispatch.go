@@ -117,13 +117,17 @@ type session struct {
 	plan *sched.Plan
 	// step is the last step a client asked about; it only feeds status output.
 	step int64
-	// ctlSeen is the newest control this session's client has been sent
-	// or skipped past: at first the numbering when it opened, so that a
-	// fresh job does not take the controls posted for earlier ones; 0 when
-	// restored from a state blob, whose client carries its own position.
-	// Guarded by mu.
-	ctlSeen uint64
-	fresh   bool // opened, not restored, and not polled yet
+	// ctlStart is where a fresh session's controls start: the numbering
+	// when the first live session of its name (its job's first rank)
+	// opened, so that a job takes the controls posted since it started and
+	// not those posted for earlier jobs. 0 when restored from a state blob,
+	// whose client carries its own position.
+	ctlStart uint64
+	// ctlSeen is the newest control its client has been sent or skipped
+	// past. Guarded by mu.
+	ctlSeen  uint64
+	restored bool // opened from a state blob
+	polled   bool // guarded by mu
 }
 
 // New returns an empty Dispatcher.
@@ -429,9 +433,15 @@ func (d *Dispatcher) add(plan *sched.Plan, name string, step int64, owner uint64
 		return nil, err
 	}
 	d.nextID++
-	s := &session{lease: lease{owner: owner}, id: d.nextID, name: name, plan: plan, step: step, fresh: fresh}
+	s := &session{lease: lease{owner: owner}, id: d.nextID, name: name, plan: plan, step: step, restored: !fresh}
 	if fresh {
-		s.ctlSeen = d.ctlSeq
+		s.ctlStart = d.ctlSeq
+		for _, o := range d.sessions {
+			if !o.restored && o.owner != 0 && o.name == name {
+				s.ctlStart = min(s.ctlStart, o.ctlStart)
+			}
+		}
+		s.ctlSeen = s.ctlStart
 	}
 	d.sessions[s.id] = s
 	return &pb.Response{Body: &pb.Response_Session{Session: &pb.SessionInfo{

@@ -410,9 +410,9 @@ def test_controls_a_job_cannot_use(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     sock = str(tmp_path / "c.sock")
     monkeypatch.setenv("REWARM_SOCKET", sock)
 
-    def make() -> rewarm.RewarmOptimizer:
+    def make(name: str) -> rewarm.RewarmOptimizer:
         p = torch.nn.Parameter(torch.zeros(1))
-        return rewarm.wrap(torch.optim.SGD([p], lr=1.0), schedule=spec, backend="socket", name="job")
+        return rewarm.wrap(torch.optim.SGD([p], lr=1.0), schedule=spec, backend="socket", name=name)
 
     def ctl_fails(*args: str) -> str:
         r = subprocess.run(
@@ -423,7 +423,7 @@ def test_controls_a_job_cannot_use(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
     with rewarm.Sidecar(sock):
         assert "no session is open" in ctl_fails("anneal", "--at-step", "100", "--steps", "10")
-        opt = make()
+        opt = make("job")
         assert 'no open session is named "jbo"' in ctl_fails(
             "anneal", "--name", "jbo", "--at-step", "9", "--steps", "1"
         )
@@ -433,7 +433,9 @@ def test_controls_a_job_cannot_use(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         with pytest.warns(UserWarning, match=r"skipping a control \(anneal at step 150\).*previous re-plan"):
             assert opt.poll_control() == []
         assert opt.state_dict()["rewarm"]["control_seq"] == 1
-        later = make()
+        rank1 = make("job")  # the same job's next rank, opened late: it takes control 1
+        assert [r["at_step"] for r in rank1.poll_control()] == [150]
+        later = make("next")  # another job
         assert later.poll_control() == []  # control 1 was posted before it opened
         assert later.state_dict()["rewarm"]["control_seq"] == 1
         assert "queued control 2" in ctl(sock, "anneal", "--at-step", "300", "--steps", "10")
