@@ -47,11 +47,17 @@ func (d *Dispatcher) checkControl(rp *pb.Replan, target string) error {
 	d.mu.Lock()
 	var sessions []*session
 	var names []string
+	jobPolled := map[string]bool{} // a named job's rank src has polled
 	for _, s := range d.sessions {
 		if target == "" || s.name == target {
 			sessions = append(sessions, s)
 		}
 		names = append(names, strconv.Quote(s.name))
+		s.mu.Lock()
+		if s.polled && s.owner != 0 && s.name != "" {
+			jobPolled[s.name] = true
+		}
+		s.mu.Unlock()
 	}
 	d.mu.Unlock()
 	if len(sessions) == 0 {
@@ -76,16 +82,24 @@ func (d *Dispatcher) checkControl(rp *pb.Replan, target string) error {
 	for _, s := range sessions {
 		s.mu.Lock()
 		trial, err := sched.NewPlan(s.plan.Config, s.plan.Replans, s.plan.Reports)
-		seen, step := s.ctlSeen, s.step
+		seen, step, polled := s.ctlSeen, s.step, s.polled
+		if !polled {
+			seen = s.ctlStart
+		}
 		s.mu.Unlock()
 		if err != nil {
 			return err
 		}
-		// The controls queued for it that it has not polled yet come first,
-		// as its client will apply them (skipping one that fails or is late).
-		for _, c := range d.queuedFor(s.name, seen) {
-			if q, err := toReplan(c.GetReplan()); err == nil && q.At >= step {
-				_ = trial.Replan(q)
+		// For the rank that polls (src), the controls queued since its last
+		// poll come first, as its client will apply them (skipping one that
+		// fails or is late); so for a job none of whose ranks has polled yet.
+		// The other ranks of a job never poll: their plans hold what src
+		// broadcast to them.
+		if polled || !jobPolled[s.name] {
+			for _, c := range d.queuedFor(s.name, seen) {
+				if q, err := toReplan(c.GetReplan()); err == nil && q.At >= step {
+					_ = trial.Replan(q)
+				}
 			}
 		}
 		if err := trial.Replan(r); err != nil {
@@ -122,9 +136,9 @@ func (d *Dispatcher) pollControl(r *pb.PollControl) (*pb.Response, error) {
 		if r.GetStep() >= 0 {
 			s.step = r.GetStep()
 		}
-		if !s.restored && !s.polled && r.GetControlEpoch() == 0 {
-			// A fresh job's first poll starts where the numbering stood
-			// when the job opened.
+		if !s.polled && r.GetControlEpoch() == 0 {
+			// A client that has seen no control starts where the numbering
+			// stood when its job opened.
 			after = max(after, s.ctlStart)
 		}
 		s.polled = true

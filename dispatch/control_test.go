@@ -178,7 +178,7 @@ func TestControlWithoutReceiverIsRefused(t *testing.T) {
 // A control is checked after the ones still queued for a session, in the
 // order its client will apply them. A fresh session starts after the
 // controls posted before its job opened (its first live session of the same
-// name); a restored one where its client says.
+// name), unless its client says where it was.
 func TestControlsQueuedAheadAndFreshSessions(t *testing.T) {
 	d := New(Options{})
 	c := greet(t, d)
@@ -220,7 +220,7 @@ func TestControlsQueuedAheadAndFreshSessions(t *testing.T) {
 	blob := c.Handle(&pb.Request{Body: &pb.Request_GetState{GetState: &pb.GetState{SessionId: a0, Step: 0}}}).GetState().GetMsgpack()
 	r := c.Handle(&pb.Request{Body: &pb.Request_RestoreState{RestoreState: &pb.RestoreState{Msgpack: blob}}})
 	if got := poll(r.GetSession().GetSessionId()); len(got.GetControls()) != 1 {
-		t.Fatalf("a restored session asks from its client's position (0): %v", got)
+		t.Fatalf("a restored rank of the live job A: %v", got)
 	}
 	// A job whose connections closed leaves orphans; a new job of that name
 	// starts after the controls posted for the old one.
@@ -232,5 +232,57 @@ func TestControlsQueuedAheadAndFreshSessions(t *testing.T) {
 	old.Close()
 	if got := poll(named(c, "C")); len(got.GetControls()) != 0 || got.GetLatestSeq() != 2 {
 		t.Fatalf("a new job named like a finished one: %v", got)
+	}
+}
+
+// Only rank src polls: the other ranks' sessions must not replay the queue
+// (src may have skipped a control as late), and unnamed sessions, or a
+// session restored for a client that has seen no control, are jobs of their own.
+func TestControlsOfOtherRanksAndOtherJobs(t *testing.T) {
+	d := New(Options{})
+	c := greet(t, d)
+	post := func(rp *pb.Replan) *pb.Response {
+		return c.Handle(&pb.Request{Body: &pb.Request_PostControl{PostControl: &pb.PostControl{Replan: rp}}})
+	}
+	anneal := func(at int64) *pb.Replan {
+		return &pb.Replan{AtStep: at, Op: &pb.Replan_Anneal{Anneal: &pb.Anneal{Steps: 10, Shape: "linear"}}}
+	}
+	poll := func(id uint64, step int64) []*pb.Control {
+		return c.Handle(&pb.Request{Body: &pb.Request_PollControl{PollControl: &pb.PollControl{
+			SessionId: id, Step: step}}}).GetControls().GetControls()
+	}
+	named := func(name string) uint64 {
+		st, _ := structpb.NewStruct(cosineSpec)
+		r := c.Handle(&pb.Request{Body: &pb.Request_OpenSession{OpenSession: &pb.OpenSession{Schedule: st, Name: name}}})
+		return r.GetSession().GetSessionId()
+	}
+	src := named("demo")
+	named("demo") // rank 1: never polls
+	poll(src, 60)
+	if r := post(anneal(50)); r.GetAck() == nil {
+		t.Fatal(r)
+	}
+	if got := poll(src, 60); len(got) != 1 { // its client skips it: step 50 has passed
+		t.Fatalf("src: %v", got)
+	}
+	extend := &pb.Replan{AtStep: 80, Op: &pb.Replan_Extend{Extend: &pb.Extend{TotalSteps: 300}}}
+	if r := post(extend); r.GetAck() == nil {
+		t.Fatalf("an extend after a skipped anneal: %v", r)
+	}
+	// Two unnamed jobs: the second does not take what was posted for the first.
+	first := named("")
+	poll(first, 0)
+	if r := post(anneal(500)); r.GetAck() == nil {
+		t.Fatal(r)
+	}
+	if got := poll(named(""), 0); len(got) != 0 {
+		t.Fatalf("a later unnamed job: %v", got)
+	}
+	// A session restored for a client that has seen no control (a checkpoint
+	// from before its first poll, or a move from in-process): posted before it, not for it.
+	blob := c.Handle(&pb.Request{Body: &pb.Request_GetState{GetState: &pb.GetState{SessionId: first, Step: 0}}}).GetState().GetMsgpack()
+	r := c.Handle(&pb.Request{Body: &pb.Request_RestoreState{RestoreState: &pb.RestoreState{Msgpack: blob, Name: "other"}}})
+	if got := poll(r.GetSession().GetSessionId(), 0); len(got) != 0 {
+		t.Fatalf("restored for a client with no position: %v", got)
 	}
 }

@@ -117,17 +117,16 @@ type session struct {
 	plan *sched.Plan
 	// step is the last step a client asked about; it only feeds status output.
 	step int64
-	// ctlStart is where a fresh session's controls start: the numbering
-	// when the first live session of its name (its job's first rank)
-	// opened, so that a job takes the controls posted since it started and
-	// not those posted for earlier jobs. 0 when restored from a state blob,
-	// whose client carries its own position.
+	// ctlStart is where the controls of a client that has seen none start:
+	// the numbering when the job opened, so that a job takes the controls
+	// posted since it started and not those posted for earlier jobs. Ranks
+	// are one job when they share a (non-empty) name: a rank that opens
+	// late takes the start of the first live one.
 	ctlStart uint64
 	// ctlSeen is the newest control its client has been sent or skipped
-	// past. Guarded by mu.
-	ctlSeen  uint64
-	restored bool // opened from a state blob
-	polled   bool // guarded by mu
+	// past, once it has polled. Guarded by mu, as polled is.
+	ctlSeen uint64
+	polled  bool
 }
 
 // New returns an empty Dispatcher.
@@ -422,7 +421,7 @@ func (c *Conn) hello(h *pb.Hello) *pb.Response {
 	}}}
 }
 
-func (d *Dispatcher) add(plan *sched.Plan, name string, step int64, owner uint64, fresh bool) (*pb.Response, error) {
+func (d *Dispatcher) add(plan *sched.Plan, name string, step int64, owner uint64) (*pb.Response, error) {
 	canon, err := structpb.NewStruct(plan.Config.Canonical())
 	if err != nil {
 		return nil, fail(pb.ErrorCode_ERROR_CODE_INTERNAL, "", "encode canonical spec: %v", err)
@@ -433,15 +432,13 @@ func (d *Dispatcher) add(plan *sched.Plan, name string, step int64, owner uint64
 		return nil, err
 	}
 	d.nextID++
-	s := &session{lease: lease{owner: owner}, id: d.nextID, name: name, plan: plan, step: step, restored: !fresh}
-	if fresh {
-		s.ctlStart = d.ctlSeq
+	s := &session{lease: lease{owner: owner}, id: d.nextID, name: name, plan: plan, step: step, ctlStart: d.ctlSeq}
+	if name != "" {
 		for _, o := range d.sessions {
-			if !o.restored && o.owner != 0 && o.name == name {
+			if o.owner != 0 && o.name == name {
 				s.ctlStart = min(s.ctlStart, o.ctlStart)
 			}
 		}
-		s.ctlSeen = s.ctlStart
 	}
 	d.sessions[s.id] = s
 	return &pb.Response{Body: &pb.Response_Session{Session: &pb.SessionInfo{
@@ -465,7 +462,7 @@ func (d *Dispatcher) open(r *pb.OpenSession, owner uint64) (*pb.Response, error)
 	if err != nil {
 		return nil, err
 	}
-	return d.add(plan, r.GetName(), 0, owner, true)
+	return d.add(plan, r.GetName(), 0, owner)
 }
 
 func (d *Dispatcher) lookup(id uint64) (*session, error) {
@@ -741,7 +738,7 @@ func (d *Dispatcher) restore(r *pb.RestoreState, owner uint64) (*pb.Response, er
 	if name == "" {
 		name = st.Name
 	}
-	return d.add(plan, name, st.Step, owner, false)
+	return d.add(plan, name, st.Step, owner)
 }
 
 func (d *Dispatcher) close(r *pb.CloseSession) (*pb.Response, error) {

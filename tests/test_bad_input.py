@@ -195,11 +195,25 @@ def test_mod_arguments() -> None:
         layer(torch.zeros(1, 10, 32), torch.arange(10), route_mask=route)
 
 
+# What go-yaml v3 (the CLI's reader) makes of each plain scalar, from a Go run.
+GO_YAML = {
+    "012": 10, "0777": 511, "1_000": 1000, "0b101": 5, "0o17": 15, "0x1F": 31, "-012": -10,
+    "08": 8.0, "3e-4": 3e-4, "1e3": 1000.0, "+5": 5, "-0x10": -16, "1_0.5": 10.5, "yes": "yes",
+    "on": "on", "True": True, "NULL": None, "~": None, ".5": 0.5, "5.": 5.0, "-.Inf": float("-inf"),
+    "00": 0, "1__0": 10, "_1": "_1", "0b": "0b", "1e": "1e", "0.1_0": 0.1,
+}  # fmt: skip
+
+
 def test_spec_files_read_as_the_cli_reads_them(tmp_path: Path) -> None:
-    # YAML 1.2's core schema, as the Go side: 3e-4 is a number, yes a string, 012 twelve.
+    f = tmp_path / "v.yaml"
+    f.write_text("".join(f"v{i}: {v}\n" for i, v in enumerate(GO_YAML)))
+    got = rewarm._spec.load_spec(f)
+    for i, (text, want) in enumerate(GO_YAML.items()):
+        assert got[f"v{i}"] == want and type(got[f"v{i}"]) is type(want), (text, got[f"v{i}"])
+    # 3e-4 is a number and 012 is ten, as `rewarm show` reads them: the horizon is at step 10.
     f = tmp_path / "s.yaml"
     f.write_text("kind: cosine\npeak_lr: 3e-4\ntotal_steps: 012\nwarmup_steps: 0x4\n")
-    assert rewarm.preview(f, [0, 4])["lr"] == pytest.approx([0.0, 3e-4])
+    assert rewarm.preview(f, [0, 4, 10])["lr"] == pytest.approx([0.0, 3e-4, 0.0])
     cases = {
         "dup.yaml": ("kind: cosine\nkind: linear\n", "dup.yaml: duplicate key 'kind' \\(line 2\\)"),
         "bad.yaml": ("kind: [cosine\n", "bad.yaml: not valid YAML"),

@@ -233,6 +233,14 @@ def test_wrap_arguments_become_group_keys_that_can_change_and_are_saved() -> Non
     )
     again.load_state_dict(sd)
     assert again.param_groups[0]["lr"] == pytest.approx(2.0 * ref(2))
+    # The same through the inner optimizer and load_rewarm_state (DCP's recipe).
+    dcp = rewarm.wrap(
+        torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0), schedule=SPEC, multipliers=[2.0]
+    )
+    dcp.optimizer.load_state_dict({k: v for k, v in sd.items() if k != "rewarm"})
+    assert "lr_mult" not in dcp.param_groups[0]
+    dcp.load_rewarm_state(sd["rewarm"])
+    assert dcp.param_groups[0]["lr_mult"] == 2.0 and dcp.param_groups[0]["lr"] == pytest.approx(2.0 * ref(2))
     # groups= writes the fields it names; a key the group holds with another value is refused.
     g = rewarm.wrap(
         torch.optim.SGD([{"params": [a], "lr_mult": 3.0}], lr=1.0),

@@ -752,6 +752,12 @@ class RewarmOptimizer(Optimizer):
         return info, norms
 
     def _adopt_session(self, state: Mapping[str, Any], info: SessionInfo, norms: list[float]) -> None:
+        # A checkpoint from before wrap() wrote its keys into the groups, or
+        # param groups loaded by other means (DCP's set_optimizer_state_dict
+        # before load_rewarm_state): wrap's keys where the groups lack them.
+        for g, keys in zip(self.optimizer.param_groups, self._wrap_keys):  # noqa: B905 - groups may be added
+            for key, v in keys.items():
+                g.setdefault(key, v)
         old, self._session = self._session, info.session_id
         self._client.close_session(old)
         self._n = int(info.step)
@@ -816,9 +822,6 @@ class RewarmOptimizer(Optimizer):
             specs = [_spec_from_keys(g, k) for k, g in enumerate(loaded)]
             self._client.get_values(info.session_id, int(info.step), 1, specs)
             self.optimizer.load_state_dict(inner_sd)
-            for g, keys in zip(self.optimizer.param_groups, wrap_keys, strict=True):
-                for key, v in keys.items():
-                    g.setdefault(key, v)
         except BaseException:
             self._client.close_session(info.session_id)
             raise

@@ -58,8 +58,10 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _load_yaml(stream: IO[str]) -> Any:
-    """YAML read as the Go side reads it (YAML 1.2's core schema): 3e-4 is a
-    number, yes/on are strings, 012 is twelve, and a repeated key is an error."""
+    """YAML read as the Go side (go-yaml v3) reads it: true/false are the only
+    bools (yes/on are strings), integers as Go reads them after dropping
+    underscores (012 is octal, 0b101 binary, 1_000 a thousand), 3e-4 a
+    number, and a repeated key is an error."""
     import yaml
 
     class Loader(yaml.SafeLoader):
@@ -75,17 +77,26 @@ def _load_yaml(stream: IO[str]) -> Any:
                     seen.add(key_node.value)
             return super().construct_mapping(node, deep=deep)
 
-    def integer(loader: Any, node: Any) -> int:
-        v = loader.construct_scalar(node)
-        return int(v, 0) if v.lstrip("+-")[:2] in ("0o", "0x") else int(v)
+    def integer(loader: Any, node: Any) -> int | float:
+        v = loader.construct_scalar(node).replace("_", "")
+        sign, digits = (-1, v[1:]) if v[:1] == "-" else (1, v.lstrip("+"))
+        if digits[:2].lower() in ("0b", "0o", "0x"):
+            return sign * int(digits, 0)
+        if len(digits) > 1 and digits[0] == "0":  # Go's base 0: a leading 0 is octal
+            try:
+                return sign * int(digits, 8)
+            except ValueError:
+                return sign * float(digits)  # 08 is not octal: a float, as in Go
+        return sign * int(digits)
 
     Loader.yaml_implicit_resolvers = {}
     for tag, pattern, first in (
         ("bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
-        ("int", r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$", "-+0123456789"),
+        ("int", r"^[-+]?(?:0[bB][01_]+|0[oO][0-7_]+|0[xX][0-9a-fA-F_]+|[0-9][0-9_]*)$", "-+0123456789"),
         (
             "float",
-            r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$",
+            r"^(?:[-+]?(?:\.[0-9][0-9_]*|[0-9][0-9_]*(?:\.[0-9_]*)?)(?:[eE][-+]?[0-9]+)?"
+            r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$",
             "-+.0123456789",
         ),
         ("null", r"^(?:~|null|Null|NULL|)$", ["~", "n", "N", ""]),
