@@ -8,6 +8,7 @@ import itertools
 import json
 import numbers
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -127,6 +128,8 @@ def _raise(err: Any) -> None:
 def int_arg(v: Any, name: str, lo: int = 0) -> int:
     """v as a step count or index: an integer (numpy's too) in [lo, 2^63),
     never a bool or a float that would be truncated."""
+    if type(v) is int and lo <= v < 1 << 63:  # the common case, without the ABC check
+        return v
     if isinstance(v, bool) or not isinstance(v, numbers.Integral):
         raise SpecError(
             f'field "{name}" = {v!r:.80}: expected an integer', code="INVALID_ARGUMENT", field=name
@@ -139,6 +142,20 @@ def int_arg(v: Any, name: str, lo: int = 0) -> int:
 def _plain(v: Any, path: str) -> Any:
     """A spec value as JSON-like Python: numpy scalars and 0-d tensors become
     numbers; anything else that cannot cross is refused, naming its field."""
+    # Exact types first: the abstract-class checks below cost tens of
+    # microseconds the first time a process makes them (a cold sampler).
+    t = type(v)
+    if t is float or t is str or t is bool or v is None:
+        return v
+    if t is dict:
+        out: dict[str, Any] = {}
+        for k, x in v.items():
+            if type(k) is not str:
+                raise SpecError(f"field {path or '(top)'}: key {k!r} is not a string", field=path)
+            out[k] = _plain(x, f"{path}.{k}" if path else k)
+        return out
+    if t is list or t is tuple:
+        return [x if type(x) is float else _plain(x, f"{path}[{i}]") for i, x in enumerate(v)]
     if isinstance(v, int) and not isinstance(v, bool) and abs(v) > 1 << 53:
         # Specs cross as protobuf Structs, whose numbers are doubles.
         raise SpecError(
@@ -175,6 +192,16 @@ def _fill(struct: Any, spec: Mapping[str, Any], what: str) -> None:
         struct.update(plain)
     except (ValueError, TypeError) as exc:
         raise SpecError(f"{what} spec cannot be encoded: {exc}", code="INVALID_ARGUMENT") from exc
+
+
+def _json_default(v: Any) -> Any:
+    if getattr(v, "ndim", None) == 0 and callable(getattr(v, "item", None)):
+        return v.item()
+    raise TypeError(type(v).__name__)
+
+
+# 16 digits in a row: possibly an integer past 2^53 (9007199254740992).
+_LONG_DIGITS = re.compile(r"\d{16}")
 
 
 def same_server(path: str, instance: int) -> Callable[[bytes], None]:
@@ -357,14 +384,18 @@ class Client:
 
     def open_sampler(self, spec: Mapping[str, Any]) -> SamplerInfo:
         req = pb.Request(open_sampler=pb.OpenSampler())
-        plain = _plain(spec, "")  # refuses what cannot cross exactly, naming the field
         try:
             # JSON is several times cheaper to build than a Struct and decodes
-            # to the same values. NaN takes the Struct path, so the Go
-            # validator can name the field.
-            req.open_sampler.spec_json = json.dumps(plain, allow_nan=False)
-        except ValueError:
-            _fill(req.open_sampler.spec, plain, "replay")
+            # to the same values. NaN and non-JSON values take the Struct
+            # path, so that the field is named.
+            text = json.dumps(spec, allow_nan=False, default=_json_default)
+            if _LONG_DIGITS.search(text):
+                _plain(spec, "")  # an integer past 2^53 is refused, naming its field
+            req.open_sampler.spec_json = text
+        except (ValueError, TypeError) as exc:
+            if isinstance(exc, SpecError):
+                raise
+            _fill(req.open_sampler.spec, spec, "replay")
         r = self.call(req).sampler
         return SamplerInfo(
             r.sampler_id,
