@@ -63,7 +63,7 @@ def run(d: int, layers: int, reps: int, device: torch.device, dtype: torch.dtype
     M.apply(mod, plan)
     for layer in mod.layers:
         if isinstance(layer, M.MoDLayer):
-            torch.nn.init.normal_(layer.router.proj.weight, std=0.02)
+            torch.nn.init.normal_(layer.router.weight, std=0.02)
     dense.to(device=device, dtype=dtype)
     mod.to(device=device, dtype=dtype)
     x = torch.randn(1, TEXT + ROUTABLE, d, device=device, dtype=dtype)

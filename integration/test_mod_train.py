@@ -62,14 +62,14 @@ def test_trains_with_a_plan_from_the_sidecar(monkeypatch: pytest.MonkeyPatch) ->
     first, last = sum(losses[:20]) / 20, sum(losses[-20:]) / 20
     assert last < 0.6 * first, (first, last)
     # The routers learned something: their weights moved away from zero.
-    assert any(model.layers[i].router.proj.weight.abs().sum() > 0 for i in routed)
+    assert any(model.layers[i].router.weight.abs().sum() > 0 for i in routed)
 
 
 def test_mod_layer_compiles_fullgraph_on_cpu() -> None:
     torch.manual_seed(0)
     model = M.TinyLlama(M.LlamaConfig(vocab_size=64, hidden_size=32, num_layers=1, num_heads=4, ffn_size=64))
     layer = M.MoDLayer(model.layers[0], k=5, tokens=20, hidden_size=32)
-    torch.nn.init.normal_(layer.router.proj.weight, std=0.1)
+    torch.nn.init.normal_(layer.router.weight, std=0.1)
     x = torch.randn(2, 26, 32)
     pos = torch.arange(26).expand(2, 26)
     mask = torch.zeros(2, 26, dtype=torch.bool)

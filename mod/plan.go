@@ -13,6 +13,7 @@ import (
 	"math"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/rewarm/rewarm/internal/specfield"
@@ -274,7 +275,7 @@ func (s *Spec) validate() error {
 		return fail("rounding.precision", rd.Precision, "must be float32 or float64")
 	}
 	if rd.Multiple < 1 || rd.Multiple > 1<<20 {
-		return fail("rounding.multiple", rd.Multiple, "must be >= 1 (1, 8, 64 and 128 are the useful ones)")
+		return fail("rounding.multiple", rd.Multiple, "must be between 1 and 2^20 (1, 8, 64 and 128 are the useful ones)")
 	}
 	if rd.Align != "k" && rd.Align != "t_plus_k" {
 		return fail("rounding.align", rd.Align, "must be k or t_plus_k")
@@ -419,12 +420,18 @@ func New(spec Spec) (*Plan, error) {
 				routed++
 			}
 		}
+		// Summed and compared without overflow: tokens reach 2^53.
+		var over bool
 		for _, n := range buckets {
 			counts += n + 1
+			if counts > MaxPerSampleEntries {
+				over = true
+				break
+			}
 		}
-		if routed*counts > MaxPerSampleEntries {
-			return nil, fail("per_sample", true, "the tables of k per routable count would hold %d routed layers x %d counts = %d entries, over the limit of %d; plan without per_sample",
-				routed, counts, routed*counts, MaxPerSampleEntries)
+		if over || (routed > 0 && counts > MaxPerSampleEntries/routed) {
+			return nil, fail("per_sample", true, "the tables of k per routable count would hold %d routed layers x %s counts, over the limit of %d entries; plan without per_sample",
+				routed, countText(counts, over), MaxPerSampleEntries)
 		}
 	}
 	p := &Plan{Spec: spec}
@@ -476,4 +483,12 @@ func (p *Plan) For(n int64) (*Bucket, error) {
 		}
 	}
 	return nil, fail("tokens", n, "exceeds the largest bucket (%d)", p.Buckets[len(p.Buckets)-1].Tokens)
+}
+
+// countText prints a count, or a lower bound when summing stopped early.
+func countText(n int64, partial bool) string {
+	if partial {
+		return fmt.Sprintf("over %d", n)
+	}
+	return strconv.FormatInt(n, 10)
 }

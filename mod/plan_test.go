@@ -318,6 +318,11 @@ func TestBadPlanSpecs(t *testing.T) {
 		{map[string]any{"num_layers": 4, "tokens": 8, "ffn_size": 0}, "ffn_size"},
 		{map[string]any{"num_layers": 4, "tokens": 8, "rounding": map[string]any{"max_k": -3}}, "rounding.max_k"},
 		{map[string]any{"num_layers": 4096, "tokens": 1 << 17, "per_sample": true}, "per_sample"},
+		// 2048 routed layers x 2^53 counts is 2^64: the product must not wrap to 0.
+		{map[string]any{"num_layers": 4096, "tokens": 1<<53 - 1, "per_sample": true, "schedule": map[string]any{"kind": "interleave"}}, "per_sample"},
+		// 4096 x 2^52 wraps too, and the sum of 256 buckets near 2^44 is 2^52.
+		{map[string]any{"num_layers": 4096, "buckets": nearBuckets(1<<44, 256), "per_sample": true, "schedule": map[string]any{"kind": "explicit", "ratios": halves(4096)}}, "per_sample"},
+		{map[string]any{"num_layers": 4, "tokens": 8, "rounding": map[string]any{"multiple": 1<<20 + 1}}, "rounding.multiple"},
 		{map[string]any{"num_layers": 4, "buckets": manyBuckets(MaxBuckets + 1)}, "buckets"},
 	}
 	for _, c := range cases {
@@ -537,4 +542,22 @@ func TestMinRatioAboveMaxRatio(t *testing.T) {
 			t.Errorf("%v: got %v, want schedule.min_ratio refused against max_ratio", c.schedule, err)
 		}
 	}
+}
+
+// nearBuckets returns n increasing buckets just below from.
+func nearBuckets(from int64, n int) []any {
+	out := make([]any, n)
+	for i := range out {
+		out[i] = from - int64(n-i)
+	}
+	return out
+}
+
+// halves returns n ratios of 0.5: every layer routes.
+func halves(n int) []any {
+	out := make([]any, n)
+	for i := range out {
+		out[i] = 0.5
+	}
+	return out
 }

@@ -72,7 +72,7 @@ def test_skipped_tokens_are_scaled_identity_and_kept_ones_follow_string() -> Non
     model = _model()
     blk = model.layers[1]
     layer = M.MoDLayer(blk, k=5, tokens=20, hidden_size=32)
-    torch.nn.init.normal_(layer.router.proj.weight, std=0.1)
+    torch.nn.init.normal_(layer.router.weight, std=0.1)
     x = model.embed(ids)
     pos = torch.arange(ids.shape[1]).expand_as(ids)
     out = layer(x, pos, route_mask=mask)
@@ -110,7 +110,7 @@ def test_ties_go_to_the_lower_position_and_positions_stay_original() -> None:
 def test_gradients_reach_the_router() -> None:
     ids, mask = _batch()
     model = M.apply(_model(), M.plan(num_layers=4, tokens=20, schedule={"kind": "interleave", "ratio": 0.5}))
-    routers = [layer.router.proj.weight for layer in model.layers if isinstance(layer, M.MoDLayer)]
+    routers = [layer.router.weight for layer in model.layers if isinstance(layer, M.MoDLayer)]
     assert len(routers) == 2
     loss = torch.nn.functional.cross_entropy(model(ids, route_mask=mask).flatten(0, 1), ids.flatten())
     loss.backward()
@@ -152,7 +152,7 @@ def test_padded_samples_keep_their_own_k(real: int) -> None:
     model = _model()
     layer = M.MoDLayer(model.layers[1], k=lp.k, tokens=20, hidden_size=32, k_by_tokens=lp.k_by_tokens)
     torch.manual_seed(3)
-    torch.nn.init.normal_(layer.router.proj.weight)
+    torch.nn.init.normal_(layer.router.weight)
     x = model.embed(ids)
     pos = torch.arange(ids.shape[1]).expand_as(ids)
     with torch.no_grad():
@@ -230,13 +230,103 @@ def test_per_sample_table_survives_meta_initialisation() -> None:
     model.to_empty(device="cpu")
     assert model.layers[1].k_table.tolist() == list(plan.layers[1].k_by_tokens)
     ref = M.apply(_model(), plan)
-    torch.nn.init.normal_(ref.layers[1].router.proj.weight)
+    torch.nn.init.normal_(ref.layers[1].router.weight)
     model.load_state_dict(ref.state_dict())
     ids, route = _batch(b=2)
     valid = torch.ones_like(route)
     valid[1, 6:23] = False
     with torch.no_grad():
         assert torch.equal(model(ids, route, valid), ref(ids, route, valid))
+
+
+def test_masks_and_positions_shared_by_the_batch_broadcast_or_are_refused() -> None:
+    ids, mask = _batch(b=3)
+    mask[1, 3] = False  # rows differ: row 1's span is shifted by one
+    mask[1, 23] = True
+    model = _model()
+    plan = M.plan(num_layers=4, tokens=20, schedule={"kind": "explicit", "ratios": [1, 0.45, 1, 1]})
+    layer = M.MoDLayer(
+        model.layers[1], k=9, tokens=20, hidden_size=32, k_by_tokens=plan.layers[1].k_by_tokens
+    )
+    torch.nn.init.normal_(layer.router.weight)
+    x, pos = model.embed(ids), torch.arange(ids.shape[1])
+    with torch.no_grad():
+        full = layer(x, pos.expand(3, -1), route_mask=mask[0].expand(3, -1))
+        # A [1, S] or [S] mask is every row's mask, as for positions.
+        assert torch.equal(layer(x, pos, route_mask=mask[:1]), full)
+        assert torch.equal(layer(x, pos, route_mask=mask[0]), full)
+        # Each row computed alone agrees with the batch (no row is skipped;
+        # close, not equal: a GEMM may sum in another order for another batch).
+        batch = layer(x, pos, route_mask=mask)
+        for b in range(3):
+            torch.testing.assert_close(layer(x[b : b + 1], pos, route_mask=mask[b]), batch[b : b + 1])
+        valid = torch.ones_like(mask)
+        assert torch.equal(
+            layer(x, pos, route_mask=mask, valid_mask=valid[:1]), layer(x, pos, route_mask=mask)
+        )
+        # Decoding (no route mask) takes [S] positions too.
+        assert torch.equal(layer(x, pos), layer(x, pos.expand(3, -1)))
+    for bad, err, match in (
+        (mask[:2], ValueError, r"route_mask has shape \(2, 26\): expected \[26\], \[1, 26\] or \[3, 26\]"),
+        (mask[:, :10], ValueError, r"route_mask has shape \(3, 10\)"),
+        (mask.int(), TypeError, "route_mask has dtype torch.int32: expected torch.bool"),
+    ):
+        with pytest.raises(err, match=match):
+            layer(x, pos, route_mask=bad)
+    with pytest.raises(ValueError, match=r"valid_mask has shape \(2, 26\)"):
+        layer(x, pos, route_mask=mask, valid_mask=mask[:2])
+    with pytest.raises(ValueError, match=r"positions has shape \(3, 5\)"):
+        layer(x, pos[:5].expand(3, -1))
+
+
+def test_meta_init_then_assign_load_keeps_the_table() -> None:
+    # The usual large-model load: build on meta, load with assign=True. The
+    # table is not in the state dict, so it must come back from the plan.
+    cfg = M.LlamaConfig(vocab_size=64, hidden_size=32, num_layers=4, num_heads=4, ffn_size=64)
+    plan = M.plan(num_layers=4, tokens=20, schedule={"kind": "explicit", "ratios": [1, 0.45, 1, 1]})
+    ref = M.apply(_model(), plan)
+    torch.nn.init.normal_(ref.layers[1].router.weight)
+    with torch.device("meta"):
+        model = M.apply(M.TinyLlama(cfg), plan)
+    model.load_state_dict(ref.state_dict(), assign=True)
+    ids, route = _batch(b=2)
+    valid = torch.ones_like(route)
+    valid[1, 6:23] = False
+    with torch.no_grad():
+        assert torch.equal(model(ids, route, valid), ref(ids, route, valid))
+    with torch.device("meta"):
+        moved = M.apply(M.TinyLlama(cfg), plan)
+    moved.load_state_dict(ref.state_dict(), assign=True)
+    moved.to("cpu", torch.float64)  # nothing left on meta to copy out of
+    assert moved.layers[1].k_table.device.type == "cpu"
+    assert moved.layers[1].k_table.tolist() == list(plan.layers[1].k_by_tokens)
+
+
+def test_router_starts_at_zero_after_any_reinitialisation() -> None:
+    # Recipes that re-run every module's reset_parameters (meta init, then
+    # to_empty) must leave the router at zero, so w = 1 exactly.
+    cfg = M.LlamaConfig(vocab_size=64, hidden_size=32, num_layers=4, num_heads=4, ffn_size=64)
+    with torch.device("meta"):
+        model = M.apply(M.TinyLlama(cfg), M.plan(num_layers=4, tokens=20))
+    model.to_empty(device="cpu")
+    for m in model.modules():
+        if hasattr(m, "reset_parameters"):
+            m.reset_parameters()
+    routers = [m for m in model.modules() if isinstance(m, M.TokenRouter)]
+    assert routers and not any(isinstance(c, torch.nn.Linear) for r in routers for c in r.modules())
+    for r in routers:
+        assert torch.count_nonzero(r.weight) == 0 and torch.count_nonzero(r.bias) == 0
+        assert torch.equal(M.tanh_norm(r(torch.randn(2, 5, 32))), torch.ones(2, 5))
+
+
+def test_apply_changes_nothing_when_it_refuses() -> None:
+    plan = M.plan(num_layers=4, tokens=20, schedule={"kind": "explicit", "ratios": [0.5, 0.5, 0.5, 0.5]})
+    model = _model()
+    model.layers[3] = M.MoDLayer(model.layers[3], k=10, tokens=20, hidden_size=32)
+    before = [type(layer) for layer in model.layers]
+    with pytest.raises(ValueError, match="layer 3 is already an MoDLayer"):
+        M.apply(model, plan)
+    assert [type(layer) for layer in model.layers] == before
 
 
 def test_per_sample_tables_by_default_where_they_fit() -> None:
@@ -261,7 +351,7 @@ def test_apply_follows_the_model_dtype() -> None:
     ids, mask = _batch()
     model = M.apply(_model().to(torch.bfloat16), M.plan(num_layers=4, tokens=20))
     routed = [layer for layer in model.layers if isinstance(layer, M.MoDLayer)]
-    assert routed and all(layer.router.proj.weight.dtype == torch.bfloat16 for layer in routed)
+    assert routed and all(layer.router.weight.dtype == torch.bfloat16 for layer in routed)
     assert model(ids, route_mask=mask).dtype == torch.bfloat16
 
 
@@ -309,7 +399,7 @@ def test_hf_llama_recipe_routes_like_hf_on_the_kept_tokens() -> None:
     i = next(lp.index for lp in plan.layers if lp.route and 0 < lp.k < 24)
     mod, hl, k = layers[i], hf.model.layers[i], plan.layers[i].k
     torch.manual_seed(5)
-    torch.nn.init.normal_(mod.router.proj.weight)
+    torch.nn.init.normal_(mod.router.weight)
     x, route = torch.randn(2, 30, 32), torch.zeros(2, 30, dtype=torch.bool)
     route[:, 3:27] = True
     pos = torch.arange(30).expand(2, 30)

@@ -26,16 +26,28 @@ def apply(model: nn.Module, plan: Plan, tokens: int | None = None, scale: float 
     if len(bucket.layers) != len(layers):
         raise ValueError(f"the plan has {len(bucket.layers)} layers, the model {len(layers)}")
     hidden = getattr(getattr(model, "config", None), "hidden_size", None)
+    wrapped = {}
+    # Every layer is wrapped before any is replaced, so a refusal leaves the model as it was.
     for lp in bucket.layers:
         if not lp.route:
             continue
         block = layers[lp.index]
         if isinstance(block, MoDLayer):
             raise ValueError(f"layer {lp.index} is already an MoDLayer")
-        d = int(hidden or next(p for p in block.parameters()).shape[-1])
-        layers[lp.index] = MoDLayer(
-            block, k=lp.k, tokens=bucket.tokens, hidden_size=d, scale=scale, k_by_tokens=lp.k_by_tokens
+        d = hidden
+        if d is None:
+            first = next(block.parameters(), None)
+            if first is None:
+                raise ValueError(
+                    f"layer {lp.index} has no parameters to read the hidden size from, "
+                    "and the model has no config.hidden_size"
+                )
+            d = first.shape[-1]
+        wrapped[lp.index] = MoDLayer(
+            block, k=lp.k, tokens=bucket.tokens, hidden_size=int(d), scale=scale, k_by_tokens=lp.k_by_tokens
         )
+    for i, layer in wrapped.items():
+        layers[i] = layer
     return model
 
 

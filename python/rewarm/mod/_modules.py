@@ -22,6 +22,7 @@ from typing import Any, Protocol, cast
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 
 class HalvesBlock(Protocol):
@@ -35,17 +36,29 @@ class HalvesBlock(Protocol):
 
 
 class TokenRouter(nn.Module):
-    """A zero-initialised Linear(d, 1) on the layer input: logits r, so the
-    TanhNorm weight is exactly 1 at initialisation."""
+    """A zero-initialised linear map d -> 1 on the layer input: logits r, so
+    the TanhNorm weight is exactly 1 at initialisation.
+
+    It holds its own weight and bias rather than an nn.Linear, so init passes
+    that re-initialise every nn.Linear (meta-device recipes, HF's
+    _init_weights) leave it alone; reset_parameters zeroes it again."""
 
     def __init__(self, hidden_size: int) -> None:
         super().__init__()
-        self.proj = nn.Linear(hidden_size, 1, bias=True)
-        nn.init.zeros_(self.proj.weight)
-        nn.init.zeros_(self.proj.bias)
+        self.in_features = int(hidden_size)
+        self.weight = nn.Parameter(torch.empty(1, self.in_features))
+        self.bias = nn.Parameter(torch.empty(1))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.zeros_(self.weight)
+        nn.init.zeros_(self.bias)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x).squeeze(-1)
+        return F.linear(x, self.weight, self.bias).squeeze(-1)
 
 
 def tanh_norm(r: torch.Tensor, scale: float = 0.2) -> torch.Tensor:
@@ -119,10 +132,19 @@ class MoDLayer(nn.Module):
             table = torch.tensor(self._k_values, dtype=torch.int64, device=device)
         self.register_buffer("k_table", table, persistent=False)
 
+    def _table_on(self, device: torch.device) -> torch.Tensor:
+        assert self._k_values is not None
+        return torch.tensor(self._k_values, dtype=torch.int64, device=device)
+
     def _apply(self, fn: Any, recurse: bool = True) -> MoDLayer:
+        # A table left on meta (meta init, then load_state_dict(assign=True))
+        # cannot be copied out: drop it and rebuild it from the plan's values
+        # beside the router, wherever that went.
+        if self.k_table is not None and self.k_table.device.type == "meta":
+            self._buffers["k_table"] = None
         out = super()._apply(fn, recurse)
-        if self._k_values is not None and self.k_table is not None and self.k_table.device.type != "meta":
-            self.k_table = torch.tensor(self._k_values, dtype=torch.int64, device=self.k_table.device)
+        if self._k_values is not None:
+            self.k_table = self._table_on(self.router.weight.device)
         return out
 
     def extra_repr(self) -> str:
@@ -136,12 +158,18 @@ class MoDLayer(nn.Module):
         valid_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         block = cast(HalvesBlock, self.block)
+        if x.dim() != 3:
+            raise ValueError(f"x has shape {tuple(x.shape)}: expected [batch, sequence, hidden]")
+        b, s, d = x.shape
+        positions = _rows("positions", positions, b, s)
         if route_mask is None:  # nothing routable (e.g. decoding): the normal layer
             a, f = block.forward_halves(x, positions)
             return (x + a) + f
-        b, s, d = x.shape
-        if d != self.router.proj.in_features:
-            raise ValueError(f"x has hidden size {d}, this layer's router {self.router.proj.in_features}")
+        route_mask = _rows("route_mask", route_mask, b, s, torch.bool)
+        if valid_mask is not None:
+            valid_mask = _rows("valid_mask", valid_mask, b, s, torch.bool)
+        if d != self.router.in_features:
+            raise ValueError(f"x has hidden size {d}, this layer's router {self.router.in_features}")
         others = s - self.tokens
         if others < 0:
             raise ValueError(f"a sequence of {s} tokens cannot hold the bucket's {self.tokens} routable ones")
@@ -150,7 +178,6 @@ class MoDLayer(nn.Module):
                 "valid_mask needs the plan's per-sample k: build the layer with apply(), or pass "
                 "k_by_tokens=layer_plan.k_by_tokens from plan(..., per_sample=True)"
             )
-        positions = (positions if positions.dim() == 2 else positions.unsqueeze(0)).expand(b, s)
         # Checked on the device, without a host sync.
         torch._assert_async(
             (route_mask.sum(1) == self.tokens).all(),
@@ -176,6 +203,8 @@ class MoDLayer(nn.Module):
             # every real token, in the same pass that orders the real ones.
             k_table = self.k_table
             assert k_table is not None  # checked above
+            if k_table.device.type == "meta":  # loaded with assign=True after meta init
+                self.k_table = k_table = self._table_on(self.router.weight.device)
             k_b = k_table[valid.sum(1)]
             beyond = torch.arange(self.k, device=x.device) >= k_b.unsqueeze(1)
             key = torch.cat([rest, top + beyond * s], dim=1).sort(dim=1).values
@@ -193,3 +222,18 @@ class MoDLayer(nn.Module):
             kept = torch.where(spare.unsqueeze(-1), gk * xk, kept)
         # One full-size pass for the skipped tokens, then the kept rows in place.
         return (g * x).scatter_(1, keep_d, kept)
+
+
+def _rows(name: str, t: torch.Tensor, b: int, s: int, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """t as [b, s]: a [s] or [1, s] tensor is shared by every row."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name}={t!r:.60}: expected a tensor")
+    if dtype is not None and t.dtype != dtype:
+        raise TypeError(f"{name} has dtype {t.dtype}: expected {dtype}")
+    if t.dim() == 1:
+        t = t.unsqueeze(0)
+    if t.dim() != 2 or t.shape[1] != s or t.shape[0] not in (1, b):
+        raise ValueError(
+            f"{name} has shape {tuple(t.shape)}: expected [{s}], [1, {s}] or [{b}, {s}] for x of batch {b}"
+        )
+    return t.expand(b, s)

@@ -71,19 +71,29 @@ func planFlags(name string, args []string, stderr io.Writer, extra func(*flag.Fl
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	list := *tokens
-	if *bucketArg != "" {
-		list = *bucketArg
-	}
-	ns, err := parseList(list, "--tokens/--buckets", strconv.ParseInt)
-	if err != nil {
-		return failed(err)
-	}
 	spec := map[string]any{"num_layers": *layers, "text_tokens": *text, "hidden_size": *hidden, "ffn_size": *ffn}
-	if len(ns) == 1 {
-		spec["tokens"] = ns[0]
-	} else {
-		spec["buckets"] = anys(ns)
+	// --buckets replaces the default --tokens. Both given explicitly plan
+	// every count named, as plan(tokens=..., buckets=...) does in Python.
+	if *bucketArg == "" || set["tokens"] {
+		ns, err := parseList(*tokens, "--tokens", strconv.ParseInt)
+		if err != nil {
+			return failed(err)
+		}
+		switch {
+		case len(ns) == 1:
+			spec["tokens"] = ns[0]
+		case *bucketArg != "":
+			return failed(fmt.Errorf("--tokens %s with --buckets: give one count in --tokens, or all of them in one list", *tokens))
+		default:
+			spec["buckets"] = anys(ns)
+		}
+	}
+	if *bucketArg != "" {
+		bs, err := parseList(*bucketArg, "--buckets", strconv.ParseInt)
+		if err != nil {
+			return failed(err)
+		}
+		spec["buckets"] = anys(bs)
 	}
 	schedule := map[string]any{"kind": *kind}
 	// flagOf names the flag behind each schedule field, for the planner's errors.

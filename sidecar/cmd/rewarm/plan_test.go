@@ -47,7 +47,14 @@ func TestPlanFlags(t *testing.T) {
 		{"preset", []string{"--layers", "5", "--tokens", "10", "--schedule", "constant", "--preset", "deep_all"},
 			[][]int64{{10, 10, 5, 5, 10}}, ""},
 		{"denom given", []string{"--layers", "3", "--tokens", "100", "--denom", "-5"}, nil, `"schedule.denom" = -5`},
-		{"bad list", []string{"--tokens", "576,x"}, nil, `--tokens/--buckets: "x" is not a number`},
+		{"bad list", []string{"--tokens", "576,x"}, nil, `--tokens: "x" is not a number`},
+		{"bad buckets", []string{"--buckets", "576,x"}, nil, `--buckets: "x" is not a number`},
+		// --buckets alone replaces the default --tokens; both given plan every count, sorted.
+		{"buckets alone", []string{"--layers", "2", "--schedule", "explicit", "--ratios", "1,0.5", "--buckets", "10,31"},
+			[][]int64{{10, 5}, {31, 15}}, ""},
+		{"tokens and buckets", []string{"--layers", "2", "--schedule", "explicit", "--ratios", "1,0.5", "--tokens", "40", "--buckets", "10,31"},
+			[][]int64{{10, 5}, {31, 15}, {40, 20}}, ""},
+		{"tokens list and buckets", []string{"--tokens", "8,9", "--buckets", "10"}, nil, `--tokens 8,9 with --buckets`},
 		{"bad ratio", []string{"--schedule", "explicit", "--ratios", "1,a"}, nil, `--ratios: "a" is not a number`},
 		// shifted_linear on 3 layers: R_raw(l) = 1 - l/2 = 1, 0.5, 0; layer 0
 		// is above max_ratio 0.85, layer 2 is floored to min_ratio 0.15.
