@@ -547,6 +547,19 @@ func (d *Dispatcher) getLR(r *pb.GetLR) (*pb.Response, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	plan := s.plan
+	for i, g := range groups {
+		// One end given: the other is the schedule's, and the two must not cross.
+		if lo, hi := plan.GroupRange(g); (g.MinLR == nil) != (g.PeakLR == nil) && lo > hi {
+			name, v, end, other := "min_lr", lo, "peak_lr", hi
+			if g.PeakLR != nil {
+				name, v, end, other = "peak_lr", hi, "min_lr", lo
+			}
+			field := fmt.Sprintf("groups[%d].%s", i, name)
+			return nil, fail(pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, field,
+				"get_lr: %s = %g: crosses the schedule's %s (%g), so the group's rate would move against the schedule; give both ends",
+				field, v, end, other)
+		}
+	}
 	ng := int64(len(groups))
 	out := &pb.LRValues{Step: step, Count: uint32(count), Groups: uint32(ng), PlanVersion: version(plan),
 		Values: make([]float64, 0, ng*count)}

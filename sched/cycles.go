@@ -47,8 +47,8 @@ func (o *OneCycle) Validate() error {
 	oneOf(&v, "anneal_strategy", o.AnnealStrategy, map[string]bool{"cos": true, "linear": true})
 	v.positive("div_factor", o.DivFactor)
 	v.positive("final_div_factor", o.FinalDivFactor)
-	v.rate("base_momentum", o.BaseMomentum)
-	v.rate("max_momentum", o.MaxMomentum)
+	v.momentum("base_momentum", o.BaseMomentum)
+	v.momentum("max_momentum", o.MaxMomentum)
 	if v.err == nil && o.PctStart*float64(o.TotalSteps) == 1 {
 		// torch's first phase ends at pct_start·T − 1 = 0, and step 0 divides 0 by 0.
 		v.fail("pct_start", o.PctStart, "makes pct_start·total_steps = 1, an empty warmup phase (torch divides by zero there); use 0 or at least 2/total_steps")
@@ -148,8 +148,8 @@ func (c *Cyclic) Validate() error {
 	}
 	oneOf(&v, "mode", c.Mode, map[string]bool{"triangular": true, "triangular2": true, "exp_range": true})
 	v.positive("gamma", c.Gamma)
-	v.rate("base_momentum", c.BaseMomentum)
-	v.rate("max_momentum", c.MaxMomentum)
+	v.momentum("base_momentum", c.BaseMomentum)
+	v.momentum("max_momentum", c.MaxMomentum)
 	return v.err
 }
 

@@ -144,12 +144,14 @@ func (s *Infinite) extend(at, total int64, mode string) (Schedule, error) {
 	switch {
 	case mode == ExtendProportional:
 		return proportional(s, &next, at, end, total), nil
-	case at <= a0:
+	case at <= min(a0, next.annealStart()):
 		return &next, nil
 	case at >= end:
 		return constant(s.MinLR), nil
 	}
-	p0 := float64(at-a0) / float64(s.AnnealSteps)
+	// Inside the anneal, or still constant with a total too close for a
+	// whole anneal: anneal from the rate at the re-plan step to the total.
+	p0 := max(0, float64(at-a0)/float64(s.AnnealSteps))
 	return &reanchored{at: at, end: total, p0: p0, floorLR: s.MinLR,
 		value: func(p float64) float64 { return s.annealF(s.ConstLR, s.MinLR, p) }}, nil
 }

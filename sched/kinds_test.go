@@ -208,6 +208,40 @@ func TestGroupRemap(t *testing.T) {
 	if got := p.GroupLR(0.4, Group{Multiplier: 0.5}); got != 0.2 {
 		t.Errorf("multiplier: %v", got)
 	}
+	// Below the schedule's min_lr (a warmup from 0, a lower stage, an anneal
+	// under the floor) the rate maps in proportion onto [0, group min]:
+	// (0, 0), (0.1, 0.01), never negative.
+	for _, c := range []struct{ v, want float64 }{{0, 0}, {0.05, 0.005}, {0.1, 0.01}} {
+		if got := p.GroupLR(c.v, g); math.Abs(got-c.want) > 1e-15 {
+			t.Errorf("below the floor: GroupLR(%v) = %v, want %v", c.v, got, c.want)
+		}
+	}
+	// One end given: the other is the schedule's.
+	only := Group{Multiplier: 1, PeakLR: &hi}
+	if glo, ghi := p.GroupRange(only); glo != 0.1 || ghi != 0.5 {
+		t.Errorf("GroupRange = %v, %v; want 0.1, 0.5", glo, ghi)
+	}
+}
+
+func TestMomentumRange(t *testing.T) {
+	for _, c := range []struct {
+		spec  map[string]any
+		field string
+	}{
+		{map[string]any{"kind": "constant", "peak_lr": 1.0, "momentum": map[string]any{"start": 1.5}}, "momentum.start"},
+		{map[string]any{"kind": "constant", "peak_lr": 1.0, "momentum": map[string]any{"start": 0.9, "end": 1.0, "steps": 5}}, "momentum.end"},
+		{map[string]any{"kind": "onecycle", "peak_lr": 1.0, "total_steps": 10, "max_momentum": 1.2}, "max_momentum"},
+		{map[string]any{"kind": "cyclic", "min_lr": 0.1, "peak_lr": 1.0, "base_momentum": 1.0}, "base_momentum"},
+	} {
+		_, err := ParseConfig(c.spec)
+		if err == nil || !containsAll(err.Error(), c.field, "[0, 1)") {
+			t.Errorf("%v: %v, want an error naming %s", c.spec, err, c.field)
+		}
+	}
+	// Weight decay has no such bound.
+	if _, err := ParseConfig(map[string]any{"kind": "constant", "peak_lr": 1.0, "weight_decay": map[string]any{"start": 1.5}}); err != nil {
+		t.Errorf("weight decay 1.5: %v", err)
+	}
 }
 
 func TestPlateauReplaysReports(t *testing.T) {

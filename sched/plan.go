@@ -19,13 +19,19 @@ type ValueSchedule struct {
 	Shape string   `spec:"shape"`
 	Begin int64    `spec:"begin"`
 	Steps int64    `spec:"steps"`
+
+	momentum bool // values must be below 1 (SGD momentum, Adam's beta1)
 }
 
 func (v *ValueSchedule) validate(field string) error {
 	c := checks{kind: field}
-	c.rate("start", v.Start)
+	check := c.rate
+	if v.momentum {
+		check = c.momentum
+	}
+	check("start", v.Start)
 	if v.End != nil {
-		c.rate("end", *v.End)
+		check("end", *v.End)
 	}
 	oneOf(&c, "shape", v.Shape, map[string]bool{"constant": true, "linear": true, "cosine": true})
 	c.steps("begin", v.Begin, 0)
@@ -84,7 +90,7 @@ func ParseConfig(m map[string]any) (*Config, error) {
 		if !ok {
 			return nil, specfield.Errorf(lr.Kind(), f.key, raw, "must be a mapping {start, end, shape, begin, steps}")
 		}
-		vs := &ValueSchedule{Shape: "linear"}
+		vs := &ValueSchedule{Shape: "linear", momentum: f.key == "momentum"}
 		if err := specfield.Decode(lr.Kind(), vm, vs); err != nil {
 			return nil, prefixField(err, f.key)
 		}
@@ -194,6 +200,9 @@ func (p *Plan) Replan(r Replan) error {
 		if r.Mode != ExtendContinuous && r.Mode != ExtendProportional {
 			return replanErr("mode", r.Mode, "must be %q or %q", ExtendContinuous, ExtendProportional)
 		}
+		if r.Total == 0 {
+			return replanErr("total_steps", r.Total, "missing: extend needs the new total, in updates")
+		}
 	case OpAnneal:
 		if r.Shape == "" {
 			r.Shape = "cosine"
@@ -210,6 +219,11 @@ func (p *Plan) Replan(r Replan) error {
 	case OpNewStage:
 		if r.Spec == nil {
 			return replanErr("spec", nil, "missing: new_stage needs the stage's schedule spec")
+		}
+		for _, k := range []string{"weight_decay", "momentum"} {
+			if v, ok := r.Spec[k]; ok {
+				return specfield.Errorf("new_stage", "spec."+k, v, "a new stage changes the rate only; the %s schedule follows the spec the run was wrapped with", k)
+			}
 		}
 		spec, err := parseNested("new_stage", "spec", r.Spec)
 		if err != nil {
@@ -308,6 +322,8 @@ func (p *Plan) build(extra *Replan) error {
 	cur := p.withReports(p.Config.LR, 0, &runs)
 	var active Schedule = p.Config.LR
 	var offset int64
+	// The floor of the stage in force: an anneal's default target.
+	stageFloor := floorOf(p.Config.LR)
 	phases := phasesOf(p.Config.LR)
 	for i, r := range replans {
 		var (
@@ -321,18 +337,21 @@ func (p *Plan) build(extra *Replan) error {
 			if !ok {
 				return replanErr("op", r.Op, "the active schedule (%s) has no horizon to extend; kinds with one: cosine, linear, polynomial, rex, cosine_power, wsd, infinite with constant_steps", describe(active))
 			}
-			s, err := ext.extend(r.At-offset, r.Total, r.Mode)
+			// total_steps counts updates, as at_step does; a stage runs in its own time.
+			s, err := ext.extend(r.At-offset, r.Total-offset, r.Mode)
 			if err != nil {
-				return specfield.Errorf("replan", "total_steps", r.Total, "%v", err)
+				return specfield.Errorf("replan", "total_steps", r.Total, "%v", shiftExtendError(err, offset))
 			}
 			next, nextOff = s, offset
 			newPhases = []Phase{{fmt.Sprintf("extend to %d", r.Total), r.At}}
 		case OpAnneal:
-			floor := floorOf(active)
+			v0 := cur.LR(r.At)
+			// By default the stage's own floor, or the current rate if an
+			// earlier anneal already went below it.
+			floor := min(stageFloor, v0)
 			if r.MinLR != nil {
 				floor = *r.MinLR
 			}
-			v0 := cur.LR(r.At)
 			if r.Shape == "exp" && !(floor > 0) {
 				return replanErr("min_lr", floor, "must be > 0 for an exp anneal (it is geometric: v0·(min/v0)^p)")
 			}
@@ -355,6 +374,7 @@ func (p *Plan) build(extra *Replan) error {
 				}
 			}
 			active = spec
+			stageFloor = floorOf(spec)
 		}
 		if r.Op != OpNewStage {
 			active = next
@@ -427,20 +447,34 @@ type Group struct {
 	WDMult     float64
 }
 
-// GroupLR maps the base rate v to a group's rate.
+// GroupRange is the group's absolute [min, peak]: its own ends where set,
+// the wrapped schedule's otherwise.
+func (p *Plan) GroupRange(g Group) (lo, hi float64) {
+	lo, hi = rangeOf(p.Config.LR)
+	if g.MinLR != nil {
+		lo = *g.MinLR
+	}
+	if g.PeakLR != nil {
+		hi = *g.PeakLR
+	}
+	return lo, hi
+}
+
+// GroupLR maps the base rate v to a group's rate. With an absolute range the
+// schedule's [min_lr, peak_lr] maps affinely onto the group's; a rate below
+// min_lr (a warmup from 0, a lower later stage, an anneal under the floor)
+// maps in proportion onto [0, group min], so a group's rate never goes
+// negative and 0 stays 0.
 func (p *Plan) GroupLR(v float64, g Group) float64 {
 	if g.MinLR == nil && g.PeakLR == nil {
 		return g.Multiplier * v
 	}
 	lo, hi := rangeOf(p.Config.LR)
-	glo, ghi := lo, hi
-	if g.MinLR != nil {
-		glo = *g.MinLR
-	}
-	if g.PeakLR != nil {
-		ghi = *g.PeakLR
-	}
-	if hi == lo {
+	glo, ghi := p.GroupRange(g)
+	switch {
+	case v < lo:
+		return g.Multiplier * glo * (v / lo)
+	case hi == lo:
 		return g.Multiplier * ghi
 	}
 	return g.Multiplier * (glo + (v-lo)*(ghi-glo)/(hi-lo))

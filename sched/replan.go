@@ -1,6 +1,7 @@
 package sched
 
 import (
+	"errors"
 	"fmt"
 	"math"
 )
@@ -23,14 +24,37 @@ type extender interface {
 	extend(at, total int64, mode string) (Schedule, error)
 }
 
+// extendError is a refused extend, in the local time of the piece that
+// refused it; the plan moves it to update counts before reporting it.
+type extendError struct {
+	total, bound int64
+	minTotal     bool // bound is the smallest total, not the re-plan step
+}
+
+func (e *extendError) Error() string {
+	if e.minTotal {
+		return fmt.Sprintf("extend: total_steps = %d must be >= %d (the end of the phases before the decay)", e.total, e.bound)
+	}
+	return fmt.Sprintf("extend: total_steps = %d must be greater than the re-plan step %d", e.total, e.bound)
+}
+
 func checkExtend(at, total, minTotal int64) error {
 	if total <= at {
-		return fmt.Errorf("extend: total_steps = %d must be greater than the re-plan step %d", total, at)
+		return &extendError{total: total, bound: at}
 	}
 	if total < minTotal {
-		return fmt.Errorf("extend: total_steps = %d must be >= %d (the end of the phases before the decay)", total, minTotal)
+		return &extendError{total: total, bound: minTotal, minTotal: true}
 	}
 	return nil
+}
+
+// shiftExtendError moves an extendError from local time by delta updates.
+func shiftExtendError(err error, delta int64) error {
+	var e *extendError
+	if errors.As(err, &e) {
+		return &extendError{total: e.total + delta, bound: e.bound + delta, minTotal: e.minTotal}
+	}
+	return err
 }
 
 // constant is a flat schedule.
@@ -93,6 +117,26 @@ type shifted struct {
 }
 
 func (s *shifted) LR(n int64) float64 { return s.s.LR(n + s.shift) }
+
+// extend extends the schedule the proportional extend produced, in its own
+// time (shift updates ahead), so a run can be extended again.
+func (s *shifted) extend(at, total int64, mode string) (Schedule, error) {
+	if mode != ExtendContinuous {
+		return nil, fmt.Errorf("extend: mode %q after a previous extend is not supported; use %q", mode, ExtendContinuous)
+	}
+	if err := checkExtend(at, total, 0); err != nil {
+		return nil, err
+	}
+	ext, ok := s.s.(extender)
+	if !ok {
+		return nil, fmt.Errorf("extend: the extended schedule cannot be extended again")
+	}
+	next, err := ext.extend(at+s.shift, total+s.shift, mode)
+	if err != nil {
+		return nil, shiftExtendError(err, -s.shift)
+	}
+	return &shifted{s: next, shift: s.shift}, nil
+}
 
 // splice is prev before step at and next from at on, next evaluated at
 // n − offset (its local time).

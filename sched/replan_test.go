@@ -62,6 +62,38 @@ func TestExtendContinuous(t *testing.T) {
 	}
 }
 
+// A continuous extend that shortens the run keeps the rate too: a WSD still
+// at peak, or an infinite schedule still constant, whose new total leaves no
+// room for a whole decay falls from the current rate to min_lr at the total.
+func TestExtendContinuousShortening(t *testing.T) {
+	for _, spec := range []map[string]any{
+		cosine1000,
+		{"kind": "linear", "peak_lr": 1.0, "min_lr": 0.1, "warmup_steps": 100, "total_steps": 1000},
+		{"kind": "wsd", "peak_lr": 1.0, "min_lr": 0.1, "total_steps": 1000, "decay_steps": 400, "decay_shape": "linear"},
+		{"kind": "wsd", "peak_lr": 1.0, "min_lr": 0.1, "total_steps": 1000, "decay_steps": 400},
+		{"kind": "infinite", "peak_lr": 1.0, "const_lr": 0.5, "min_lr": 0.1, "cooldown_steps": 100, "constant_steps": 500, "anneal_steps": 400},
+	} {
+		for _, at := range []int64{500, 650} {
+			base := plan(t, spec)
+			p := plan(t, spec, Replan{Op: OpExtend, At: at, Total: 700})
+			if r := rel(p.LR(at), base.LR(at)); r > 1e-12 {
+				t.Errorf("%v at %d: LR jumps (%v -> %v)", spec, at, base.LR(at), p.LR(at))
+			}
+			for n := at + 1; n <= 700; n++ {
+				if p.LR(n) > p.LR(n-1) {
+					t.Fatalf("%v at %d: LR rises at %d (%v -> %v)", spec, at, n, p.LR(n-1), p.LR(n))
+				}
+			}
+			if got := p.LR(699); got <= 0.1 {
+				t.Errorf("%v at %d: LR(699) = %v, already at the floor", spec, at, got)
+			}
+			if got := p.LR(700); math.Abs(got-0.1) > 1e-12 {
+				t.Errorf("%v at %d: LR(700) = %v, want min_lr", spec, at, got)
+			}
+		}
+	}
+}
+
 // REX with sampling holds each block's rate; a continuous extend keeps the
 // running block's rate and re-samples every `sampling` updates from there.
 func TestExtendRexSampled(t *testing.T) {
@@ -155,20 +187,36 @@ func TestNewStage(t *testing.T) {
 			t.Fatalf("stage local step %d: %v vs %v", k, p.LR(1000+k), s.LR(k))
 		}
 	}
-	// Extending inside the stage uses the stage's own clock.
-	q := plan(t, cosine1000, Replan{Op: OpNewStage, At: 1000, Spec: stage}, Replan{Op: OpExtend, At: 1100, Total: 400})
+	// Extending inside the stage: total_steps counts updates, as at_step does
+	// (the stage of 200 steps from update 1000 now ends at update 1400).
+	q := plan(t, cosine1000, Replan{Op: OpNewStage, At: 1000, Spec: stage}, Replan{Op: OpExtend, At: 1100, Total: 1400})
 	if r := rel(q.LR(1100), p.LR(1100)); r > 1e-12 {
 		t.Errorf("extend in stage jumps: %g", r)
 	}
+	if got := q.LR(1399); got <= 0.05 || got > p.LR(1100) {
+		t.Errorf("stage still decaying before its new end: LR(1399) = %v", got)
+	}
 	if got := q.LR(1400); math.Abs(got-0.05) > 1e-12 {
 		t.Errorf("stage end after extend: %v", got)
+	}
+	// Refusals name the update counts the caller gave, not the stage's.
+	r := plan(t, cosine1000, Replan{Op: OpNewStage, At: 1000, Spec: stage})
+	for _, c := range []struct {
+		at, total int64
+		want      string
+	}{{1100, 1090, "total_steps = 1090 must be greater than the re-plan step 1100"},
+		{1005, 1008, "total_steps = 1008 must be >= 1010 (the end of the phases before the decay)"}} {
+		err := r.Replan(Replan{Op: OpExtend, At: c.at, Total: c.total})
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("extend at %d to %d: %v, want %q", c.at, c.total, err, c.want)
+		}
 	}
 	ph := q.Phases()
 	names := make([]string, len(ph))
 	for i, x := range ph {
 		names[i] = x.Name
 	}
-	if !strings.Contains(strings.Join(names, ","), "stage 1") || !strings.Contains(strings.Join(names, ","), "extend to 400") {
+	if !strings.Contains(strings.Join(names, ","), "stage 1") || !strings.Contains(strings.Join(names, ","), "extend to 1400") {
 		t.Errorf("phases %v", names)
 	}
 }
@@ -211,5 +259,77 @@ func TestReplanErrors(t *testing.T) {
 	p, _ := NewPlan(step, nil, nil)
 	if err := p.Replan(Replan{Op: OpExtend, At: 5, Total: 100}); err == nil || !strings.Contains(err.Error(), "no horizon") {
 		t.Errorf("extend on step: %v", err)
+	}
+}
+
+// An anneal with no min_lr goes to the stage's own floor, whatever pieces
+// earlier re-plans left running (an anneal, a proportional extend).
+func TestAnnealDefaultFloorAfterReplans(t *testing.T) {
+	for name, replans := range map[string][]Replan{
+		"after an anneal": {{Op: OpAnneal, At: 200, Steps: 100, MinLR: ptr(0.5)}},
+		"after a proportional extend": {{Op: OpExtend, At: 200, Total: 2000, Mode: ExtendProportional}},
+		"after a continuous extend":   {{Op: OpExtend, At: 200, Total: 2000}},
+	} {
+		for _, shape := range []string{"cosine", "exp"} {
+			p := plan(t, cosine1000, append(replans, Replan{Op: OpAnneal, At: 400, Steps: 50, Shape: shape})...)
+			if got := p.LR(450); math.Abs(got-0.1) > 1e-12 {
+				t.Errorf("%s, %s anneal: LR(450) = %v, want the cosine's min_lr 0.1", name, shape, got)
+			}
+		}
+	}
+	// Below the floor already: the default holds the current rate.
+	p := plan(t, cosine1000, Replan{Op: OpAnneal, At: 200, Steps: 10, MinLR: ptr(0.05)},
+		Replan{Op: OpAnneal, At: 300, Steps: 10})
+	if got := p.LR(320); got != 0.05 {
+		t.Errorf("second anneal below the floor: %v, want 0.05", got)
+	}
+	// A new stage brings its own floor.
+	stage := map[string]any{"kind": "cosine", "peak_lr": 0.5, "min_lr": 0.02, "total_steps": 300}
+	q := plan(t, cosine1000, Replan{Op: OpNewStage, At: 1000, Spec: stage}, Replan{Op: OpAnneal, At: 1100, Steps: 10})
+	if got := q.LR(1110); math.Abs(got-0.02) > 1e-12 {
+		t.Errorf("anneal in a new stage: %v, want the stage's 0.02", got)
+	}
+}
+
+// A run extended proportionally can be extended again, continuously.
+func TestExtendAfterProportional(t *testing.T) {
+	p := plan(t, cosine1000, Replan{Op: OpExtend, At: 500, Total: 2000, Mode: ExtendProportional})
+	q := plan(t, cosine1000, Replan{Op: OpExtend, At: 500, Total: 2000, Mode: ExtendProportional},
+		Replan{Op: OpExtend, At: 800, Total: 3000})
+	if r := rel(q.LR(800), p.LR(800)); r > 1e-12 {
+		t.Errorf("second extend jumps: %v -> %v", p.LR(800), q.LR(800))
+	}
+	if got := q.LR(3000); math.Abs(got-0.1) > 1e-12 {
+		t.Errorf("LR(3000) = %v, want min_lr", got)
+	}
+	if q.LR(2500) <= 0.1 {
+		t.Errorf("LR(2500) = %v: the decay did not stretch to 3000", q.LR(2500))
+	}
+	err := p.Replan(Replan{Op: OpExtend, At: 800, Total: 3000, Mode: ExtendProportional})
+	if err == nil || !strings.Contains(err.Error(), `mode "proportional" after a previous extend is not supported`) {
+		t.Errorf("proportional twice: %v", err)
+	}
+	if err := p.Replan(Replan{Op: OpExtend, At: 800, Total: 700}); err == nil ||
+		!strings.Contains(err.Error(), "total_steps = 700 must be greater than the re-plan step 800") {
+		t.Errorf("short extend after proportional: %v", err)
+	}
+}
+
+func ptr(v float64) *float64 { return &v }
+
+func TestReplanFieldMessages(t *testing.T) {
+	p := plan(t, cosine1000)
+	for _, c := range []struct {
+		r    Replan
+		want string
+	}{
+		{Replan{Op: OpExtend, At: 10}, `field "total_steps" = 0: missing: extend needs the new total, in updates`},
+		{Replan{Op: OpNewStage, At: 10, Spec: map[string]any{"kind": "cosine", "peak_lr": 1.0, "total_steps": 100,
+			"weight_decay": map[string]any{"start": 0.1}}},
+			`field "spec.weight_decay" = {"start":0.1}: a new stage changes the rate only`},
+	} {
+		if err := p.Replan(c.r); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%+v: %v, want %q", c.r, err, c.want)
+		}
 	}
 }

@@ -211,6 +211,13 @@ func (c *checks) rate(field string, v float64) {
 	}
 }
 
+// momentum requires a momentum (or Adam beta1) in [0, 1).
+func (c *checks) momentum(field string, v float64) {
+	if math.IsNaN(v) || math.IsInf(v, 0) || v < 0 || v >= 1 {
+		c.fail(field, v, "must be a finite number in [0, 1) (a momentum, or Adam's beta1)")
+	}
+}
+
 // steps requires a step count >= min.
 func (c *checks) steps(field string, v, min int64) {
 	if v < min {

@@ -127,12 +127,14 @@ func (w *WSD) extend(at, total int64, mode string) (Schedule, error) {
 	switch {
 	case mode == ExtendProportional:
 		return proportional(w, &next, at, *w.TotalSteps, total), nil
-	case at <= decayStart:
+	case at <= min(decayStart, s+w.WarmupSteps):
 		return &next, nil
 	case at >= *w.TotalSteps:
 		return constant(w.MinLR), nil
 	}
-	p0 := float64(at-decayStart) / float64(w.DecaySteps)
+	// Inside the decay, or still at peak with a total too close for a whole
+	// decay: fall from the rate at the re-plan step to min_lr at the total.
+	p0 := max(0, float64(at-decayStart)/float64(w.DecaySteps))
 	return &reanchored{at: at, end: total, p0: p0, floorLR: w.MinLR,
 		value: func(p float64) float64 { return w.MinLR + (w.PeakLR-w.MinLR)*w.fall(p, w.param()) }}, nil
 }

@@ -266,7 +266,7 @@ def test_add_param_group_checks_first_and_carries_its_multiplier(fixed: dict) ->
     opt = rewarm.wrap(torch.optim.SGD([a], lr=1.0), schedule=SPEC, **fixed)
     used = record_used(opt)
     opt.step()
-    with pytest.raises(rewarm.SpecError, match=r"groups\[1\]\.multiplier = -1"):
+    with pytest.raises(rewarm.SpecError, match=r"groups\[1\]\.multiplier = -1.*\(the param-group key lr_mult\)"):
         opt.add_param_group({"params": [b], "lr_mult": -1.0})
     with pytest.raises(ValueError, match="param group 1: lr_mult='x': must be a number"):
         opt.add_param_group({"params": [b], "lr_mult": "x"})
@@ -283,6 +283,73 @@ def test_add_param_group_checks_first_and_carries_its_multiplier(fixed: dict) ->
     assert used[-1] == pytest.approx([mult_a * ref(2), 3 * ref(2)])
     assert [a.item(), b.item()] == pytest.approx([-mult_a * ref(2), -3 * ref(2)])
     assert opt.steps_applied == 3
+
+
+def test_group_range_stays_non_negative_and_refuses_crossed_ends() -> None:
+    # SPEC warms up from 0.01, below its min_lr 0.05: a group range [0.001, 0.1]
+    # takes the schedule's [0.05, 0.5] affinely and what lies below 0.05 in
+    # proportion, onto [0, 0.001].
+    def group(v: float) -> float:
+        return 0.001 * v / 0.05 if v < 0.05 else 0.001 + (v - 0.05) * (0.1 - 0.001) / (0.5 - 0.05)
+
+    a, b = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
+    opt = rewarm.wrap(
+        torch.optim.SGD(
+            [{"params": [a]}, {"params": [b], "rewarm_min_lr": 0.001, "rewarm_peak_lr": 0.1}], lr=1.0
+        ),
+        schedule=SPEC,
+    )
+    for n in range(41):
+        assert opt.param_groups[1]["lr"] == pytest.approx(group(ref(n)), rel=1e-12, abs=0)
+        assert opt.param_groups[1]["lr"] >= 0
+        opt.step()
+    # One end only, crossing the schedule's other end: refused, naming it.
+    c = torch.nn.Parameter(torch.zeros(1))
+    with pytest.raises(
+        rewarm.SpecError, match=r"groups\[2\]\.min_lr = 2: crosses the schedule's peak_lr \(0\.5\)"
+    ):
+        opt.add_param_group({"params": [c], "rewarm_min_lr": 2.0})
+    with pytest.raises(
+        rewarm.SpecError, match=r"groups\[1\]\.peak_lr = 0\.01: crosses the schedule's min_lr \(0\.05\)"
+    ):
+        rewarm.wrap(
+            torch.optim.SGD([{"params": [a]}, {"params": [c], "rewarm_peak_lr": 0.01}], lr=1.0), schedule=SPEC
+        )
+
+
+def test_group_settings_that_would_do_nothing_are_warned_about() -> None:
+    import warnings
+
+    a, b = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
+    # torch-style per-group lr: replaced by the schedule, so say so.
+    with pytest.warns(UserWarning, match=r"different lr \(0\.0001, 0\.001\).*lr_mult"):
+        opt = rewarm.wrap(
+            torch.optim.SGD([{"params": [a], "lr": 1e-4}, {"params": [b]}], lr=1e-3), schedule=SPEC
+        )
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([ref(0), ref(0)])
+    # wd_mult with no weight_decay schedule does nothing.
+    with pytest.warns(
+        UserWarning, match=r"param group\(s\) \[1\] set wd_mult, but the schedule has no weight_decay"
+    ):
+        rewarm.wrap(
+            torch.optim.SGD([{"params": [a]}, {"params": [b], "wd_mult": 0.0}], lr=1.0), schedule=SPEC
+        )
+    # Neither warns where the keys do their work.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rewarm.wrap(
+            torch.optim.SGD([{"params": [a], "lr": 1e-4}, {"params": [b]}], lr=1e-3),
+            schedule=SPEC,
+            multipliers=[0.1, 1.0],
+        )
+        rewarm.wrap(
+            torch.optim.SGD([{"params": [a]}, {"params": [b], "wd_mult": 0.0}], lr=1.0),
+            schedule={**SPEC, "weight_decay": {"start": 0.1}},
+        )
+        plain = rewarm.wrap(torch.optim.SGD([a], lr=1.0), schedule=SPEC)
+    # A group added later with its own lr is told too.
+    with pytest.warns(UserWarning, match="different lr"):
+        plain.add_param_group({"params": [b], "lr": 5.0})
 
 
 def test_wrap_rejects_bad_arguments() -> None:

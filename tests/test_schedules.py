@@ -89,7 +89,9 @@ def test_replan_anneal_extend_and_new_stage() -> None:
     assert _steps(p, opt, 3) == pytest.approx(
         [0.2, 0.2 * 0.5 * (1 + math.cos(math.pi / 10)), 0.2 * 0.5 * (1 + math.cos(math.pi / 5))]
     )
-    opt.replan("extend", total_steps=20)
+    # total_steps counts updates: the stage began at update 130 and now ends at 150.
+    opt.replan("extend", total_steps=150)
+    assert opt.lrs_at(150)[0] == 0.0 and opt.lrs_at(149)[0] > 0
     before = opt.get_last_lr()[0]
     nxt = _steps(p, opt, 1)[0]
     assert nxt < before and nxt > 0.15

@@ -52,6 +52,15 @@ func FormatValue(v any) string {
 		return formatFloat(x)
 	case float32:
 		return formatFloat(float64(x))
+	case map[string]any, []any:
+		// As the user wrote it (JSON), not Go's map[k:v]; long ones cut.
+		if b, err := json.Marshal(x); err == nil {
+			if len(b) > 120 {
+				return string(b[:117]) + "..."
+			}
+			return string(b)
+		}
+		return fmt.Sprintf("%v", v)
 	default:
 		return fmt.Sprintf("%v", v)
 	}

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import numbers
 import os
+import re
 import sys
 import warnings
 from collections import OrderedDict
@@ -28,7 +29,7 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from rewarm import _transport
 from rewarm._client import Backend, Client, GroupSpec, SessionInfo, connect, int_arg
-from rewarm._errors import ForkError, RewarmError
+from rewarm._errors import ForkError, RewarmError, SpecError
 from rewarm._spec import SpecLike, load_spec
 
 STATE_FORMAT = 1
@@ -47,6 +48,21 @@ GROUP_KEYS = (
     ("rewarm_peak_lr", "peak_lr"),
     ("wd_mult", "wd_mult"),
 )
+# The keys that set a group's rate apart from the schedule's.
+_RATE_KEYS = ("lr_mult", "rewarm_min_lr", "rewarm_peak_lr")
+
+
+_KEY_OF_FIELD = {field: key for key, field in GROUP_KEYS}
+
+
+def _with_key(e: SpecError) -> SpecError:
+    """Name the param-group key behind a group field the Go side refused
+    (groups[1].multiplier is the group's lr_mult)."""
+    m = re.fullmatch(r"groups\[\d+\]\.(\w+)", e.field)
+    if m is None or _KEY_OF_FIELD.get(m.group(1), m.group(1)) == m.group(1):
+        return e
+    key = _KEY_OF_FIELD[m.group(1)]
+    return SpecError(f"{e} (the param-group key {key})", code=e.code, field=e.field)
 
 
 def _number(v: Any, what: str) -> float:
@@ -283,6 +299,7 @@ class RewarmOptimizer(Optimizer):
             self._last_lrs: list[float] = list(self.lrs_at(0))
             self._used: list[float] = self._last_lrs  # the rates of the update in progress
             self._check_momentum()
+            self._warn_about_group_keys(optimizer.param_groups)
             self._scheduler: RewarmLRScheduler | None = None
             self._show(0)
         except BaseException:
@@ -348,7 +365,10 @@ class RewarmOptimizer(Optimizer):
             )
         g = len(specs)
         count = max(1, min(self._window, MAX_VALUES_PER_CALL // max(1, g)))
-        v = self._client.get_values(self._session, n, count, specs)
+        try:
+            v = self._client.get_values(self._session, n, count, specs)
+        except SpecError as e:
+            raise _with_key(e) from None
         rows = [v.lr[i : i + g] for i in range(0, len(v.lr), g)]
         wd = [v.weight_decay[i : i + g] for i in range(0, len(v.weight_decay), g)] or None
         return rows, v.momentum or None, wd
@@ -403,6 +423,32 @@ class RewarmOptimizer(Optimizer):
         """The per-group weight decay of update n+1, or None when not scheduled."""
         i = self._index(n)
         return None if self._wd_rows is None else self._wd_rows[i]
+
+    def _warn_about_group_keys(self, groups: Sequence[Mapping[str, Any]], first: int = 0) -> None:
+        """Warn where a group's own settings would silently do nothing: torch
+        users give groups their own lr, which the schedule replaces, and
+        wd_mult scales only a scheduled weight decay."""
+        if self._wd_rows is None:
+            odd = [first + k for k, g in enumerate(groups) if float(g.get("wd_mult", 1.0)) != 1.0]
+            if odd:
+                warnings.warn(
+                    f"param group(s) {odd} set wd_mult, but the schedule has no weight_decay, so wd_mult has "
+                    "no effect and each group's own weight_decay applies as it is; add a weight_decay "
+                    "schedule (weight_decay: {start: ...}) or set the groups' weight_decay instead",
+                    UserWarning,
+                    stacklevel=4,
+                )
+        keyed = any(k in g for g in self.optimizer.param_groups for k in _RATE_KEYS)
+        lrs = sorted({float(g["lr"]) for g in self.optimizer.param_groups if "lr" in g})
+        if len(lrs) > 1 and not keyed:
+            warnings.warn(
+                f"the param groups have different lr ({', '.join(f'{v:g}' for v in lrs)}), and rewarm sets "
+                "every group's lr to the schedule's rate times its lr_mult, so those values are replaced; "
+                "to keep their ratios give each group an lr_mult (wrap(..., multipliers=[...])) or an "
+                "absolute range (rewarm_min_lr / rewarm_peak_lr)",
+                UserWarning,
+                stacklevel=4,
+            )
 
     def _check_momentum(self) -> None:
         if self._momentum is None:
@@ -695,7 +741,10 @@ class RewarmOptimizer(Optimizer):
         self._sync_groups()
         specs = [*self._groups, _spec_from_keys(param_group, len(self._groups))]
         window = self._fetch(self._n, specs)  # raises on a bad multiplier or range
+        given_lr = "lr" in param_group
         self.optimizer.add_param_group(param_group)  # torch checks the params before it appends
+        if given_lr:
+            self._warn_about_group_keys([param_group], first=len(specs) - 1)
         self._groups = specs
         self._set_keys(_keys_of(self.optimizer.param_groups))
         self._rows, self._momentum, self._wd_rows = window
