@@ -266,7 +266,7 @@ func TestReplanErrors(t *testing.T) {
 // earlier re-plans left running (an anneal, a proportional extend).
 func TestAnnealDefaultFloorAfterReplans(t *testing.T) {
 	for name, replans := range map[string][]Replan{
-		"after an anneal": {{Op: OpAnneal, At: 200, Steps: 100, MinLR: ptr(0.5)}},
+		"after an anneal":             {{Op: OpAnneal, At: 200, Steps: 100, MinLR: ptr(0.5)}},
 		"after a proportional extend": {{Op: OpExtend, At: 200, Total: 2000, Mode: ExtendProportional}},
 		"after a continuous extend":   {{Op: OpExtend, At: 200, Total: 2000}},
 	} {
