@@ -549,7 +549,10 @@ func (d *Dispatcher) getLR(r *pb.GetLR) (*pb.Response, error) {
 	plan := s.plan
 	for i, g := range groups {
 		// One end given: the other is the schedule's, and the two must not cross.
-		if lo, hi := plan.GroupRange(g); (g.MinLR == nil) != (g.PeakLR == nil) && lo > hi {
+		if (g.MinLR == nil) == (g.PeakLR == nil) {
+			continue
+		}
+		if lo, hi := plan.GroupRange(g); lo > hi {
 			name, v, end, other := "min_lr", lo, "peak_lr", hi
 			if g.PeakLR != nil {
 				name, v, end, other = "peak_lr", hi, "min_lr", lo

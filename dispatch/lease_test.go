@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	pb "github.com/rewarm/rewarm/proto/rewarmpb"
+	"github.com/rewarm/rewarm/replay"
 )
 
 // clocked is a dispatcher on a clock the test moves.
@@ -148,12 +149,19 @@ func TestOversizedRequestsNameTheirField(t *testing.T) {
 	big := map[string]any{"sources": []any{map[string]any{"name": "a", "size": 1e9}}, "global_batch_size": float64(MaxValues * 2),
 		"stages": []any{map[string]any{"steps": 5.0, "mixture": map[string]any{"a": 1.0}}}}
 	sst, _ := structpb.NewStruct(big)
-	id := c.Handle(&pb.Request{Body: &pb.Request_OpenSampler{OpenSampler: &pb.OpenSampler{Spec: sst}}}).GetSampler().GetSamplerId()
-	r = c.Handle(&pb.Request{Body: &pb.Request_GetBatches{GetBatches: &pb.GetBatches{SamplerId: id, WorldSize: 1}}})
-	if r.GetError().GetField() != "world_size" || !strings.Contains(r.GetError().GetMessage(), "2097152") {
-		t.Fatalf("a rank batch over the request cap: %v", r)
+	// A global batch is fetched whole (global_batch) in one request: a spec
+	// whose batch could not be is refused when opened, naming the field.
+	r = c.Handle(&pb.Request{Body: &pb.Request_OpenSampler{OpenSampler: &pb.OpenSampler{Spec: sst}}})
+	if r.GetError().GetField() != "global_batch_size" || !strings.Contains(r.GetError().GetMessage(), "2097152") {
+		t.Fatalf("a global batch over the request cap: %v", r)
 	}
-	if r := c.Handle(&pb.Request{Body: &pb.Request_GetBatches{GetBatches: &pb.GetBatches{SamplerId: id, WorldSize: 2}}}); r.GetBatches() == nil {
-		t.Fatalf("half the batch per rank fits: %v", r)
+	if replay.MaxGlobalBatch > MaxValues {
+		t.Fatalf("replay.MaxGlobalBatch %d exceeds what one request carries (%d)", replay.MaxGlobalBatch, MaxValues)
+	}
+	big["global_batch_size"] = float64(replay.MaxGlobalBatch)
+	sst, _ = structpb.NewStruct(big)
+	id := c.Handle(&pb.Request{Body: &pb.Request_OpenSampler{OpenSampler: &pb.OpenSampler{Spec: sst}}}).GetSampler().GetSamplerId()
+	if r := c.Handle(&pb.Request{Body: &pb.Request_GetBatches{GetBatches: &pb.GetBatches{SamplerId: id, WorldSize: 1}}}); len(r.GetBatches().GetIds()) != 8*replay.MaxGlobalBatch {
+		t.Fatalf("the largest global batch in one request: %v", r.GetError())
 	}
 }

@@ -229,6 +229,75 @@ func TestStratifiedRanks(t *testing.T) {
 	}
 }
 
+// Over any world-size run of steps with fixed quotas, a stratified deal
+// gives every rank the same number of each source: the remainder slots of a
+// source rotate over the ranks instead of always landing on rank 0.
+func TestStratifiedBalanceOverSteps(t *testing.T) {
+	for _, c := range []struct {
+		old   float64
+		world int
+	}{{0.0625, 4}, {0.25, 4}, {0.125, 3}, {0.0625, 8}} {
+		const B, steps = 48, 960 // B·old is whole; steps divisible by every world size here
+		spec := map[string]any{"sources": srcs("old", 1000000, "new", 1000000), "global_batch_size": B, "seed": 7, "stratified": true,
+			"stages": []any{map[string]any{"steps": steps, "mixture": map[string]any{"old": c.old, "new": 1 - c.old}}}}
+		s := mustParse(t, spec)
+		q, _ := s.Quotas(0)
+		if q0, _ := s.Quotas(steps - 1); q0[0] != q[0] {
+			t.Fatalf("old %.2f: quotas vary (%v, %v); the test needs fixed ones", c.old, q, q0)
+		}
+		per := make([]int64, c.world)
+		for step := int64(0); step < steps; step++ {
+			for r := 0; r < c.world; r++ {
+				for _, id := range batch(t, s, step, r, c.world) {
+					if sourceOf(s, id) == 0 {
+						per[r]++
+					}
+				}
+			}
+		}
+		want := q[0] * steps / int64(c.world)
+		for r, n := range per {
+			if n != want {
+				t.Errorf("old %.2f, world %d: replay samples per rank %v, want %d each", c.old, c.world, per, want)
+				break
+			}
+			_ = r
+		}
+	}
+}
+
+// Quotas sum to the batch at every step, up to the largest stage allowed.
+func TestQuotasSumToTheBatchAtTheLimit(t *testing.T) {
+	for _, B := range []int64{1, 3, 1024, 1 << 14, MaxGlobalBatch} {
+		L := MaxStageSamples / B
+		spec := map[string]any{"sources": srcs("a", 1<<40, "b", 7), "global_batch_size": float64(B),
+			"stages": []any{map[string]any{"steps": float64(L),
+				"mixture": map[string]any{"a": map[string]any{"start": 0.3, "end": 0.6}, "b": map[string]any{"start": 0.7, "end": 0.4}}}}}
+		s := mustParse(t, spec)
+		for _, step := range []int64{0, 1, L / 3, L/2 + 1, L - 2, L - 1} {
+			q, err := s.Quotas(step)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var sum int64
+			for _, x := range q {
+				sum += x
+			}
+			// The exact proportion of a at this step, B·p(t), within 1 (plus float slack).
+			p := 0.3 + 0.3*float64(step)/float64(L-1)
+			if sum != B || math.Abs(float64(q[0])-float64(B)*p) > 1.5 {
+				t.Errorf("B=%d L=%d step %d: quotas %v (sum %d), B·p_a = %.2f", B, L, step, q, sum, float64(B)*p)
+			}
+			if B <= 1024 {
+				out := make([]int64, B)
+				if err := s.Batch(step, 0, 1, out); err != nil {
+					t.Errorf("B=%d step %d: %v", B, step, err)
+				}
+			}
+		}
+	}
+}
+
 func TestElasticSameGlobalBatch(t *testing.T) {
 	s := mustParse(t, map[string]any{"sources": srcs("a", 500000, "b", 70000), "global_batch_size": 48, "seed": 11,
 		"stages": []any{map[string]any{"steps": 300, "mixture": map[string]any{"a": 0.8, "b": 0.2}}}})
@@ -429,6 +498,16 @@ func TestBadSpecs(t *testing.T) {
 		{func(m map[string]any) {
 			m["stages"] = []any{map[string]any{"steps": 10, "mixture": map[string]any{"a": map[string]any{"start": 0.5}, "b": 0.5}}}
 		}, "stages[0].mixture.a.end", "missing"},
+		// Past 2^48 samples a stage's float64 targets stop being exact.
+		{func(m map[string]any) {
+			m["global_batch_size"] = 1024
+			m["stages"] = []any{map[string]any{"steps": float64(MaxStageSamples/1024 + 1), "mixture": map[string]any{"a": 0.95, "b": 0.05}}}
+		}, "stages[0].steps", "at most 274877906944 steps"},
+		{func(m map[string]any) {
+			m["normalize"] = true
+			m["stages"] = []any{map[string]any{"steps": 10, "mixture": map[string]any{"a": 1e308, "b": 1e308}}}
+		}, "stages[0].mixture", "overflow"},
+		{func(m map[string]any) { m["global_batch_size"] = MaxGlobalBatch + 1 }, "global_batch_size", "1048577"},
 	}
 	for i, c := range cases {
 		m := base()

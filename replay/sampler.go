@@ -82,11 +82,8 @@ func quotasAt(sp *stagePlan, B, T int64, out []int64) {
 		idx = append(idx, i)
 	}
 	r := B*T - floors
-	if r <= 0 {
+	if r == 0 {
 		return
-	}
-	if r > int64(n) {
-		r = int64(n) // only from float rounding at huge T
 	}
 	// Largest remainders first; ties go to the earlier source. Insertion
 	// sort: n is small and this runs twice per batch.
@@ -95,8 +92,20 @@ func quotasAt(sp *stagePlan, B, T int64, out []int64) {
 			idx[j], idx[j-1] = idx[j-1], idx[j]
 		}
 	}
-	for _, i := range idx[:r] {
-		out[sp.active[i]]++
+	// 0 <= r <= n in exact arithmetic; float rounding (kept small by
+	// MaxStageSamples) may leave it one outside, and the sum must still be
+	// T·B: take from the smallest remainders, or add round the largest.
+	for ; r < 0; r++ {
+		for k := n - 1; k >= 0; k-- {
+			if s := sp.active[idx[k]]; out[s] > 0 {
+				out[s]--
+				fr[idx[k]] = 1 // taken: not again before the others
+				break
+			}
+		}
+	}
+	for i := int64(0); i < r; i++ {
+		out[sp.active[idx[i%int64(n)]]]++
 	}
 }
 
@@ -301,8 +310,11 @@ func (s *Sampler) Batch(step int64, rank, world int, out []int64) error {
 	if s.spec.Stratified {
 		// Deal the source-major list round robin: each rank gets floor or
 		// ceil of q_s/world from every source; then shuffle within the rank.
+		// The deal starts one rank further each step, so the ⌈q/R⌉ remainders
+		// of a source rotate over the ranks instead of piling on rank 0.
 		mine = make([]int32, 0, per)
-		for g := int64(rank); g < B; g += int64(world) {
+		first := (int64(rank) + step) % int64(world)
+		for g := first; g < B; g += int64(world) {
 			mine = append(mine, int32(g))
 		}
 		shuffle(key(seed, saltRank, uint64(step), uint64(rank), uint64(world)), mine)
@@ -319,6 +331,9 @@ func (s *Sampler) Batch(step int64, rank, world int, out []int64) error {
 		runs, have = make([]run, K), make([]bool, K)
 	} else {
 		runs, have = rbuf[:K], made[:K]
+	}
+	if starts[K] != B {
+		return fmt.Errorf("replay: internal error: the quotas of step %d sum to %d, not the batch size %d", step, starts[K], B)
 	}
 	for i, g32 := range mine {
 		g := int64(g32)

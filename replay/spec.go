@@ -38,6 +38,16 @@ const (
 	All = "all"
 )
 
+// Limits a spec must keep.
+const (
+	// MaxGlobalBatch is the largest global batch: one request carries a
+	// whole global batch (world size 1) at most.
+	MaxGlobalBatch = 1 << 20
+	// MaxStageSamples bounds global_batch_size x steps per stage, so the
+	// cumulative quota targets (float64) stay well inside exact integers.
+	MaxStageSamples = 1 << 48
+)
+
 // Source is one dataset, in torch ConcatDataset order.
 type Source struct {
 	Name string `spec:"name,required"`
@@ -121,8 +131,8 @@ func New(spec Spec) (*Sampler, error) {
 		offsets = append(offsets, total)
 		total += src.Size
 	}
-	if spec.GlobalBatchSize < 1 || spec.GlobalBatchSize > 1<<24 {
-		return nil, fail("global_batch_size", spec.GlobalBatchSize, "must be between 1 and %d", 1<<24)
+	if spec.GlobalBatchSize < 1 || spec.GlobalBatchSize > MaxGlobalBatch {
+		return nil, fail("global_batch_size", spec.GlobalBatchSize, "must be between 1 and %d", MaxGlobalBatch)
 	}
 	if spec.Replay != Seen && spec.Replay != All {
 		return nil, fail("replay", spec.Replay, "must be %q or %q", Seen, All)
@@ -143,6 +153,10 @@ func New(spec Spec) (*Sampler, error) {
 		}
 		if begin > math.MaxInt64/2-st.Steps {
 			return nil, fail(f+".steps", st.Steps, "too many steps in total")
+		}
+		if st.Steps > MaxStageSamples/B {
+			return nil, fail(f+".steps", st.Steps, "global_batch_size %d x steps must be <= 2^48 (at most %d steps), so the quotas stay exact in float64",
+				B, MaxStageSamples/B)
 		}
 		sp := stagePlan{name: st.Name, begin: begin, steps: st.Steps, props: make([]proportion, K),
 			mode: make([]string, K), fresh0: append([]int64(nil), fresh...), seenLen: make([]int64, K)}
@@ -249,6 +263,9 @@ func parseMixture(sp *stagePlan, mix map[string]any, index map[string]int, f str
 		sumEnd += p.end
 	}
 	for _, sum := range []float64{sumStart, sumEnd} {
+		if math.IsInf(sum, 0) {
+			return fail(f+".mixture", fmt.Sprintf("sum %g", sum), "the weights overflow when summed; give smaller ones")
+		}
 		if math.Abs(sum-1) > 1e-9 && !normalize {
 			return fail(f+".mixture", fmt.Sprintf("sum %g", sum),
 				"proportions must sum to 1 (at the stage's first and last step); set normalize: true to rescale them")

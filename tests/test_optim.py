@@ -266,7 +266,9 @@ def test_add_param_group_checks_first_and_carries_its_multiplier(fixed: dict) ->
     opt = rewarm.wrap(torch.optim.SGD([a], lr=1.0), schedule=SPEC, **fixed)
     used = record_used(opt)
     opt.step()
-    with pytest.raises(rewarm.SpecError, match=r"groups\[1\]\.multiplier = -1.*\(the param-group key lr_mult\)"):
+    with pytest.raises(
+        rewarm.SpecError, match=r"groups\[1\]\.multiplier = -1.*\(the param-group key lr_mult\)"
+    ):
         opt.add_param_group({"params": [b], "lr_mult": -1.0})
     with pytest.raises(ValueError, match="param group 1: lr_mult='x': must be a number"):
         opt.add_param_group({"params": [b], "lr_mult": "x"})

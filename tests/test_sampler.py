@@ -51,7 +51,7 @@ def test_iteration_state_and_resume() -> None:
     t.load_state_dict(state)
     resumed = list(t)
     assert len(first) + len(rest) == 60
-    assert all(torch.equal(x, y) for x, y in zip(rest, resumed, strict=True))
+    assert rest == resumed
     other = rewarm.ReplaySampler({**SPEC, "seed": 5})
     with pytest.raises(ValueError, match="spec"):
         other.load_state_dict(state)
@@ -119,8 +119,11 @@ def test_window_rows_match_random_access(window: int) -> None:
     got = list(s)
     assert len(got) == 60
     for step, b in enumerate(got):
-        assert b.dtype == torch.int64 and b.shape == (4,)
-        assert torch.equal(b, s.global_batch(step)[8:12])
+        # Plain ints, as torch's BatchSampler yields: datasets index dicts and
+        # seed RNGs with them.
+        assert type(b) is list and len(b) == 4 and all(type(i) is int for i in b)
+        assert b == s.global_batch(step)[8:12].tolist()
+        assert b == s.batch(step).tolist() and s.batch(step).dtype == torch.int64
 
 
 def test_spec_as_json_and_as_struct_open_the_same_sampler() -> None:
@@ -179,7 +182,7 @@ def test_sampler_continues_in_process_when_the_sidecar_dies(
     after = list(it)
     got = before + after
     assert len(got) == ref.total_steps
-    assert all(torch.equal(g, ref.batch(step)) for step, g in enumerate(got))
+    assert all(g == ref.batch(step).tolist() for step, g in enumerate(got))
     assert s._client.transport.failovers >= 1
 
 
@@ -246,17 +249,17 @@ def test_state_follows_the_newest_iterator() -> None:
     assert s.state_dict()["step"] == 0  # set when the iterator is created
     next(new)
     # The old iterator still yields its own steps but no longer moves the state.
-    assert torch.equal(next(old), _rank_slice(s, 10, 0, 3))
+    assert next(old) == _rank_slice(s, 10, 0, 3).tolist()
     assert s.state_dict()["step"] == 1
     # A state taken mid-pass resumes a fresh sampler at the same step.
     t = rewarm.ReplaySampler(SPEC, rank=0, world_size=3)
     t.load_state_dict(s.state_dict())
-    assert torch.equal(next(iter(t)), _rank_slice(s, 1, 0, 3))
+    assert next(iter(t)) == _rank_slice(s, 1, 0, 3).tolist()
     # load_state_dict detaches the live iterator from the state as well.
     s.set_step(30)
     next(new)
     assert s.state_dict()["step"] == 30
-    assert torch.equal(next(iter(s)), _rank_slice(s, 30, 0, 3))
+    assert next(iter(s)) == _rank_slice(s, 30, 0, 3).tolist()
     assert rewarm.ReplaySampler(SPEC, start_step=12).state_dict()["step"] == 12
     with pytest.raises(ValueError, match="start_step=61"):
         rewarm.ReplaySampler(SPEC, start_step=61)
@@ -277,7 +280,7 @@ def test_writing_into_a_batch_does_not_change_the_plan(window: int) -> None:
     it = iter(s)
     for step in range(5):
         x = next(it)
-        x.zero_()
+        x[:] = [0] * len(x)
         assert torch.equal(s.batch(step), _rank_slice(s, step, 0, 2))
     g = s.global_batch(4)
     g.fill_(-1)
@@ -312,3 +315,63 @@ def test_stateful_dataloader_resumes_at_the_next_untrained_step(workers: int) ->
     ended = loader()
     ended.load_state_dict(resumed.state_dict())
     assert len([b for b in ended]) == 60
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_state_saved_on_the_last_batch_resumes_with_the_rest_of_that_pass(workers: int) -> None:
+    # A checkpoint taken inside the loop on the pass's last batch: the resumed
+    # loader ends that pass (nothing left), then runs whole passes, as torch's
+    # own samplers do under StatefulDataLoader; no pass is trained twice.
+    sdl = pytest.importorskip("torchdata.stateful_dataloader")
+    ds = TensorDataset(torch.arange(3400))
+
+    def loader() -> Any:
+        s = rewarm.ReplaySampler(SPEC, rank=0, world_size=2, window=7)
+        return sdl.StatefulDataLoader(ds, batch_sampler=s, num_workers=workers)
+
+    first = loader()
+    for k, _ in enumerate(first):
+        if k == 59:
+            state = first.state_dict()  # inside the loop, at the last batch
+    resumed = loader()
+    resumed.load_state_dict(state)
+    assert [b for b in resumed] == []
+    assert len([b for b in resumed]) == 60
+    # A bare sampler follows the same rule; after the loop has left the pass,
+    # the state resumes as the next pass.
+    s = rewarm.ReplaySampler(SPEC)
+    it = iter(s)
+    for _ in range(60):
+        next(it)
+    inside = s.state_dict()
+    assert inside == {**inside, "step": 60, "pass_finished": False}
+    assert list(it) == []
+    after = s.state_dict()
+    assert after["pass_finished"] is True
+    t = rewarm.ReplaySampler(SPEC)
+    t.load_state_dict(inside)
+    assert list(t) == [] and len(list(t)) == 60
+    t.load_state_dict(after)
+    assert len(list(t)) == 60
+    # States written before pass_finished existed resume as the next pass.
+    t.load_state_dict({k: v for k, v in after.items() if k != "pass_finished"})
+    assert len(list(t)) == 60
+
+
+def test_sampler_arguments_and_environment_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = rewarm.ReplaySampler(SPEC, rank=0, world_size=1)
+    for bad in (1.5, True, "3", -1):
+        with pytest.raises((TypeError, ValueError), match='"step"'):
+            s.global_batch(bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"window=4294967296: must be at most 1048576"):
+        rewarm.ReplaySampler(SPEC, window=2**32)
+    monkeypatch.setenv("WORLD_SIZE", "two")
+    with pytest.raises(ValueError, match="environment variable WORLD_SIZE='two': expected an int"):
+        rewarm.ReplaySampler(SPEC)
+    monkeypatch.delenv("WORLD_SIZE")
+    with pytest.raises(TypeError, match="replay spec must be a mapping"):
+        rewarm.ReplaySampler(["x"])  # type: ignore[arg-type]
+    with pytest.raises(FileNotFoundError, match="replay spec file not found"):
+        rewarm.ReplaySampler("/nonexistent/replay.yaml")
+    s.close()
+    s.close()  # a second close does nothing

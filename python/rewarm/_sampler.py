@@ -3,7 +3,7 @@ batches come from the Go replay planner.
 
 Indices are produced in the main process (the batch sampler runs there), a
 window of steps per call, and cross the boundary as bytes; DataLoader workers
-only receive index lists and never call Go.
+only receive lists of ints (as from torch's BatchSampler) and never call Go.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from rewarm._client import Backend, Client, int_arg, shared_client
 from rewarm._spec import SpecLike, load_spec
 
 STATE_VERSION = 1
+MAX_WINDOW = 1 << 20  # steps per fetch; the dispatcher caps the ids per reply anyway
 
 
 def _rank_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
@@ -37,13 +38,27 @@ def _rank_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
             )
     except ImportError:  # pragma: no cover
         pass
-    env_rank, env_world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    env_rank, env_world = _env_int("RANK", 0), _env_int("WORLD_SIZE", 1)
     return (env_rank if rank is None else rank, env_world if world_size is None else world_size)
 
 
-class ReplaySampler(Sampler[torch.Tensor]):
-    """Yields, for each step, this rank's slice of the global batch as an int64
-    tensor of global ids in ``torch.utils.data.ConcatDataset`` order.
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(
+            f"environment variable {name}={raw!r}: expected an int (pass rank= / world_size= to override)"
+        ) from None
+
+
+class ReplaySampler(Sampler[list[int]]):
+    """Yields, for each step, this rank's slice of the global batch as a list
+    of global ids (ints, as torch's BatchSampler yields) in
+    ``torch.utils.data.ConcatDataset`` order. ``batch(step)`` gives the same
+    ids as an int64 tensor.
 
     ``spec`` holds ``sources`` ([{name, size}], in ConcatDataset order),
     ``global_batch_size``, ``seed``, ``stages`` ([{steps, mixture, replay}]) and
@@ -61,9 +76,11 @@ class ReplaySampler(Sampler[torch.Tensor]):
         window: int = 64,
         start_step: int = 0,
     ) -> None:
-        self.spec = load_spec(spec)
+        self.spec = load_spec(spec, "replay spec")
         self.rank, self.world_size = _rank_world(rank, world_size)
         window = int_arg(window, "window", lo=1)
+        if window > MAX_WINDOW:
+            raise ValueError(f"window={window}: must be at most {MAX_WINDOW} steps per fetch")
         start_step = int_arg(start_step, "start_step")
         self._client = shared_client(backend)
         info = self._client.open_sampler(self.spec)
@@ -101,6 +118,7 @@ class ReplaySampler(Sampler[torch.Tensor]):
         # that is still being drained cannot move it.
         self._pos = start_step
         self._iters = 0
+        self._finished = False  # the live iterator ran out (not only yielded the last batch)
         # The current window: little-endian int64 ids of `_cache_count` steps
         # from `_cache_start`, `_cache_per` per step. Never handed out: each
         # batch is a copy of its row.
@@ -115,26 +133,32 @@ class ReplaySampler(Sampler[torch.Tensor]):
         n, per, ids = self._client.get_batches(self._id, step, count, rank, world)
         return n, per, bytearray(ids)
 
-    def batch(self, step: int) -> torch.Tensor:
-        """This rank's slice of the global batch of ``step``."""
-        step = int_arg(step, "step")
-        if not step < self.total_steps:
-            raise IndexError(f"step {step} is outside the plan (0..{self.total_steps - 1})")
+    def _row(self, step: int) -> memoryview:
+        """The ids of ``step`` for this rank, as a view of the window."""
         i = step - self._cache_start
         if not 0 <= i < self._cache_count:
             self._cache_count, self._cache_per, self._cache = self._fetch(
                 step, self._window, self.rank, self.world_size
             )
             self._cache_start, i = step, 0
-        # The row is sliced into a bytearray of its own (one small copy, about
-        # as cheap as a view of the window), so a caller that writes to the
-        # batch cannot change what a later batch(step) returns.
         n = 8 * self._cache_per
-        return torch.frombuffer(self._cache[n * i : n * (i + 1)], dtype=torch.int64)
+        return memoryview(self._cache)[n * i : n * (i + 1)]
+
+    def batch(self, step: int) -> torch.Tensor:
+        """This rank's slice of the global batch of ``step``, as an int64 tensor."""
+        step = int_arg(step, "step")
+        if not step < self.total_steps:
+            raise IndexError(f"step {step} is outside the plan (0..{self.total_steps - 1})")
+        # A bytearray of its own (one small copy), so a caller that writes to
+        # the batch cannot change what a later batch(step) returns.
+        with self._row(step) as row:
+            return torch.frombuffer(bytearray(row), dtype=torch.int64)
 
     def global_batch(self, step: int) -> torch.Tensor:
-        """The whole global batch of ``step`` (identical at every world size)."""
-        if not 0 <= step < self.total_steps:
+        """The whole global batch of ``step`` (the same ids at every world
+        size; with ``stratified`` the ranks' slices hold them in another order)."""
+        step = int_arg(step, "step")
+        if not step < self.total_steps:
             raise IndexError(f"step {step} is outside the plan (0..{self.total_steps - 1})")
         _, per, ids = self._fetch(step, 1, 0, 1)
         return torch.frombuffer(ids, dtype=torch.int64, count=per)
@@ -146,28 +170,40 @@ class ReplaySampler(Sampler[torch.Tensor]):
 
     # --- torch Sampler -------------------------------------------------------
 
-    def __iter__(self) -> Iterator[torch.Tensor]:
+    def __iter__(self) -> Iterator[list[int]]:
         """A new pass from ``start_step``, whatever earlier iterators yielded or
         prefetched: like torch's samplers, every iterator starts over. The first
         iterator after ``load_state_dict`` / ``set_step`` starts at that step
         instead (once). The new iterator becomes the one ``state_dict()``
         follows."""
         self._iters += 1
+        self._finished = False
+        if self._resume == self.total_steps:
+            # The rest of a pass whose last batch was taken: nothing. Bound
+            # here, to the first iterator made after the load, because
+            # StatefulDataLoader makes that one from the state and a fresh
+            # one after it when it recorded the pass as finished.
+            self._resume = None
+            self._pos = self.total_steps
+            return self._steps(self._iters, self.total_steps)
         self._pos = self._first if self._resume is None else self._resume
-        return self._steps(self._iters)
+        return self._steps(self._iters, None)
 
-    def _steps(self, ident: int) -> Iterator[torch.Tensor]:
+    def _steps(self, ident: int, start: int | None) -> Iterator[list[int]]:
         # Runs at the first next(): a DataLoader with workers calls iter() twice
         # and advances only the second, which must be the one that resumes.
-        step = self._first
-        if self._iters == ident and self._resume is not None:
+        step = self._first if start is None else start
+        if start is None and self._iters == ident and self._resume is not None:
             step, self._resume = self._resume, None
         while step < self.total_steps:
-            out = self.batch(step)
+            with self._row(step) as row, row.cast("q") as ids:
+                out = ids.tolist()
             step += 1
             if self._iters == ident:
                 self._pos = step
             yield out
+        if self._iters == ident:
+            self._finished = True
 
     def __len__(self) -> int:
         """The number of batches in a pass (from ``start_step``). Like torchdata's
@@ -183,7 +219,12 @@ class ReplaySampler(Sampler[torch.Tensor]):
         was set). It does not depend on rank or world size, so a run can resume
         at another one. Under a DataLoader with workers the live iterator runs
         ahead of the training loop; see docs/replay.md."""
-        return {"version": STATE_VERSION, "spec_hash": self.spec_hash, "step": self._pos}
+        state: dict[str, Any] = {"version": STATE_VERSION, "spec_hash": self.spec_hash, "step": self._pos}
+        if self._pos == self.total_steps:
+            # Whether the live iterator ran out (the loop left the pass) or
+            # only yielded the last batch (a checkpoint inside the loop).
+            state["pass_finished"] = self._finished
+        return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if not isinstance(state, Mapping):
@@ -203,23 +244,30 @@ class ReplaySampler(Sampler[torch.Tensor]):
         step = int_arg(state["step"], "step")
         if not step <= self.total_steps:
             raise ValueError(f"replay sampler state step {step} is outside the plan (0..{self.total_steps})")
-        # A finished pass resumes as the next pass, from the start, like an
-        # uninterrupted run; otherwise the next iterator (only) continues at
-        # step. A live iterator keeps its own position but no longer moves the
-        # reported step.
-        self._resume = None if step == self.total_steps else step
+        # A pass the loop left resumes as the next pass, from the start, like
+        # an uninterrupted run; one whose last batch was taken inside the loop
+        # gives its (empty) rest first; otherwise the next iterator (only)
+        # continues at step. A live iterator keeps its own position but no
+        # longer moves the reported step. States without pass_finished (older
+        # ones) count as finished.
+        finished = step == self.total_steps and bool(state.get("pass_finished", True))
+        self._resume = None if finished else step
         self._pos = step
+        self._finished = finished
         self._iters += 1
 
     def set_step(self, step: int) -> None:
         """Start the next iterator (only) at ``step``, for loops that track their
-        own step; an iterator created before keeps its own position."""
+        own step; an iterator created before keeps its own position. ``step``
+        equal to ``total_steps`` means the pass is over: the next iterator
+        starts a new one."""
         self.load_state_dict({"version": STATE_VERSION, "spec_hash": self.spec_hash, "step": step})
 
     def close(self) -> None:
         """Free this sampler's state in the dispatcher (also done when the
-        sampler is garbage collected)."""
-        self._release.detach()
+        sampler is garbage collected). Closing twice does nothing."""
+        if self._release.detach() is None:
+            return
         try:
             self._client.close_session(self._id)
         finally:

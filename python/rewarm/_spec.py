@@ -14,37 +14,36 @@ from rewarm._errors import SpecError
 SpecLike = Mapping[str, Any] | str | os.PathLike[str]
 
 
-def load_spec(spec: SpecLike) -> dict[str, Any]:
-    """Return a spec mapping from a dict, or from a .yaml/.yml/.json file."""
+def load_spec(spec: SpecLike, what: str = "schedule") -> dict[str, Any]:
+    """Return a spec mapping from a dict, or from a .yaml/.yml/.json file.
+    ``what`` names the spec in errors ("schedule", "replay spec")."""
     if type(spec) is dict or isinstance(spec, Mapping):
         return dict(spec)
     if not isinstance(spec, (str, os.PathLike)):
         raise TypeError(
-            f"schedule must be a mapping or a path to a .yaml/.json file, got {type(spec).__name__}"
+            f"{what} must be a mapping or a path to a .yaml/.json file, got {type(spec).__name__}"
         )
     path = Path(spec)
     if not path.exists():
-        raise FileNotFoundError(f"schedule file not found: {path}")
+        raise FileNotFoundError(f"{what} file not found: {path}")
     suffix = path.suffix.lower()
     if suffix not in (".yaml", ".yml", ".json"):
-        raise SpecError(f"schedule file {path}: unknown extension {suffix!r} (use .yaml, .yml or .json)")
+        raise SpecError(f"{what} file {path}: unknown extension {suffix!r} (use .yaml, .yml or .json)")
     try:
         with path.open() as f:
             data = _load_yaml(f) if suffix != ".json" else json.load(f, object_pairs_hook=_no_duplicates)
     except SpecError as exc:
-        raise SpecError(f"schedule file {path}: {exc}", field=exc.field) from None
+        raise SpecError(f"{what} file {path}: {exc}", field=exc.field) from None
     except ValueError as exc:  # json.JSONDecodeError
-        raise SpecError(f"schedule file {path}: not valid JSON: {exc}") from None
+        raise SpecError(f"{what} file {path}: not valid JSON: {exc}") from None
     except Exception as exc:
         import yaml
 
         if not isinstance(exc, yaml.YAMLError):
             raise
-        raise SpecError(f"schedule file {path}: not valid YAML: {exc}") from None
+        raise SpecError(f"{what} file {path}: not valid YAML: {exc}") from None
     if not isinstance(data, Mapping):
-        raise SpecError(
-            f"schedule file {path}: expected a mapping at the top level, got {type(data).__name__}"
-        )
+        raise SpecError(f"{what} file {path}: expected a mapping at the top level, got {type(data).__name__}")
     return dict(data)
 
 
