@@ -20,7 +20,7 @@ SCENARIOS = {
     "extend-then-stage": [
         {"at": 100, "op": "extend", "total_steps": 400},
         {"at": 180, "op": "new_stage", "schedule": STAGE},
-        {"at": 230, "op": "extend", "total_steps": 200},
+        {"at": 230, "op": "extend", "total_steps": 380},  # in updates: the stage (from 180) runs 200
     ],
     # new stage before; anneal after.
     "stage-then-anneal": [
@@ -31,7 +31,7 @@ SCENARIOS = {
     "anneal-then-proportional": [
         {"at": 90, "op": "anneal", "steps": 30, "shape": "1-sqrt"},
         {"at": 150, "op": "new_stage", "schedule": STAGE},
-        {"at": 200, "op": "extend", "total_steps": 300, "mode": "proportional"},
+        {"at": 200, "op": "extend", "total_steps": 450, "mode": "proportional"},  # the stage runs 300
     ],
 }
 
