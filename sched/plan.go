@@ -353,6 +353,9 @@ func (p *Plan) build(extra *Replan) error {
 				floor = *r.MinLR
 			}
 			if r.Shape == "exp" && !(floor > 0) {
+				if r.MinLR == nil {
+					return replanErr("min_lr", floor, "must be > 0 for an exp anneal (it is geometric: v0·(min/v0)^p); the default, the stage's floor or the current rate, is 0, so give min_lr")
+				}
 				return replanErr("min_lr", floor, "must be > 0 for an exp anneal (it is geometric: v0·(min/v0)^p)")
 			}
 			if floor > v0 {

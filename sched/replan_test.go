@@ -332,4 +332,16 @@ func TestReplanFieldMessages(t *testing.T) {
 			t.Errorf("%+v: %v, want %q", c.r, err, c.want)
 		}
 	}
+	// An exp anneal with no min_lr on a schedule that decays to 0.
+	q := plan(t, map[string]any{"kind": "cosine", "peak_lr": 1.0, "total_steps": 100})
+	for _, c := range []struct {
+		r    Replan
+		want string
+	}{
+		{Replan{Op: OpAnneal, At: 10, Steps: 5, Shape: "exp"}, "the default, the stage's floor or the current rate, is 0, so give min_lr"},
+	} {
+		if err := q.Replan(c.r); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%+v: %v, want %q", c.r, err, c.want)
+		}
+	}
 }
