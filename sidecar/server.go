@@ -67,10 +67,27 @@ func (s *Server) logger() *slog.Logger {
 	return slog.Default()
 }
 
+// Listener is a Unix socket listener that holds the lock file beside its
+// socket for as long as it is open, so two servers cannot both start on one
+// path. Closing it removes the socket file and releases the lock.
+type Listener struct {
+	*net.UnixListener
+	lock *os.File
+}
+
+// Close stops listening, removes the socket file and releases the lock.
+func (l *Listener) Close() error {
+	err := l.UnixListener.Close()
+	_ = l.lock.Close()
+	return err
+}
+
 // Listen creates a Unix socket at path with mode 0600 (no chmod race: the
 // umask is set around bind). A stale socket file left by a dead server is
-// removed; a live one is an error.
-func Listen(path string) (*net.UnixListener, error) {
+// removed; a live one is an error. The check and the bind run under an
+// exclusive lock on path + ".lock", held until the listener is closed: two
+// servers started at once cannot both pass the check.
+func Listen(path string) (*Listener, error) {
 	if len(path) > MaxSocketPath {
 		return nil, fmt.Errorf("socket path is %d bytes, the limit is %d: %s", len(path), MaxSocketPath, path)
 	}
@@ -79,6 +96,26 @@ func Listen(path string) (*net.UnixListener, error) {
 			return nil, fmt.Errorf("create socket directory: %w", err)
 		}
 	}
+	lock, err := os.OpenFile(path+".lock", os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open the socket's lock file: %w", err)
+	}
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		_ = lock.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("a server is already listening on %s (or starting there: %s.lock is held)", path, path)
+		}
+		return nil, fmt.Errorf("lock %s.lock: %w", path, err)
+	}
+	l, err := listenLocked(path)
+	if err != nil {
+		_ = lock.Close()
+		return nil, err
+	}
+	return &Listener{UnixListener: l, lock: lock}, nil
+}
+
+func listenLocked(path string) (*net.UnixListener, error) {
 	if fi, err := os.Lstat(path); err == nil {
 		if fi.Mode()&os.ModeSocket == 0 {
 			return nil, fmt.Errorf("%s exists and is not a socket; refusing to replace it", path)

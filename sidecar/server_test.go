@@ -211,6 +211,43 @@ func TestConcurrentClients(t *testing.T) {
 	wg.Wait()
 }
 
+// Servers started at once on one path: exactly one listens, and closing a
+// refused one cannot remove the winner's socket.
+func TestListenRaceHasOneWinner(t *testing.T) {
+	for trial := 0; trial < 20; trial++ {
+		path := filepath.Join(t.TempDir(), "s.sock")
+		const n = 4
+		var wg sync.WaitGroup
+		ls := make([]*Listener, n)
+		errs := make([]error, n)
+		for i := 0; i < n; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				ls[i], errs[i] = Listen(path)
+			}()
+		}
+		wg.Wait()
+		var won []*Listener
+		for i, l := range ls {
+			if l != nil {
+				won = append(won, l)
+			} else if !strings.Contains(errs[i].Error(), "already listening") {
+				t.Fatalf("trial %d: %v", trial, errs[i])
+			}
+		}
+		if len(won) != 1 {
+			t.Fatalf("trial %d: %d servers listen on one path", trial, len(won))
+		}
+		c, err := net.Dial("unix", path)
+		if err != nil {
+			t.Fatalf("trial %d: the winner is unreachable: %v", trial, err)
+		}
+		_ = c.Close()
+		_ = won[0].Close()
+	}
+}
+
 func TestListenStaleAndLiveSocket(t *testing.T) {
 	path, stop := startServer(t, nil)
 	if _, err := Listen(path); err == nil || !strings.Contains(err.Error(), "already listening") {

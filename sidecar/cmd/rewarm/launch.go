@@ -12,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/rewarm/rewarm/sidecar"
 )
@@ -64,7 +65,9 @@ func launch(args []string, stdout, stderr io.Writer) int {
 	side.Stderr = stderr
 	// Its own process group: a Ctrl-C in the terminal reaches torchrun through
 	// us, and the sidecar is stopped last, after the workers are gone.
-	side.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Pdeathsig: a launcher killed with SIGKILL must not leave the sidecar
+	// holding the socket.
+	side.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 	out, err := side.StdoutPipe()
 	if err != nil {
 		fmt.Fprintf(stderr, "rewarm launch: %v\n", err)
@@ -121,6 +124,12 @@ func launch(args []string, stdout, stderr io.Writer) int {
 	}
 	go func() {
 		for s := range sigs {
+			// A Ctrl-C in the terminal reaches every process of the
+			// foreground group, the command included: forwarding it too
+			// would interrupt the command's own SIGINT handling.
+			if s == syscall.SIGINT && inForeground() {
+				continue
+			}
 			_ = child.Process.Signal(s)
 		}
 	}()
@@ -138,4 +147,14 @@ func launch(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stderr, "rewarm launch: %v\n", err)
 	return 1
+}
+
+// inForeground reports whether this process's group is the foreground group
+// of the terminal on stdin, which is where a terminal's SIGINT goes.
+func inForeground() bool {
+	var fg int32
+	if _, _, errno := syscall.Syscall(syscall.SYS_IOCTL, os.Stdin.Fd(), syscall.TIOCGPGRP, uintptr(unsafe.Pointer(&fg))); errno != 0 {
+		return false
+	}
+	return int(fg) == syscall.Getpgrp()
 }
