@@ -44,6 +44,15 @@ func (d *Dispatcher) postControl(r *pb.PostControl) (*pb.Response, error) {
 }
 
 func (d *Dispatcher) checkControl(rp *pb.Replan, target string) error {
+	// The control's own fields first: a bad value is named whether or not a
+	// session is open to receive it.
+	r, err := toReplan(rp)
+	if err != nil {
+		return err
+	}
+	if err := r.Check(); err != nil {
+		return err
+	}
 	d.mu.Lock()
 	var sessions []*session
 	var names []string
@@ -74,10 +83,6 @@ func (d *Dispatcher) checkControl(rp *pb.Replan, target string) error {
 			open = strings.Join(names, ", ")
 		}
 		return fail(pb.ErrorCode_ERROR_CODE_NOT_FOUND, "target_name", "post_control: no open session is named %q (open: %s)", target, open)
-	}
-	r, err := toReplan(rp)
-	if err != nil {
-		return err
 	}
 	for _, s := range sessions {
 		s.mu.Lock()

@@ -158,6 +158,12 @@ func TestControlWithoutReceiverIsRefused(t *testing.T) {
 	if e := post("").GetError(); e.GetCode() != pb.ErrorCode_ERROR_CODE_NOT_FOUND || !strings.Contains(e.GetMessage(), "no session is open") {
 		t.Fatalf("no sessions: %v", e)
 	}
+	// A bad value is named first, session or not.
+	bad := c.Handle(&pb.Request{Body: &pb.Request_PostControl{PostControl: &pb.PostControl{
+		Replan: &pb.Replan{AtStep: 50, Op: &pb.Replan_Anneal{Anneal: &pb.Anneal{Steps: 10, Shape: "bogus"}}}}}}).GetError()
+	if bad.GetField() != "shape" || !strings.Contains(bad.GetMessage(), `"bogus"`) {
+		t.Fatalf("bad shape with no session: %v", bad)
+	}
 	st, _ := structpb.NewStruct(cosineSpec)
 	r := c.Handle(&pb.Request{Body: &pb.Request_OpenSession{OpenSession: &pb.OpenSession{Schedule: st, Name: "demo"}}})
 	if r.GetSession() == nil {

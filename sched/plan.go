@@ -186,11 +186,20 @@ func NewPlan(cfg *Config, replans []Replan, reports []Report) (*Plan, error) {
 
 // Replan validates r and appends it. On error the plan is unchanged.
 func (p *Plan) Replan(r Replan) error {
+	if n := len(p.Replans); n > 0 && r.At < p.Replans[n-1].At && r.At >= 0 {
+		return replanErr("at_step", r.At, "must be >= the previous re-plan's step (%d)", p.Replans[n-1].At)
+	}
+	if err := r.Check(); err != nil {
+		return err
+	}
+	return p.build(&r)
+}
+
+// Check validates r's own fields, whatever schedule it will apply to, and
+// fills its defaults (mode, shape, the canonical stage spec).
+func (r *Replan) Check() error {
 	if r.At < 0 {
 		return replanErr("at_step", r.At, "must be >= 0")
-	}
-	if n := len(p.Replans); n > 0 && r.At < p.Replans[n-1].At {
-		return replanErr("at_step", r.At, "must be >= the previous re-plan's step (%d)", p.Replans[n-1].At)
 	}
 	switch r.Op {
 	case OpExtend:
@@ -233,7 +242,7 @@ func (p *Plan) Replan(r Replan) error {
 	default:
 		return replanErr("op", r.Op, "must be %q, %q or %q", OpExtend, OpAnneal, OpNewStage)
 	}
-	return p.build(&r)
+	return nil
 }
 
 func replanErr(field string, value any, format string, args ...any) error {

@@ -27,6 +27,23 @@ func (s *Snapshots) Write(d *dispatch.Dispatcher) error {
 	return WriteSnapshot(s.Dir, d)
 }
 
+// Check makes sure the dir exists and takes files: a sidecar finds out at
+// start that snapshots cannot be written, not at its first control.
+func (s *Snapshots) Check() error {
+	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(s.Dir, SnapshotFile+".check-*")
+	if err != nil {
+		return err
+	}
+	name := f.Name()
+	_, werr := f.Write([]byte("ok"))
+	cerr := f.Close()
+	_ = os.Remove(name)
+	return errors.Join(werr, cerr)
+}
+
 // WriteSnapshot writes d's state to dir atomically: a temporary file,
 // fsync, rename over the old snapshot, fsync of the directory.
 func WriteSnapshot(dir string, d *dispatch.Dispatcher) error {

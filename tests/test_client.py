@@ -186,3 +186,64 @@ def test_failover_replays_reports_made_since_the_last_state(tmp_path) -> None:
         sidecar.proc.wait()
     assert client.get_lr(sid, 0, count=320) == ref.get_lr(rid, 0, count=320)
     assert client.transport.failovers >= 1
+
+
+def test_failover_client_names_both_versions_on_mismatch(
+    sidecar: rewarm.Sidecar, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The default (failover) client too, not only the bare socket one.
+    from rewarm import _failover
+
+    monkeypatch.setattr(
+        _failover,
+        "hello_bytes",
+        lambda client: pb.Request(
+            id=0, hello=pb.Hello(protocol_version=999, client=client)
+        ).SerializeToString(),
+    )
+    with pytest.raises(
+        rewarm.ProtocolError, match=rf"refused the handshake: .*999.*speaks {rewarm.PROTOCOL_VERSION}"
+    ):
+        rewarm.connect("socket", socket_path=sidecar.path)
+
+
+def test_a_server_that_is_not_a_sidecar_is_named_not_read(tmp_path) -> None:
+    # A Unix socket that answers with text: its first bytes read as a huge
+    # length, which must not be allocated.
+    import contextlib
+    import threading
+
+    path = str(tmp_path / "http.sock")
+    srv = socket.socket(socket.AF_UNIX)
+    srv.bind(path)
+    srv.listen(1)
+
+    def answer() -> None:
+        c, _ = srv.accept()
+        with contextlib.suppress(OSError):  # the client may reset once it has read enough
+            c.recv(4096)
+            c.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+            c.recv(1)  # until the client closes
+        c.close()
+
+    t = threading.Thread(target=answer, daemon=True)
+    t.start()
+    with pytest.raises(rewarm.TransportError, match="does not speak the rewarm protocol"):
+        rewarm.connect("socket", socket_path=path, failover=False)
+    srv.close()
+
+
+def test_spawn_checks_what_the_spawned_sidecar_would_refuse(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rewarm._launch import connect_or_spawn
+
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("REWARM_SIDECAR_IDLE_EXIT", "300")
+    with pytest.raises(ValueError, match=r"REWARM_SIDECAR_IDLE_EXIT='300': expected a duration with a unit"):
+        connect_or_spawn(str(tmp_path / "a.sock"))
+    monkeypatch.setenv("REWARM_SIDECAR_IDLE_EXIT", "1m30s")
+    not_a_socket = tmp_path / "b.sock"
+    not_a_socket.write_text("x")
+    with pytest.raises(FileExistsError, match="exists and is not a socket"):
+        connect_or_spawn(str(not_a_socket))

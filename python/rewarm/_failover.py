@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rewarm._client import same_server
-from rewarm._errors import TransportError
+from rewarm._errors import ProtocolError, TransportError
 from rewarm._proto import rewarm_pb2 as pb
 from rewarm._transport import InProcessTransport, SocketTransport
 
@@ -110,6 +110,11 @@ class FailoverTransport:
                 self._backoff = self._min_backoff
                 self.reconnects += 1
                 log.warning("rewarm: reconnected to the sidecar at %s", self.path)
+            except ProtocolError as e:
+                # A sidecar of another version came up: stay in-process, say why.
+                log.warning("rewarm: %s; computing in-process", e)
+                self._backoff = self._max_backoff
+                self._retry_at = time.monotonic() + self._backoff
             except (OSError, TransportError):
                 self._backoff = min(self._backoff * 2, self._max_backoff)
                 self._retry_at = time.monotonic() + self._backoff
@@ -128,8 +133,14 @@ class FailoverTransport:
         with the same sidecar instance only; another one fails the socket, so
         this transport moves the objects over as after any failure."""
         resp = pb.Response.FromString(reply)
+        if resp.WhichOneof("body") == "error":
+            # The server's reason (a protocol version mismatch names both).
+            raise ProtocolError(
+                f"rewarm: the sidecar at {self.path} refused the handshake: {resp.error.message}",
+                code=pb.ErrorCode.Name(resp.error.code).removeprefix("ERROR_CODE_"),
+            )
         if resp.WhichOneof("body") != "hello":
-            raise TransportError("the sidecar refused the handshake", code="UNAVAILABLE")
+            raise TransportError(f"the sidecar at {self.path} refused the handshake", code="UNAVAILABLE")
         sock.greeting, sock.check_greeting = self._hello, same_server(self.path, resp.hello.instance)
 
     # --- moving objects -------------------------------------------------------

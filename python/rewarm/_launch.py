@@ -6,7 +6,9 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import re
 import socket
+import stat
 import subprocess
 import tempfile
 import time
@@ -38,6 +40,12 @@ def default_socket_path(run_id: str | None = None) -> str:
     return path
 
 
+# Go's time.ParseDuration syntax: one or more <number><unit>.
+_GO_DURATION = re.compile(
+    r"(?:\d+(?:\.\d*)?|\.\d+)(?:ns|us|µs|ms|s|m|h)(?:(?:\d+(?:\.\d*)?|\.\d+)(?:ns|us|µs|ms|s|m|h))*|0"
+)
+
+
 def _alive(path: str) -> bool:
     s = socket.socket(socket.AF_UNIX)
     s.settimeout(1.0)
@@ -56,13 +64,24 @@ def connect_or_spawn(path: str | None = None, idle_exit: str | None = None, time
     process-group kills on restart do not reach it) and exits after
     `idle_exit` without clients. Other local ranks wait for it."""
     path = path or default_socket_path()
-    idle_exit = idle_exit or os.environ.get("REWARM_SIDECAR_IDLE_EXIT", "120s")
+    if idle_exit is None:
+        idle_exit = os.environ.get("REWARM_SIDECAR_IDLE_EXIT") or "120s"
+        what = f"REWARM_SIDECAR_IDLE_EXIT={idle_exit!r}"
+    else:
+        what = f"idle_exit={idle_exit!r}"
+    # Checked here: the spawned sidecar's own message would not reach the user.
+    if not _GO_DURATION.fullmatch(idle_exit):
+        raise ValueError(f"{what}: expected a duration with a unit, such as 120s, 5m or 1h30m")
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     deadline = time.monotonic() + timeout
     if local_rank == 0:
         with open(path + ".lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if not _alive(path):
+                if os.path.lexists(path) and not stat.S_ISSOCK(os.lstat(path).st_mode):
+                    raise FileExistsError(
+                        f"rewarm: {path} exists and is not a socket; remove it or set REWARM_SOCKET"
+                    )
                 proc = subprocess.Popen(
                     [find_binary(), "serve", "--socket", path, "--idle-exit", idle_exit],
                     stdout=subprocess.PIPE,
@@ -75,7 +94,10 @@ def connect_or_spawn(path: str | None = None, idle_exit: str | None = None, time
                 line = proc.stdout.readline()
                 proc.stdout.close()
                 if not line.startswith("READY"):
-                    raise RuntimeError(f"rewarm: the spawned sidecar did not start (exit code {proc.poll()})")
+                    raise RuntimeError(
+                        f"rewarm: the spawned sidecar did not start (exit code {proc.poll()}); run "
+                        f"`rewarm serve --socket {path}` to see why"
+                    )
     while not _alive(path):
         if time.monotonic() > deadline:
             raise TimeoutError(f"rewarm: no sidecar answered at {path} within {timeout:.0f} s")

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from rewarm._errors import ForkError, TransportError
 
 _HEADER = struct.Struct(">I")
+MAX_REPLY = 1 << 30  # larger than any reply; the Go client's cap too
 
 FORK_HELP = (
     "the Go runtime does not survive fork(), so calling it here would hang. Use backend='socket' "
@@ -233,6 +234,14 @@ class SocketTransport:
         try:
             self._sock.sendall(_HEADER.pack(len(request)) + request)
             (n,) = _HEADER.unpack(self._recv_exact(4))
+            if n > MAX_REPLY:
+                # A length no rewarm reply has: the socket is not a rewarm
+                # sidecar (or the stream is out of step). Never allocate it.
+                raise TransportError(
+                    f"rewarm: the server at {self.path} sent a {n}-byte length prefix (the limit is "
+                    f"{MAX_REPLY}); it does not speak the rewarm protocol",
+                    code="UNAVAILABLE",
+                )
             return bytes(self._recv_exact(n))
         except (OSError, TransportError) as exc:
             self._drop()

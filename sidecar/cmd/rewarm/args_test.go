@@ -155,3 +155,51 @@ func TestCtlMinLRSent(t *testing.T) {
 		t.Errorf("anneal %v: min_lr sent though not given", a)
 	}
 }
+
+// serve refuses durations that would break every connection, and a state dir
+// it cannot write, before it prints READY.
+func TestServeRefusesUnusableSettings(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "s.sock")
+	file := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(file, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		args   []string
+		code   int
+		stderr string
+	}{
+		{[]string{"--frame-timeout", "-1s"}, 2, "--frame-timeout -1s: want a positive duration"},
+		{[]string{"--frame-timeout", "0s"}, 2, "--frame-timeout 0s: want a positive duration"},
+		{[]string{"--conn-idle-timeout", "-5s"}, 2, "--conn-idle-timeout -5s: want a positive duration, or 0 for off"},
+		{[]string{"--idle-exit", "-1m"}, 2, "--idle-exit -1m0s"},
+		{[]string{"--snapshot-interval", "0s", "--state-dir", t.TempDir()}, 2, "--snapshot-interval 0s"},
+		// A state dir under a regular file cannot be created.
+		{[]string{"--state-dir", filepath.Join(file, "state")}, 1, "--state-dir " + filepath.Join(file, "state")},
+	} {
+		stdout, stderr, code := runCLI(append([]string{"serve", "--socket", sock}, c.args...)...)
+		if code != c.code || !strings.Contains(stderr, c.stderr) || strings.Contains(stdout, "READY") {
+			t.Errorf("serve %q: exit %d, stdout %q, stderr %q; want exit %d and %q", c.args, code, stdout, stderr, c.code, c.stderr)
+		}
+	}
+}
+
+func TestHelpCommands(t *testing.T) {
+	if _, stderr, code := runCLI("help", "bogus"); code != 2 || !strings.Contains(stderr, `unknown command "bogus"`) {
+		t.Errorf("help bogus: exit %d, %q", code, stderr)
+	}
+	if _, stderr, code := runCLI("help", "chart"); code != 0 || !strings.Contains(stderr, "-o") {
+		t.Errorf("help chart: exit %d, %q", code, stderr)
+	}
+	if stdout, _, code := runCLI("help", "version"); code != 0 || !strings.Contains(stdout, "protocol") {
+		t.Errorf("help version: exit %d, %q", code, stdout)
+	}
+}
+
+// --steps near 2^63 draws (sampled) instead of looping forever.
+func TestPlotHugeSteps(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "p.png")
+	if _, stderr, code := runCLI("plot", "{kind: cosine, peak_lr: 1e-3, total_steps: 100}", "--steps", "9223372036854700000", "-o", out); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+}

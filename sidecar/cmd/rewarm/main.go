@@ -82,6 +82,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 				return ctl([]string{"-h"}, stdout, stderr)
 			case "plot-plan":
 				return plotPlan([]string{"-h"}, stderr)
+			case "chart":
+				return chart([]string{"-h"}, stderr)
+			case "demo":
+				return demo([]string{"-h"}, stderr)
+			case "version":
+				fmt.Fprintln(stdout, "rewarm version: print the version and the protocol version")
+				return 0
+			default:
+				fmt.Fprintf(stderr, "rewarm help: unknown command %q\n\n", args[1])
+				fmt.Fprintf(stderr, usage, strings.Join(sched.Kinds(), ", "))
+				return 2
 			}
 		}
 		fmt.Fprintf(stdout, usage, strings.Join(sched.Kinds(), ", "))
@@ -143,6 +154,21 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "rewarm serve: --orphan-ttl %v: want a positive duration\n", *orphanTTL)
 		return 2
 	}
+	for _, f := range []struct {
+		name string
+		v    time.Duration
+		zero bool // 0 is allowed (off)
+	}{{"frame-timeout", *frameTimeout, false}, {"conn-idle-timeout", *idleTimeout, true}, {"idle-exit", *idleExit, true},
+		{"snapshot-interval", *snapEvery, false}} {
+		if f.v < 0 || (f.v == 0 && !f.zero) {
+			want := "a positive duration"
+			if f.zero {
+				want = "a positive duration, or 0 for off"
+			}
+			fmt.Fprintf(stderr, "rewarm serve: --%s %v: want %s\n", f.name, f.v, want)
+			return 2
+		}
+	}
 	if *maxFrame == 0 || *maxFrame > 1<<30 {
 		fmt.Fprintf(stderr, "rewarm serve: --max-frame-bytes %d: want 1..%d\n", *maxFrame, 1<<30)
 		return 2
@@ -181,6 +207,12 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	}
 	d = dispatch.New(opts)
 	if *stateDir != "" {
+		// Found unusable now, not at the first control, whose acknowledgement
+		// promises it is on disk.
+		if err := snaps.Check(); err != nil {
+			fmt.Fprintf(stderr, "rewarm serve: --state-dir %s: %v\n", *stateDir, err)
+			return 1
+		}
 		restored, err := sidecar.LoadSnapshot(*stateDir, d)
 		if err != nil {
 			fmt.Fprintf(stderr, "rewarm serve: refusing to start: %v\n", err)

@@ -187,10 +187,10 @@ const maxPlotPoints = 200000
 func series(steps int64, f func(int64) (float64, bool)) (plotter.XYs, bool) {
 	stride := int64(1)
 	if steps > maxPlotPoints {
-		stride = (steps + maxPlotPoints - 1) / maxPlotPoints
+		stride = steps/maxPlotPoints + 1 // no overflow near 2^63
 	}
 	var xy plotter.XYs
-	for n := int64(0); n < steps; n += stride {
+	for n := int64(0); n >= 0 && n < steps; n += stride {
 		v, ok := f(n)
 		if !ok {
 			return nil, false
