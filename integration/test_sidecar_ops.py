@@ -229,6 +229,64 @@ def test_launch_runs_torchrun_beside_a_sidecar(tmp_path: Path) -> None:
     assert not os.path.exists(sock)
 
 
+def test_launch_lets_a_terminal_ctrl_c_reach_the_command_once(tmp_path: Path) -> None:
+    # Under a terminal, Ctrl-C goes to the whole foreground group, the command
+    # included; the launcher must not send a second one (it would cut the
+    # command's own handler short). SIGKILL of the launcher stops its sidecar.
+    import pty
+
+    sock = str(tmp_path / "l.sock")
+    counter = tmp_path / "sigints"
+    script = (
+        "import signal, sys, time\n"
+        f"path = {str(counter)!r}\n"
+        "def on_int(*a):\n"
+        "    with open(path, 'a') as f:\n"
+        "        f.write('x')\n"
+        "signal.signal(signal.SIGINT, on_int)\n"
+        "print('up', flush=True)\n"
+        "time.sleep(3)\n"
+    )
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: a new session whose controlling terminal is the pty
+        os.execvpe(
+            rewarm.find_binary(),
+            [rewarm.find_binary(), "launch", "--socket", sock, "--", sys.executable, "-c", script],
+            ENV,
+        )
+    seen = b""
+    while b"up" not in seen:
+        seen += os.read(fd, 1024)
+    os.killpg(os.tcgetpgrp(fd), signal.SIGINT)  # what the terminal does on Ctrl-C
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert counter.read_text() == "x"  # once, not twice
+    # A launcher killed outright takes its sidecar with it.
+    p = subprocess.Popen(
+        [
+            rewarm.find_binary(),
+            "launch",
+            "--socket",
+            sock,
+            "--",
+            sys.executable,
+            "-c",
+            "import time; print('up', flush=True); time.sleep(60)",
+        ],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,  # so the launcher and its command die together below
+    )
+    assert p.stdout is not None and p.stdout.readline().strip() == "up"
+    assert os.path.exists(sock)
+    os.killpg(p.pid, signal.SIGKILL)  # the sidecar has a process group of its own
+    p.wait(10)
+    wait_for(lambda: not os.path.exists(sock), timeout=20, what="the sidecar to stop with its launcher")
+
+
 def test_connect_or_spawn_without_a_launcher(tmp_path: Path) -> None:
     env = {k: v for k, v in ENV.items() if k != "REWARM_SOCKET"}
     # The idle exit leaves room for a loaded machine between the job ending and the check below.
