@@ -349,6 +349,31 @@ def test_group_settings_that_would_do_nothing_are_warned_about() -> None:
             schedule={**SPEC, "weight_decay": {"start": 0.1}},
         )
         plain = rewarm.wrap(torch.optim.SGD([a], lr=1.0), schedule=SPEC)
+    # One keyed group does not hide two unkeyed ones whose lr differ.
+    c = torch.nn.Parameter(torch.zeros(1))
+    with pytest.warns(UserWarning, match=r"different lr \(1e-05, 0\.0001\)"):
+        rewarm.wrap(
+            torch.optim.SGD(
+                [{"params": [a], "lr": 1e-4}, {"params": [b], "lr": 1e-5}, {"params": [c], "lr_mult": 0.01}],
+                lr=1e-3,
+            ),
+            schedule=SPEC,
+        )
+    # A weight_decay schedule replaces a no-decay group's 0 unless wd_mult says otherwise.
+    wd_spec = {**SPEC, "weight_decay": {"start": 0.1}}
+    with pytest.warns(UserWarning, match=r"different weight_decay \(0, 0\.1\) and no wd_mult"):
+        rewarm.wrap(
+            torch.optim.AdamW([{"params": [a], "weight_decay": 0.0}, {"params": [b]}], weight_decay=0.1),
+            schedule=wd_spec,
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rewarm.wrap(
+            torch.optim.AdamW(
+                [{"params": [a], "weight_decay": 0.0, "wd_mult": 0.0}, {"params": [b]}], weight_decay=0.1
+            ),
+            schedule=wd_spec,
+        )
     # A group added later with its own lr is told too.
     with pytest.warns(UserWarning, match="different lr"):
         plain.add_param_group({"params": [b], "lr": 5.0})

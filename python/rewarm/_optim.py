@@ -438,9 +438,31 @@ class RewarmOptimizer(Optimizer):
                     UserWarning,
                     stacklevel=4,
                 )
-        keyed = any(k in g for g in self.optimizer.param_groups for k in _RATE_KEYS)
-        lrs = sorted({float(g["lr"]) for g in self.optimizer.param_groups if "lr" in g})
-        if len(lrs) > 1 and not keyed:
+        else:
+            wds = sorted(
+                {
+                    float(g["weight_decay"])
+                    for g in self.optimizer.param_groups
+                    if "weight_decay" in g and "wd_mult" not in g
+                }
+            )
+            if len(wds) > 1:
+                warnings.warn(
+                    f"the param groups have different weight_decay ({', '.join(f'{v:g}' for v in wds)}) "
+                    "and no wd_mult, and the schedule's weight_decay replaces them all; give no-decay "
+                    "groups wd_mult: 0 (and others their ratio) to keep them apart",
+                    UserWarning,
+                    stacklevel=4,
+                )
+        # Only the groups with no rate key of their own lose their lr's meaning.
+        lrs = sorted(
+            {
+                float(g["lr"])
+                for g in self.optimizer.param_groups
+                if "lr" in g and not any(k in g for k in _RATE_KEYS)
+            }
+        )
+        if len(lrs) > 1:
             warnings.warn(
                 f"the param groups have different lr ({', '.join(f'{v:g}' for v in lrs)}), and rewarm sets "
                 "every group's lr to the schedule's rate times its lr_mult, so those values are replaced; "
