@@ -247,3 +247,18 @@ def test_spawn_checks_what_the_spawned_sidecar_would_refuse(
     not_a_socket.write_text("x")
     with pytest.raises(FileExistsError, match="exists and is not a socket"):
         connect_or_spawn(str(not_a_socket))
+
+
+def test_a_request_meeting_the_idle_close_is_sent_again(tmp_path) -> None:
+    # With --conn-idle-timeout, a request sent just as the server closes the
+    # idle connection is retried once on a new connection, never failed.
+    import time
+
+    with rewarm.Sidecar(str(tmp_path / "idle.sock"), "--conn-idle-timeout", "50ms") as sc:
+        c = rewarm.connect("socket", socket_path=sc.path, failover=False)
+        sid = c.open_session(SPEC).session_id
+        want = c.get_lr(sid, 0, 5)
+        for i in range(120):
+            time.sleep(0.047 + 0.0001 * (i % 60))  # sweeps across the 50 ms deadline
+            assert c.get_lr(sid, 0, 5) == want
+        c.close()

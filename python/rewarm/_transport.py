@@ -145,6 +145,10 @@ class InProcessTransport:
         pass
 
 
+class _ClosedBeforeReply(TransportError):
+    """The connection closed before any byte of the reply arrived."""
+
+
 class SocketTransport:
     """A connection to `rewarm serve`. Reconnects lazily after a transport
     error or in a forked child, and then first sends ``greeting`` (the
@@ -202,19 +206,33 @@ class SocketTransport:
         with self._lock:
             if self._sock is not None and self._pid == os.getpid() and self._peer_closed():
                 self._drop()  # e.g. the server's --conn-idle-timeout: start afresh
-            if self._sock is None or self._pid != os.getpid():
-                # A socket inherited across fork is shared with the parent: never use it.
-                self._sock = None
-                self._connect()
-                if self.greeting is not None:
-                    reply = self._exchange(self.greeting)
-                    if self.check_greeting is not None:
-                        try:
-                            self.check_greeting(reply)
-                        except BaseException:
-                            self._drop()
-                            raise
-            return self._exchange(request)
+            reused = self._sock is not None and self._pid == os.getpid()
+            if not reused:
+                self._reconnect()
+            try:
+                return self._exchange(request)
+            except _ClosedBeforeReply:
+                # The server closed an idle connection just as the request
+                # went out: it never read it (a server only closes a
+                # connection with no request in flight). Once, on a new
+                # connection to the same server instance (the greeting checks).
+                if not reused or self.greeting is None:
+                    raise
+                self._reconnect()
+                return self._exchange(request)
+
+    def _reconnect(self) -> None:
+        # A socket inherited across fork is shared with the parent: never use it.
+        self._sock = None
+        self._connect()
+        if self.greeting is not None:
+            reply = self._exchange(self.greeting)
+            if self.check_greeting is not None:
+                try:
+                    self.check_greeting(reply)
+                except BaseException:
+                    self._drop()
+                    raise
 
     def _peer_closed(self) -> bool:
         """Whether the server closed this connection while it was idle: the
@@ -232,8 +250,18 @@ class SocketTransport:
     def _exchange(self, request: bytes) -> bytes:
         assert self._sock is not None
         try:
-            self._sock.sendall(_HEADER.pack(len(request)) + request)
-            (n,) = _HEADER.unpack(self._recv_exact(4))
+            try:
+                self._sock.sendall(_HEADER.pack(len(request)) + request)
+                first = self._sock.recv(1)
+            except (BrokenPipeError, ConnectionResetError) as exc:
+                raise _ClosedBeforeReply(
+                    f"rewarm: sidecar at {self.path}: {exc}", code="UNAVAILABLE"
+                ) from exc
+            if not first:
+                raise _ClosedBeforeReply(
+                    f"rewarm: the sidecar at {self.path} closed the connection", code="UNAVAILABLE"
+                )
+            (n,) = _HEADER.unpack(first + self._recv_exact(3))
             if n > MAX_REPLY:
                 # A length no rewarm reply has: the socket is not a rewarm
                 # sidecar (or the stream is out of step). Never allocate it.
