@@ -262,3 +262,15 @@ def test_a_request_meeting_the_idle_close_is_sent_again(tmp_path) -> None:
             time.sleep(0.047 + 0.0001 * (i % 60))  # sweeps across the 50 ms deadline
             assert c.get_lr(sid, 0, 5) == want
         c.close()
+
+
+def test_failover_says_why_the_socket_cannot_connect(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import logging
+
+    monkeypatch.setenv("REWARM_SOCKET", "/tmp/" + "x" * 120 + ".sock")  # too long for a Unix socket
+    with caplog.at_level(logging.WARNING, logger="rewarm"):
+        c = rewarm.connect("auto")
+        c.close()
+    assert "AF_UNIX path too long" in caplog.text

@@ -65,6 +65,7 @@ class FailoverTransport:
         first: SocketTransport | None,
         hello: bytes,
         backoff: tuple[float, float] = (0.05, 5.0),
+        why_not: str = "the sidecar is not running",
     ) -> None:
         self.path = path
         self._hello = hello
@@ -81,7 +82,7 @@ class FailoverTransport:
         if first is not None:
             self._greet_on_reconnect(first, first.roundtrip(hello))
         if first is None:
-            self._down("the sidecar is not running")
+            self._down(why_not)
 
     @property
     def on_socket(self) -> bool:
@@ -260,10 +261,13 @@ def connect_failover(path: str, client: str, must_connect: bool) -> FailoverTran
     """A failover transport to the sidecar at path. With must_connect, the
     first connection must succeed (a misconfigured path fails loudly);
     otherwise the run starts in-process and keeps trying the socket."""
+    why = "the sidecar is not running"
     try:
         first: SocketTransport | None = SocketTransport(path)
-    except TransportError:
+    except TransportError as e:
         if must_connect:
             raise
         first = None
-    return FailoverTransport(os.fspath(path), first, hello_bytes(client))
+        if isinstance(e.__cause__, OSError):  # the reason, e.g. a path too long for a socket
+            why = f"cannot connect: {e.__cause__.strerror or e.__cause__}"
+    return FailoverTransport(os.fspath(path), first, hello_bytes(client), why_not=why)
