@@ -21,7 +21,7 @@ from typing import Any
 from rewarm._client import same_server
 from rewarm._errors import ProtocolError, TransportError
 from rewarm._proto import rewarm_pb2 as pb
-from rewarm._transport import InProcessTransport, SocketTransport
+from rewarm._transport import REQUEST_TIMEOUT, InProcessTransport, SocketTransport
 
 log = logging.getLogger("rewarm")
 
@@ -104,8 +104,11 @@ class FailoverTransport:
     def _side(self) -> InProcessTransport | SocketTransport:
         if self._socket is None and time.monotonic() >= self._retry_at:
             try:
-                sock = SocketTransport(self.path, timeout=10.0)
+                # Short: a frozen sidecar must not stall every reconnect attempt
+                # (the run goes on in-process meanwhile); it is set back below.
+                sock = SocketTransport(self.path, timeout=3.0)
                 self._greet_on_reconnect(sock, sock.roundtrip(self._hello))
+                sock.set_timeout(REQUEST_TIMEOUT)
                 self._socket = sock
                 self._gen += 1
                 self._backoff = self._min_backoff

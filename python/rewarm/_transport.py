@@ -23,6 +23,7 @@ from rewarm._errors import ForkError, TransportError
 
 _HEADER = struct.Struct(">I")
 MAX_REPLY = 1 << 30  # larger than any reply; the Go client's cap too
+REQUEST_TIMEOUT = 60.0  # seconds a socket request may take
 
 FORK_HELP = (
     "the Go runtime does not survive fork(), so calling it here would hang. Use backend='socket' "
@@ -158,7 +159,7 @@ class SocketTransport:
 
     kind = "socket"
 
-    def __init__(self, path: str | os.PathLike[str], timeout: float | None = 60.0) -> None:
+    def __init__(self, path: str | os.PathLike[str], timeout: float | None = REQUEST_TIMEOUT) -> None:
         self.path = os.fspath(path)
         self.timeout = timeout
         self.greeting: bytes | None = None
@@ -276,6 +277,13 @@ class SocketTransport:
             if isinstance(exc, TransportError):
                 raise
             raise TransportError(f"rewarm: sidecar at {self.path}: {exc}", code="UNAVAILABLE") from exc
+
+    def set_timeout(self, timeout: float | None) -> None:
+        """The time a request may take from now on (this and later connections)."""
+        with self._lock:
+            self.timeout = timeout
+            if self._sock is not None:
+                self._sock.settimeout(timeout)
 
     def _drop(self) -> None:
         if self._sock is not None:
