@@ -67,6 +67,9 @@ func (s *Server) logger() *slog.Logger {
 	return slog.Default()
 }
 
+// ServeLockSuffix names the lock file a server holds beside its socket.
+const ServeLockSuffix = ".serve.lock"
+
 // Listener is a Unix socket listener that holds the lock file beside its
 // socket for as long as it is open, so two servers cannot both start on one
 // path. Closing it removes the socket file and releases the lock.
@@ -85,7 +88,8 @@ func (l *Listener) Close() error {
 // Listen creates a Unix socket at path with mode 0600 (no chmod race: the
 // umask is set around bind). A stale socket file left by a dead server is
 // removed; a live one is an error. The check and the bind run under an
-// exclusive lock on path + ".lock", held until the listener is closed: two
+// exclusive lock on path + ".serve.lock" (not ".lock", which the Python
+// spawner holds while it starts a server), held until the listener is closed: two
 // servers started at once cannot both pass the check.
 func Listen(path string) (*Listener, error) {
 	if len(path) > MaxSocketPath {
@@ -96,16 +100,16 @@ func Listen(path string) (*Listener, error) {
 			return nil, fmt.Errorf("create socket directory: %w", err)
 		}
 	}
-	lock, err := os.OpenFile(path+".lock", os.O_CREATE|os.O_RDWR, 0o600)
+	lock, err := os.OpenFile(path+ServeLockSuffix, os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("open the socket's lock file: %w", err)
 	}
 	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		_ = lock.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("a server is already listening on %s (or starting there: %s.lock is held)", path, path)
+			return nil, fmt.Errorf("a server is already listening on %s (or starting there: %s%s is held)", path, path, ServeLockSuffix)
 		}
-		return nil, fmt.Errorf("lock %s.lock: %w", path, err)
+		return nil, fmt.Errorf("lock %s%s: %w", path, ServeLockSuffix, err)
 	}
 	l, err := listenLocked(path)
 	if err != nil {
