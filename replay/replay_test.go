@@ -161,23 +161,28 @@ func megatronBlend(weights []float64, size int) []int {
 	return out
 }
 
+// perRank counts, per rank, the samples of source src over the first steps.
+func perRank(t *testing.T, s *Sampler, steps int64, world, src int) []int {
+	out := make([]int, world)
+	for step := int64(0); step < steps; step++ {
+		for r := 0; r < world; r++ {
+			for _, id := range batch(t, s, step, r, world) {
+				if sourceOf(s, id) == src {
+					out[r]++
+				}
+			}
+		}
+	}
+	return out
+}
+
 func TestNoPeriodicRankSkew(t *testing.T) {
 	for _, c := range []struct{ mbs, dp int }{{5, 4}, {10, 8}, {1, 20}, {4, 8}} {
 		B := c.mbs * c.dp
 		spec := map[string]any{"sources": srcs("new", 10000000, "old", 10000000), "global_batch_size": B, "seed": 1,
 			"stages": []any{map[string]any{"steps": 20000 / B, "mixture": map[string]any{"new": 0.95, "old": 0.05}}}}
 		s := mustParse(t, spec)
-		steps := int64(20000 / B)
-		ours := make([]int, c.dp)
-		for step := int64(0); step < steps; step++ {
-			for r := 0; r < c.dp; r++ {
-				for _, id := range batch(t, s, step, r, c.dp) {
-					if sourceOf(s, id) == 1 {
-						ours[r]++
-					}
-				}
-			}
-		}
+		ours := perRank(t, s, int64(20000/B), c.dp, 1)
 		blend := megatronBlend([]float64{0.95, 0.05}, 20000)
 		theirs := make([]int, c.dp)
 		for i, d := range blend {
@@ -245,23 +250,13 @@ func TestStratifiedBalanceOverSteps(t *testing.T) {
 		if q0, _ := s.Quotas(steps - 1); q0[0] != q[0] {
 			t.Fatalf("old %.2f: quotas vary (%v, %v); the test needs fixed ones", c.old, q, q0)
 		}
-		per := make([]int64, c.world)
-		for step := int64(0); step < steps; step++ {
-			for r := 0; r < c.world; r++ {
-				for _, id := range batch(t, s, step, r, c.world) {
-					if sourceOf(s, id) == 0 {
-						per[r]++
-					}
-				}
-			}
-		}
-		want := q[0] * steps / int64(c.world)
-		for r, n := range per {
+		per := perRank(t, s, steps, c.world, 0)
+		want := int(q[0] * steps / int64(c.world))
+		for _, n := range per {
 			if n != want {
 				t.Errorf("old %.2f, world %d: replay samples per rank %v, want %d each", c.old, c.world, per, want)
 				break
 			}
-			_ = r
 		}
 	}
 }
