@@ -95,13 +95,10 @@ func quotasAt(sp *stagePlan, B, T int64, out []int64) {
 	// 0 <= r <= n in exact arithmetic; float rounding (kept small by
 	// MaxStageSamples) may leave it one outside, and the sum must still be
 	// T·B: take from the smallest remainders, or add round the largest.
-	for ; r < 0; r++ {
-		for k := n - 1; k >= 0; k-- {
-			if s := sp.active[idx[k]]; out[s] > 0 {
-				out[s]--
-				fr[idx[k]] = 1 // taken: not again before the others
-				break
-			}
+	for k := n - 1; r < 0 && k >= 0; k-- {
+		if s := sp.active[idx[k]]; out[s] > 0 {
+			out[s]--
+			r++
 		}
 	}
 	for i := int64(0); i < r; i++ {

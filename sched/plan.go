@@ -186,11 +186,11 @@ func NewPlan(cfg *Config, replans []Replan, reports []Report) (*Plan, error) {
 
 // Replan validates r and appends it. On error the plan is unchanged.
 func (p *Plan) Replan(r Replan) error {
-	if n := len(p.Replans); n > 0 && r.At < p.Replans[n-1].At && r.At >= 0 {
-		return replanErr("at_step", r.At, "must be >= the previous re-plan's step (%d)", p.Replans[n-1].At)
-	}
 	if err := r.Check(); err != nil {
 		return err
+	}
+	if n := len(p.Replans); n > 0 && r.At < p.Replans[n-1].At {
+		return replanErr("at_step", r.At, "must be >= the previous re-plan's step (%d)", p.Replans[n-1].At)
 	}
 	return p.build(&r)
 }
