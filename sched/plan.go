@@ -462,7 +462,11 @@ type Group struct {
 // GroupRange is the group's absolute [min, peak]: its own ends where set,
 // the wrapped schedule's otherwise.
 func (p *Plan) GroupRange(g Group) (lo, hi float64) {
-	lo, hi = rangeOf(p.Config.LR)
+	return g.ends(rangeOf(p.Config.LR))
+}
+
+// ends is the group's [min, peak] given the schedule's.
+func (g Group) ends(lo, hi float64) (float64, float64) {
 	if g.MinLR != nil {
 		lo = *g.MinLR
 	}
@@ -482,7 +486,7 @@ func (p *Plan) GroupLR(v float64, g Group) float64 {
 		return g.Multiplier * v
 	}
 	lo, hi := rangeOf(p.Config.LR)
-	glo, ghi := p.GroupRange(g)
+	glo, ghi := g.ends(lo, hi)
 	switch {
 	case v < lo:
 		return g.Multiplier * glo * (v / lo)

@@ -65,7 +65,7 @@ class FailoverTransport:
         first: SocketTransport | None,
         hello: bytes,
         backoff: tuple[float, float] = (0.05, 5.0),
-        why_not: str = "the sidecar is not running",
+        why_not: str | None = None,
     ) -> None:
         self.path = path
         self._hello = hello
@@ -82,7 +82,7 @@ class FailoverTransport:
         if first is not None:
             self._greet_on_reconnect(first, first.roundtrip(hello))
         if first is None:
-            self._down(why_not)
+            self._down(why_not or "the sidecar is not running")
 
     @property
     def on_socket(self) -> bool:
@@ -264,7 +264,7 @@ def connect_failover(path: str, client: str, must_connect: bool) -> FailoverTran
     """A failover transport to the sidecar at path. With must_connect, the
     first connection must succeed (a misconfigured path fails loudly);
     otherwise the run starts in-process and keeps trying the socket."""
-    why = "the sidecar is not running"
+    why = None
     try:
         first: SocketTransport | None = SocketTransport(path)
     except TransportError as e:

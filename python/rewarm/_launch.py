@@ -40,10 +40,8 @@ def default_socket_path(run_id: str | None = None) -> str:
     return path
 
 
-# Go's time.ParseDuration syntax: one or more <number><unit>.
-_GO_DURATION = re.compile(
-    r"(?:\d+(?:\.\d*)?|\.\d+)(?:ns|us|µs|ms|s|m|h)(?:(?:\d+(?:\.\d*)?|\.\d+)(?:ns|us|µs|ms|s|m|h))*|0"
-)
+# Go's time.ParseDuration syntax: one or more <number><unit>, or 0.
+_GO_DURATION = re.compile(r"(?:(?:\d+(?:\.\d*)?|\.\d+)(?:ns|us|µs|ms|s|m|h))+|0")
 
 
 def _alive(path: str) -> bool:

@@ -59,9 +59,10 @@ def _with_key(e: SpecError) -> SpecError:
     """Name the param-group key behind a group field the Go side refused
     (groups[1].multiplier is the group's lr_mult)."""
     m = re.fullmatch(r"groups\[\d+\]\.(\w+)", e.field)
-    if m is None or _KEY_OF_FIELD.get(m.group(1), m.group(1)) == m.group(1):
+    field = m.group(1) if m else ""
+    key = _KEY_OF_FIELD.get(field, field)
+    if key == field:
         return e
-    key = _KEY_OF_FIELD[m.group(1)]
     return SpecError(f"{e} (the param-group key {key})", code=e.code, field=e.field)
 
 
