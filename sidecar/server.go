@@ -150,10 +150,20 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	s.conns = map[net.Conn]struct{}{}
 	s.lastSeen = time.Now()
 	s.mu.Unlock()
+	// The listener is closed here, not only on cancel, and Serve waits for
+	// it: a *Listener releases its lock in Close, and a server started on
+	// the same path right after Serve returns must find the lock free.
+	stop := make(chan struct{})
+	closed := make(chan struct{})
 	go func() {
-		<-ctx.Done()
+		defer close(closed)
+		select {
+		case <-ctx.Done():
+		case <-stop:
+		}
 		_ = l.Close()
 	}()
+	defer func() { close(stop); <-closed }()
 	var tempDelay time.Duration
 	for {
 		c, err := l.Accept()
