@@ -18,6 +18,7 @@ import pytest
 import torch
 
 import rewarm
+from rewarm._proto import rewarm_pb2 as pb
 
 HERE = Path(__file__).resolve().parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -368,24 +369,64 @@ def test_another_uid_is_refused(tmp_path: Path) -> None:
         "os.setgid(65534); os.setuid(65534)\n"
         "s = socket.socket(socket.AF_UNIX)\n"
         "try:\n    s.connect(sys.argv[1])\nexcept PermissionError:\n    print('EACCES'); sys.exit(0)\n"
-        "try:\n"
-        "    s.sendall(struct.pack('>I', 2) + b'\\x12\\x00')\n"
-        "    print('closed' if s.recv(4) == b'' else 'answered')\n"
-        "except (ConnectionResetError, BrokenPipeError):\n"
-        "    print('closed')\n"
+        "s.sendall(struct.pack('>I', 2) + b'\\x12\\x00')\n"  # a hello frame
+        "f = s.makefile('rb')\n"
+        "n = struct.unpack('>I', f.read(4))[0]\n"
+        "print(f.read(n).hex())\n"
+        "print('closed' if f.read(1) == b'' else 'open')\n"
     )
     with rewarm.Sidecar(sock, "--log-level", "info") as sc:
         # The 0600 socket keeps the other uid out at connect.
         r = subprocess.run([sys.executable, "-c", probe, sock], capture_output=True, text=True, timeout=30)
         assert r.stdout.strip() == "EACCES", r.stdout + r.stderr
-        # Even with the file opened up, SO_PEERCRED refuses it, and the refusal is logged.
+        # Even with the file opened up, SO_PEERCRED refuses it: the peer is
+        # told why, the connection is closed, and the refusal is logged.
         os.chmod(sock, 0o666)
         r = subprocess.run([sys.executable, "-c", probe, sock], capture_output=True, text=True, timeout=30)
-        assert r.stdout.strip() == "closed", r.stdout + r.stderr
+        reply, state = r.stdout.split()
+        err = pb.Response.FromString(bytes.fromhex(reply)).error
+        assert err.code == pb.ERROR_CODE_PERMISSION_DENIED and "runs as uid 65534" in err.message, reply
+        assert state == "closed"
         wait_for(lambda: any("another user" in line for line in sc.log), timeout=10, what="the refusal log")
         rewarm.connect("socket", socket_path=sock, failover=False).open_session(
             {"kind": "constant", "peak_lr": 1.0}
         )
+
+
+def test_a_sidecar_of_another_user_says_so(tmp_path: Path) -> None:
+    """Root reaches any socket whatever its mode (sudo rewarm ctl, say): the
+    clients then raise the sidecar's reason, not a dropped connection."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run a sidecar as another uid")
+    import shutil
+    import tempfile
+
+    shared = tempfile.mkdtemp(prefix="rewarm-uid-", dir="/tmp")
+    os.chmod(shared, 0o777)
+    binary = shutil.copy(rewarm.find_binary(), shared)
+    sock = os.path.join(shared, "s.sock")
+    proc = subprocess.Popen(
+        [binary, "serve", "--socket", sock], user=65534, group=65534, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().startswith("READY"), (
+            "the sidecar did not start"
+        )
+        for failover in (False, True):
+            with pytest.raises(rewarm.ProtocolError, match=r"serves uid 65534 only.*runs as uid 0") as e:
+                rewarm.connect("socket", socket_path=sock, failover=failover)
+            assert e.value.code == "PERMISSION_DENIED"
+        r = subprocess.run(
+            [rewarm.find_binary(), "ctl", "--socket", sock, "status"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert r.returncode != 0 and "serves uid 65534 only" in r.stderr, r.stderr
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        shutil.rmtree(shared, ignore_errors=True)
 
 
 def test_resumed_job_gets_the_controls_of_a_restarted_sidecar(

@@ -43,6 +43,9 @@ type Server struct {
 	// IdleTimeout closes a connection with no request for this long (0: never).
 	IdleTimeout time.Duration
 	Log         *slog.Logger
+	// allowUID admits a peer by uid (the server's own uid when nil); tests
+	// stand in another user with it.
+	allowUID func(uid int) bool
 
 	mu       sync.Mutex
 	conns    map[net.Conn]struct{}
@@ -219,13 +222,6 @@ func (s *Server) track(c net.Conn, add bool) {
 
 func (s *Server) serveConn(c net.Conn) {
 	log := s.logger()
-	if uc, ok := c.(*net.UnixConn); ok {
-		uid, err := peerUID(uc)
-		if err != nil || uid != os.Getuid() {
-			log.Warn("refused connection from another user", "peer_uid", uid, "err", err)
-			return
-		}
-	}
 	maxFrame := s.MaxFrame
 	if maxFrame == 0 {
 		maxFrame = DefaultMaxFrame
@@ -233,6 +229,18 @@ func (s *Server) serveConn(c net.Conn) {
 	frameTimeout := s.FrameTimeout
 	if frameTimeout == 0 {
 		frameTimeout = 30 * time.Second
+	}
+	if uc, ok := c.(*net.UnixConn); ok {
+		uid, err := peerUID(uc)
+		allow := s.allowUID
+		if allow == nil {
+			allow = func(uid int) bool { return uid == os.Getuid() }
+		}
+		if err != nil || !allow(uid) {
+			log.Warn("refused connection from another user", "peer_uid", uid, "err", err)
+			s.refuse(c, maxFrame, frameTimeout, uid, err)
+			return
+		}
 	}
 	conn := s.Dispatcher.NewConn()
 	defer conn.Close()
@@ -281,6 +289,21 @@ func (s *Server) serveConn(c net.Conn) {
 			return
 		}
 	}
+}
+
+// refuse answers a refused peer's first request with PERMISSION_DENIED, so
+// it learns why rather than seeing a dropped connection. Nothing of the
+// request is read but its frame.
+func (s *Server) refuse(c net.Conn, maxFrame uint32, timeout time.Duration, uid int, err error) {
+	_ = c.SetReadDeadline(time.Now().Add(timeout))
+	if _, rerr := ReadFrame(bufio.NewReader(c), maxFrame, nil); rerr != nil {
+		return
+	}
+	why := fmt.Sprintf("this sidecar serves uid %d only; the connecting process runs as uid %d", os.Getuid(), uid)
+	if err != nil {
+		why = fmt.Sprintf("this sidecar serves uid %d only and could not read the connecting process's uid: %v", os.Getuid(), err)
+	}
+	s.reply(c, timeout, errorFrame(pb.ErrorCode_ERROR_CODE_PERMISSION_DENIED, why))
 }
 
 func (s *Server) reply(c net.Conn, timeout time.Duration, frame []byte) bool {

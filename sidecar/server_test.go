@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -245,6 +246,40 @@ func TestListenRaceHasOneWinner(t *testing.T) {
 		}
 		_ = c.Close()
 		_ = won[0].Close()
+	}
+}
+
+func TestAnotherUserIsToldWhy(t *testing.T) {
+	var seen []int
+	var mu sync.Mutex
+	path, stop := startServer(t, func(s *Server) {
+		s.allowUID = func(uid int) bool {
+			mu.Lock()
+			defer mu.Unlock()
+			seen = append(seen, uid)
+			return false
+		}
+	})
+	defer stop()
+	c := dial(t, path)
+	r := c.call(&pb.Request{Body: &pb.Request_Hello{Hello: &pb.Hello{ProtocolVersion: dispatch.ProtocolVersion}}})
+	e := r.GetError()
+	if e.GetCode() != pb.ErrorCode_ERROR_CODE_PERMISSION_DENIED || !strings.Contains(e.GetMessage(), fmt.Sprintf("runs as uid %d", os.Getuid())) {
+		t.Fatalf("refused peer got %v", r)
+	}
+	// Nothing more is served on that connection.
+	if _, err := c.recv(); err == nil {
+		t.Fatal("a refused connection stayed open")
+	}
+	mu.Lock()
+	checked := append([]int(nil), seen...)
+	mu.Unlock()
+	if len(checked) != 1 || checked[0] != os.Getuid() {
+		t.Fatalf("uids checked: %v", checked)
+	}
+	// The Go client reports the server's reason.
+	if _, err := Dial(path, "test"); err == nil || !strings.Contains(err.Error(), "serves uid") {
+		t.Fatalf("Dial by a refused peer: %v", err)
 	}
 }
 

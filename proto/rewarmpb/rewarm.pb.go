@@ -94,21 +94,24 @@ const (
 	ErrorCode_ERROR_CODE_UNIMPLEMENTED      ErrorCode = 7
 	ErrorCode_ERROR_CODE_INTERNAL           ErrorCode = 8
 	ErrorCode_ERROR_CODE_RESOURCE_EXHAUSTED ErrorCode = 9
+	// The connecting process runs as another user than the sidecar.
+	ErrorCode_ERROR_CODE_PERMISSION_DENIED ErrorCode = 10
 )
 
 // Enum value maps for ErrorCode.
 var (
 	ErrorCode_name = map[int32]string{
-		0: "ERROR_CODE_UNSPECIFIED",
-		1: "ERROR_CODE_INVALID_ARGUMENT",
-		2: "ERROR_CODE_NOT_FOUND",
-		3: "ERROR_CODE_PROTOCOL_MISMATCH",
-		4: "ERROR_CODE_HANDSHAKE_REQUIRED",
-		5: "ERROR_CODE_MALFORMED",
-		6: "ERROR_CODE_FRAME_TOO_LARGE",
-		7: "ERROR_CODE_UNIMPLEMENTED",
-		8: "ERROR_CODE_INTERNAL",
-		9: "ERROR_CODE_RESOURCE_EXHAUSTED",
+		0:  "ERROR_CODE_UNSPECIFIED",
+		1:  "ERROR_CODE_INVALID_ARGUMENT",
+		2:  "ERROR_CODE_NOT_FOUND",
+		3:  "ERROR_CODE_PROTOCOL_MISMATCH",
+		4:  "ERROR_CODE_HANDSHAKE_REQUIRED",
+		5:  "ERROR_CODE_MALFORMED",
+		6:  "ERROR_CODE_FRAME_TOO_LARGE",
+		7:  "ERROR_CODE_UNIMPLEMENTED",
+		8:  "ERROR_CODE_INTERNAL",
+		9:  "ERROR_CODE_RESOURCE_EXHAUSTED",
+		10: "ERROR_CODE_PERMISSION_DENIED",
 	}
 	ErrorCode_value = map[string]int32{
 		"ERROR_CODE_UNSPECIFIED":        0,
@@ -121,6 +124,7 @@ var (
 		"ERROR_CODE_UNIMPLEMENTED":      7,
 		"ERROR_CODE_INTERNAL":           8,
 		"ERROR_CODE_RESOURCE_EXHAUSTED": 9,
+		"ERROR_CODE_PERMISSION_DENIED":  10,
 	}
 )
 
@@ -3683,7 +3687,7 @@ const file_rewarm_proto_rawDesc = "" +
 	"latest_seq\x18\x03 \x01(\x04R\tlatestSeq*Q\n" +
 	"\x0fProtocolVersion\x12 \n" +
 	"\x1cPROTOCOL_VERSION_UNSPECIFIED\x10\x00\x12\x1c\n" +
-	"\x18PROTOCOL_VERSION_CURRENT\x10\x01*\xbb\x02\n" +
+	"\x18PROTOCOL_VERSION_CURRENT\x10\x01*\xdd\x02\n" +
 	"\tErrorCode\x12\x1a\n" +
 	"\x16ERROR_CODE_UNSPECIFIED\x10\x00\x12\x1f\n" +
 	"\x1bERROR_CODE_INVALID_ARGUMENT\x10\x01\x12\x18\n" +
@@ -3694,7 +3698,9 @@ const file_rewarm_proto_rawDesc = "" +
 	"\x1aERROR_CODE_FRAME_TOO_LARGE\x10\x06\x12\x1c\n" +
 	"\x18ERROR_CODE_UNIMPLEMENTED\x10\a\x12\x17\n" +
 	"\x13ERROR_CODE_INTERNAL\x10\b\x12!\n" +
-	"\x1dERROR_CODE_RESOURCE_EXHAUSTED\x10\tB)Z'github.com/rewarm/rewarm/proto/rewarmpbb\x06proto3"
+	"\x1dERROR_CODE_RESOURCE_EXHAUSTED\x10\t\x12 \n" +
+	"\x1cERROR_CODE_PERMISSION_DENIED\x10\n" +
+	"B)Z'github.com/rewarm/rewarm/proto/rewarmpbb\x06proto3"
 
 var (
 	file_rewarm_proto_rawDescOnce sync.Once

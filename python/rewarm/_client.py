@@ -120,7 +120,14 @@ def _raise(err: Any) -> None:
         raise SpecError(err.message, code=short, field=err.field)
     if short == "NOT_FOUND":
         raise SessionNotFound(err.message, code=short, field=err.field)
-    if short in {"PROTOCOL_MISMATCH", "HANDSHAKE_REQUIRED", "MALFORMED", "FRAME_TOO_LARGE", "UNIMPLEMENTED"}:
+    if short in {
+        "PROTOCOL_MISMATCH",
+        "HANDSHAKE_REQUIRED",
+        "MALFORMED",
+        "FRAME_TOO_LARGE",
+        "UNIMPLEMENTED",
+        "PERMISSION_DENIED",
+    }:
         raise ProtocolError(err.message, code=short, field=err.field)
     raise RewarmError(err.message, code=short, field=err.field)
 

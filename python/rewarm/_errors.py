@@ -19,7 +19,8 @@ class SpecError(RewarmError, ValueError):
 
 
 class ProtocolError(RewarmError, RuntimeError):
-    """The two ends disagree on the protocol, or a frame was refused."""
+    """The two ends disagree on the protocol, or a frame or the connection
+    was refused (code PERMISSION_DENIED: the sidecar runs as another user)."""
 
 
 class SessionNotFound(RewarmError, LookupError):

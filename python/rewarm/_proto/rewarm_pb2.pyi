@@ -25,6 +25,7 @@ class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_CODE_UNIMPLEMENTED: _ClassVar[ErrorCode]
     ERROR_CODE_INTERNAL: _ClassVar[ErrorCode]
     ERROR_CODE_RESOURCE_EXHAUSTED: _ClassVar[ErrorCode]
+    ERROR_CODE_PERMISSION_DENIED: _ClassVar[ErrorCode]
 PROTOCOL_VERSION_UNSPECIFIED: ProtocolVersion
 PROTOCOL_VERSION_CURRENT: ProtocolVersion
 ERROR_CODE_UNSPECIFIED: ErrorCode
@@ -37,6 +38,7 @@ ERROR_CODE_FRAME_TOO_LARGE: ErrorCode
 ERROR_CODE_UNIMPLEMENTED: ErrorCode
 ERROR_CODE_INTERNAL: ErrorCode
 ERROR_CODE_RESOURCE_EXHAUSTED: ErrorCode
+ERROR_CODE_PERMISSION_DENIED: ErrorCode
 
 class Request(_message.Message):
     __slots__ = ("id", "hello", "open_session", "get_lr", "get_state", "restore_state", "close_session", "replan", "report", "preview", "open_sampler", "get_batches", "get_quotas", "get_mod_plan", "get_status", "post_control", "poll_control")
