@@ -480,7 +480,7 @@ func TestBadSpecs(t *testing.T) {
 		{func(m map[string]any) {
 			m["stages"] = []any{map[string]any{"steps": 10, "mixture": map[string]any{"a": 1.0}},
 				map[string]any{"steps": 10, "mixture": map[string]any{"a": 0.5, "b": 0.5}, "replay": map[string]any{"b": "seen"}}}
-		}, "stages[1].mixture.b", "seen"},
+		}, "stages[1].replay.b", "seen"},
 		{func(m map[string]any) {
 			m["stages"] = []any{map[string]any{"steps": 0, "mixture": map[string]any{"a": 1.0}}}
 		}, "stages[0].steps", "0"},

@@ -180,7 +180,15 @@ func New(spec Spec) (*Sampler, error) {
 			}
 			if sp.mode[s] == Seen {
 				if fresh[s] == 0 {
-					return nil, fail(f+".mixture."+spec.Sources[s].Name, "seen",
+					// Name the setting that asked for "seen": the stage's own
+					// entry for this source, the stage's mode, or the spec's.
+					field := "replay"
+					if _, one := st.Replay.(string); explicit {
+						field = f + ".replay." + spec.Sources[s].Name
+					} else if one {
+						field = f + ".replay"
+					}
+					return nil, fail(field, "seen",
 						"replay of %q draws only samples consumed earlier, and no earlier stage read any", spec.Sources[s].Name)
 				}
 				sp.seenLen[s] = fresh[s]

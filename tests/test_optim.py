@@ -54,7 +54,8 @@ def assert_same_optimizer_state(a: dict, b: dict) -> None:
 def record_used(opt: torch.optim.Optimizer) -> list[list[float]]:
     """The rates each inner update actually ran with (a step pre-hook of the inner optimizer)."""
     used: list[list[float]] = []
-    opt.register_step_pre_hook(lambda o, args, kw: used.append([float(g["lr"]) for g in o.param_groups]))
+    inner = opt.optimizer if isinstance(opt, rewarm.RewarmOptimizer) else opt
+    inner.register_step_pre_hook(lambda o, args, kw: used.append([float(g["lr"]) for g in o.param_groups]))
     return used
 
 
@@ -701,3 +702,103 @@ def test_compiled_step_counts_every_update_without_recompiling() -> None:
     assert lr.item() == pytest.approx(ref(12), rel=1e-6)
     assert counters["stats"]["unique_graphs"] <= 2
     torch._dynamo.reset()
+
+
+def test_step_hooks_get_the_wrapper_and_see_the_update_counted() -> None:
+    import io
+
+    model, opt = make()
+    seen: list[tuple[str, bool, int]] = []
+    saved: dict[int, bytes] = {}
+
+    def pre(o, args, kwargs):
+        seen.append(("pre", o is opt, o.steps_applied))
+
+    def post(o, args, kwargs):
+        seen.append(("post", o is opt, o.steps_applied))
+        assert o.get_last_lr() == pytest.approx([ref(o.steps_applied - 1), 0.1 * ref(o.steps_applied - 1)])
+        buf = io.BytesIO()
+        torch.save({"model": model.state_dict(), "opt": o.state_dict()}, buf)  # a checkpoint hook
+        saved[o.steps_applied] = buf.getvalue()
+
+    h_pre, h_post = opt.register_step_pre_hook(pre), opt.register_step_post_hook(post)
+    full = train(model, opt, 8)
+    assert seen[:4] == [("pre", True, 0), ("post", True, 1), ("pre", True, 1), ("post", True, 2)]
+    h_pre.remove()
+    h_post.remove()
+    train(model, opt, 1)
+    assert len(seen) == 16
+    # The checkpoint written in the post hook after update 5 resumes at update 6.
+    model2, opt2 = make()
+    ck = torch.load(io.BytesIO(saved[5]), weights_only=True)
+    model2.load_state_dict(ck["model"])
+    opt2.load_state_dict(ck["opt"])
+    assert opt2.steps_applied == 5
+    assert train(model2, opt2, 3) == full[5:8]
+    # A pre-hook may replace the arguments, as torch's do.
+    calls = []
+    opt2.register_step_pre_hook(lambda o, args, kwargs: ((), {"closure": lambda: calls.append(1) or 0.0}))
+    opt2.step()
+    assert calls == [1] and opt2.steps_applied == 9
+    opt2.register_step_pre_hook(lambda o, args, kwargs: "no")
+    with pytest.raises(RuntimeError, match="pre-hook must return None or"):
+        opt2.step()
+
+
+def test_a_tensor_group_key_changed_in_place_applies_from_the_next_update() -> None:
+    a = torch.nn.Parameter(torch.zeros(1))
+    mult = torch.tensor(1.0)
+    opt = rewarm.wrap(torch.optim.SGD([{"params": [a], "lr_mult": mult}], lr=0.0), schedule=SPEC)
+    used = record_used(opt)
+    for _ in range(3):
+        a.grad = torch.ones(1)
+        opt.step()
+    mult.fill_(0.25)
+    a.grad = torch.ones(1)
+    opt.step()
+    assert used[-1] == pytest.approx([0.25 * ref(3)], rel=1e-12)
+
+
+def test_a_step_whose_rates_cannot_be_fetched_changes_nothing() -> None:
+    a = torch.nn.Parameter(torch.zeros(1))
+    opt = rewarm.wrap(torch.optim.SGD([a], lr=0.0), schedule=SPEC, window=2)
+    a.grad = torch.ones(1)
+    opt.step()
+    opt.close()
+    failed = 0
+    for _ in range(3):  # the cached window runs out within these
+        before = a.detach().clone()
+        n = opt.steps_applied
+        try:
+            opt.step()
+        except rewarm.SessionNotFound:
+            failed += 1
+            assert torch.equal(a.detach(), before) and opt.steps_applied == n  # not applied, not counted
+    assert failed >= 1
+
+
+def test_wrapper_argument_errors_name_the_argument() -> None:
+    model, opt = make()
+    with pytest.raises(rewarm.SpecError, match=r'"n" = 2\.5'):
+        opt.lrs_at(2.5)
+    with pytest.raises(rewarm.SpecError, match="\"n\" = '3'"):
+        opt.momentum_at("3")
+    with pytest.raises(rewarm.SpecError, match='"every" = 0'):
+        opt.poll_control(every=0)
+    with pytest.raises(TypeError, match="param_group must be a dict, got list"):
+        opt.add_param_group([torch.nn.Parameter(torch.zeros(1))])
+    linear = torch.optim.lr_scheduler.LinearLR(torch.optim.SGD(model.parameters(), lr=1.0), total_iters=5)
+    with pytest.raises(ValueError, match="no 'rewarm' entry"):
+        opt.lr_scheduler.load_state_dict(linear.state_dict())
+
+
+def test_an_lr_set_by_a_torch_scheduler_is_overridden_with_a_warning() -> None:
+    model, opt = make()
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=0)
+    used = record_used(opt)
+    train(model, opt, 1)
+    plateau.step(1.0)
+    plateau.step(2.0)  # worse: halves every group's lr
+    with pytest.warns(UserWarning, match="param group 0's lr was set to .* outside rewarm"):
+        train(model, opt, 1)
+    assert used[-1] == pytest.approx([ref(1), 0.1 * ref(1)], rel=1e-12)

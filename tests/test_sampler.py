@@ -375,3 +375,14 @@ def test_sampler_arguments_and_environment_are_checked(monkeypatch: pytest.Monke
         rewarm.ReplaySampler("/nonexistent/replay.yaml")
     s.close()
     s.close()  # a second close does nothing
+
+
+def test_the_sampler_keeps_its_own_copy_of_the_spec() -> None:
+    import copy
+
+    spec = copy.deepcopy(SPEC)
+    s = rewarm.ReplaySampler(spec, rank=0, world_size=1)
+    spec["stages"][0]["steps"] += 1  # the caller edits its dict afterwards
+    again = rewarm.ReplaySampler(s.spec, rank=0, world_size=1)
+    assert again.spec_hash == s.spec_hash
+    again.load_state_dict(s.state_dict())

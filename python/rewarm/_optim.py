@@ -26,6 +26,7 @@ from typing import Any, Literal
 import torch
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
+from torch.utils.hooks import RemovableHandle
 
 from rewarm import _transport
 from rewarm._client import Backend, Client, GroupSpec, SessionInfo, connect, int_arg
@@ -140,8 +141,14 @@ def _keys_of(groups: Sequence[Mapping[str, Any]]) -> list[KeySig]:
     out = []
     for g in groups:
         present = tuple(k for k, _ in GROUP_KEYS if k in g)
-        out.append((len(g), present, tuple(g[k] for k in present)))
+        # A tensor key is compared by value: the same object changed in place
+        # (fill_) is a change too.
+        out.append((len(g), present, tuple(_key_value(g[k]) for k in present)))
     return out
+
+
+def _key_value(v: Any) -> Any:
+    return v.item() if isinstance(v, torch.Tensor) and v.numel() == 1 else v
 
 
 def _spec_from_keys(g: Mapping[str, Any], k: int) -> GroupSpec:
@@ -239,8 +246,9 @@ class RewarmOptimizer(Optimizer):
         track_grad_norm: Literal["l1", "l2"] | None = None,
     ) -> None:
         # Optimizer.__init__ is deliberately not called: all optimizer state
-        # lives in the inner optimizer. Only the state-dict hooks live here (the
-        # step hooks are the inner optimizer's, see register_step_pre_hook).
+        # lives in the inner optimizer. Only hooks live here: the state-dict
+        # ones, and step hooks registered on this wrapper (they get the wrapper
+        # and see the update counted, as torch's do for their optimizer).
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"rewarm.wrap needs a torch.optim.Optimizer, got {type(optimizer).__name__}")
         if isinstance(optimizer, RewarmOptimizer):
@@ -254,6 +262,8 @@ class RewarmOptimizer(Optimizer):
         self._optimizer_state_dict_post_hooks = OrderedDict()
         self._optimizer_load_state_dict_pre_hooks = OrderedDict()
         self._optimizer_load_state_dict_post_hooks = OrderedDict()
+        self._step_pre_hooks: OrderedDict[int, Callable[..., Any]] = OrderedDict()
+        self._step_post_hooks: OrderedDict[int, Callable[..., Any]] = OrderedDict()
         # The keys wrap() writes into each group: checkpoints made before they
         # were written lack them, and load_state_dict puts them back.
         if not isinstance(name, str):
@@ -297,6 +307,8 @@ class RewarmOptimizer(Optimizer):
             self._ctl_seq = 0  # the newest `rewarm ctl` control seen
             self._ctl_epoch = 0  # the sidecar numbering it belongs to (0: not seen yet)
             self._polled_at = -1
+            self._warned_lr = False  # see _warn_if_lr_set_outside
+            self._shown: list[float] = []  # the rates shown in the groups after the last update
             self._last_lrs: list[float] = list(self.lrs_at(0))
             self._used: list[float] = self._last_lrs  # the rates of the update in progress
             self._check_momentum()
@@ -365,7 +377,9 @@ class RewarmOptimizer(Optimizer):
                 code="FORKED",
             )
         g = len(specs)
-        count = max(1, min(self._window, MAX_VALUES_PER_CALL // max(1, g)))
+        # At least two updates: step() fetches before the inner step (update
+        # n+1 and n+2), so a failed fetch never follows an applied update.
+        count = max(2, min(self._window, MAX_VALUES_PER_CALL // max(1, g)))
         try:
             v = self._client.get_values(self._session, n, count, specs)
         except SpecError as e:
@@ -391,6 +405,7 @@ class RewarmOptimizer(Optimizer):
         """Write row i of the window (update cache_start+i+1) into the groups."""
         if len(groups) > 1:
             _unshare(groups, "lr")
+        self._shown = self._rows[i]
         for group, lr in zip(groups, self._rows[i]):  # noqa: B905 - lengths checked by the caller
             cur = group.get("lr")
             if type(cur) is not float and isinstance(cur, torch.Tensor):
@@ -412,17 +427,17 @@ class RewarmOptimizer(Optimizer):
 
     def lrs_at(self, n: int) -> list[float]:
         """The per-group learning rates that update n+1 uses."""
-        i = self._index(n)  # may refill the rows
+        i = self._index(int_arg(n, "n"))  # may refill the rows
         return self._rows[i]
 
     def momentum_at(self, n: int) -> float | None:
         """The momentum (or beta1) of update n+1, or None when not scheduled."""
-        i = self._index(n)
+        i = self._index(int_arg(n, "n"))
         return None if self._momentum is None else self._momentum[i]
 
     def weight_decay_at(self, n: int) -> list[float] | None:
         """The per-group weight decay of update n+1, or None when not scheduled."""
-        i = self._index(n)
+        i = self._index(int_arg(n, "n"))
         return None if self._wd_rows is None else self._wd_rows[i]
 
     def _warn_about_group_keys(self, groups: Sequence[Mapping[str, Any]], first: int = 0) -> None:
@@ -559,6 +574,7 @@ class RewarmOptimizer(Optimizer):
         """
         import torch.distributed as dist
 
+        every = int_arg(every, "every", lo=1)
         if every > 1 and self._n % every:
             return []
         distributed = dist.is_available() and dist.is_initialized()
@@ -635,9 +651,33 @@ class RewarmOptimizer(Optimizer):
 
     def step(self, closure: Callable[[], float] | None = None) -> Any:  # type: ignore[override]
         """Set each group's values for update n+1, run the inner step, count it,
-        and show the values of update n+2."""
+        and show the values of update n+2. Step hooks registered on this
+        wrapper run around all of it."""
         if _is_compiling():
             return self._traced_step(closure)
+        if self._step_pre_hooks or self._step_post_hooks:
+            args, kwargs = self._run_pre_hooks(closure)
+            loss = self._step(*args, **kwargs)
+            self._run_post_hooks(args, kwargs)
+            return loss
+        return self._step(closure)
+
+    def _run_pre_hooks(self, closure: Callable[[], float] | None) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        args: tuple[Any, ...] = () if closure is None else (closure,)
+        kwargs: dict[str, Any] = {}
+        for pre in list(self._step_pre_hooks.values()):
+            out = pre(self, args, kwargs)
+            if out is not None:
+                if not (isinstance(out, tuple) and len(out) == 2):
+                    raise RuntimeError(f"a step pre-hook must return None or (args, kwargs), got {out!r:.80}")
+                args, kwargs = out
+        return args, kwargs
+
+    def _run_post_hooks(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        for post in list(self._step_post_hooks.values()):
+            post(self, args, kwargs)
+
+    def _step(self, closure: Callable[[], float] | None = None) -> Any:
         inner = self.optimizer
         groups = inner.param_groups
         rows = self._rows
@@ -674,6 +714,7 @@ class RewarmOptimizer(Optimizer):
             for group in groups:
                 group["lr"] = row[k]
                 k += 1  # noqa: SIM113
+            self._shown = row
         return loss
 
     def _slow_step(self, closure: Callable[[], float] | None) -> Any:
@@ -682,8 +723,13 @@ class RewarmOptimizer(Optimizer):
     def _traced_step(self, closure: Callable[[], float] | None) -> Any:
         # Under torch.compile only the inner step is traced; the bookkeeping runs
         # eagerly, so the counter and the fetched rates are never baked into a graph
-        # (and do not cause a recompile per update).
-        return self._step_between(closure, self._begin_update_eager, self._end_update_eager)
+        # (and do not cause a recompile per update). Step hooks run eagerly too.
+        args, kwargs = self._run_pre_hooks_eager(closure)
+        loss = self._step_between(
+            kwargs.get("closure", args[0] if args else None), self._begin_update_eager, self._end_update_eager
+        )
+        self._run_post_hooks_eager(args, kwargs)
+        return loss
 
     def _step_between(
         self, closure: Callable[[], float] | None, begin: Callable[[], bool], end: Callable[[], None]
@@ -704,14 +750,40 @@ class RewarmOptimizer(Optimizer):
             return True
         groups = inner.param_groups
         i = self._n - self._cache_start
-        # Hot path: the rates are already fetched and no group was added or re-keyed.
+        # Hot path: this update's and the next one's values are already fetched
+        # and no group was added or re-keyed. Otherwise fetch them now: a fetch
+        # that fails must fail before the inner step, not after it.
         if not (
-            0 <= i < len(self._rows) and len(groups) == len(self._groups) and _keys_of(groups) == self._keys
+            0 <= i < len(self._rows) - 1
+            and len(groups) == len(self._groups)
+            and _keys_of(groups) == self._keys
         ):
             i = self._index(self._n)
+            if i + 1 >= len(self._rows):
+                self._fill(self._n)
+                i = 0
+        self._warn_if_lr_set_outside(groups)
         self._apply(groups, i)
         self._used = self._rows[i]
         return False
+
+    def _warn_if_lr_set_outside(self, groups: list[dict[str, Any]]) -> None:
+        """Warn (once) when a group's lr is not the one shown after the last
+        update: something else (a torch LR scheduler, user code) set it, and
+        this update overwrites it."""
+        if self._warned_lr:
+            return
+        for k, (g, shown) in enumerate(zip(groups, self._shown)):  # noqa: B905 - a new group has none
+            cur = g.get("lr")
+            if isinstance(cur, float) and cur != shown:
+                self._warned_lr = True
+                warnings.warn(
+                    f"rewarm: param group {k}'s lr was set to {cur} outside rewarm (by a torch LR "
+                    "scheduler?); this update uses the schedule's rate. Change rates with replan() "
+                    "or the group's lr_mult instead",
+                    stacklevel=7,  # the caller of step()
+                )
+                return
 
     def _end_update(self) -> None:
         """Count the update just made and show the next one's values."""
@@ -727,6 +799,8 @@ class RewarmOptimizer(Optimizer):
 
     _begin_update_eager = torch._disable_dynamo(_begin_update)
     _end_update_eager = torch._disable_dynamo(_end_update)
+    _run_pre_hooks_eager = torch._disable_dynamo(_run_pre_hooks)
+    _run_post_hooks_eager = torch._disable_dynamo(_run_post_hooks)
 
     def _apply_extras(self, groups: list[dict[str, Any]], i: int) -> None:
         if self._momentum is not None:
@@ -761,6 +835,8 @@ class RewarmOptimizer(Optimizer):
         its keys (``lr_mult``, ``wd_mult``, ``rewarm_min_lr``, ``rewarm_peak_lr``),
         also when wrap() was given multipliers/groups; they are checked (in Go)
         before anything changes, and the group shows the next update's rate."""
+        if not isinstance(param_group, dict):
+            raise TypeError(f"param_group must be a dict, got {type(param_group).__name__}")
         self._sync_groups()
         specs = [*self._groups, _spec_from_keys(param_group, len(self._groups))]
         window = self._fetch(self._n, specs)  # raises on a bad multiplier or range
@@ -775,11 +851,20 @@ class RewarmOptimizer(Optimizer):
         self._rates_only = self._momentum is None and self._wd_rows is None
         self._apply(self.optimizer.param_groups, 0)
 
-    def register_step_pre_hook(self, hook: Callable[..., Any]) -> Any:
-        return self.optimizer.register_step_pre_hook(hook)
+    def register_step_pre_hook(self, hook: Callable[..., Any]) -> RemovableHandle:
+        """``hook(optimizer, args, kwargs) -> None | (args, kwargs)`` runs before
+        each step(), with this wrapper as the optimizer (torch's convention)."""
+        handle = RemovableHandle(self._step_pre_hooks)
+        self._step_pre_hooks[handle.id] = hook
+        return handle
 
-    def register_step_post_hook(self, hook: Callable[..., Any]) -> Any:
-        return self.optimizer.register_step_post_hook(hook)
+    def register_step_post_hook(self, hook: Callable[..., Any]) -> RemovableHandle:
+        """``hook(optimizer, args, kwargs)`` runs after each step(), once the
+        update is counted: steps_applied, get_last_lr() and state_dict() are
+        those after it."""
+        handle = RemovableHandle(self._step_post_hooks)
+        self._step_post_hooks[handle.id] = hook
+        return handle
 
     def rewarm_state(self) -> dict[str, Any]:
         """The schedule part of state_dict(): spec, n, the Go session snapshot
@@ -988,8 +1073,13 @@ class RewarmLRScheduler(LRScheduler):
         return {"last_epoch": self.last_epoch, "rewarm": self._rewarm.rewarm_state()}
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:  # type: ignore[override]
-        if "rewarm" in state_dict:
-            self._rewarm.load_rewarm_state(state_dict["rewarm"])
+        if not isinstance(state_dict, Mapping) or "rewarm" not in state_dict:
+            got = sorted(state_dict) if isinstance(state_dict, Mapping) else type(state_dict).__name__
+            raise ValueError(
+                f"rewarm scheduler state: no 'rewarm' entry (got {got}); this is not a rewarm scheduler's "
+                "state_dict, and a torch scheduler's state cannot set a rewarm schedule's position"
+            )
+        self._rewarm.load_rewarm_state(state_dict["rewarm"])
         self.step()
 
 

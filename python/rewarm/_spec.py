@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -18,7 +19,9 @@ def load_spec(spec: SpecLike, what: str = "schedule") -> dict[str, Any]:
     """Return a spec mapping from a dict, or from a .yaml/.yml/.json file.
     ``what`` names the spec in errors ("schedule", "replay spec")."""
     if type(spec) is dict or isinstance(spec, Mapping):
-        return dict(spec)
+        # A deep copy: what the caller edits later must not show in the
+        # object's .spec while its plan stays the one built from the original.
+        return copy.deepcopy(dict(spec))
     if not isinstance(spec, (str, os.PathLike)):
         raise TypeError(
             f"{what} must be a mapping or a path to a .yaml/.json file, got {type(spec).__name__}"
