@@ -88,7 +88,7 @@ def test_dataloader_with_concat_dataset_and_workers() -> None:
         (lambda s: s["stages"][1]["mixture"].__setitem__("pile", 0.5), "stages[1].mixture"),
         (
             lambda s: s["stages"][0].__setitem__("replay", {"slimpajama": "seen"}),
-            "stages[0].mixture.slimpajama",
+            "stages[0].replay.slimpajama",
         ),
     ],
 )
@@ -96,7 +96,7 @@ def test_bad_specs(edit, field: str) -> None:
     import copy
 
     spec = copy.deepcopy(SPEC)
-    if field == "stages[0].mixture.slimpajama":
+    if field == "stages[0].replay.slimpajama":
         spec["stages"][0]["mixture"] = {"pile": 0.5, "slimpajama": 0.5}
     edit(spec)
     with pytest.raises(rewarm.SpecError) as ei:
