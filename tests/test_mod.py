@@ -162,6 +162,35 @@ def test_padded_samples_keep_their_own_k(real: int) -> None:
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
+def test_gradients_match_the_per_sample_reference() -> None:
+    # Input, router and block gradients through the layer's row moves equal
+    # those through the reference's list indexing, padded sample included.
+    ids, mask = _batch(b=2, text=6, routable=20)
+    valid = torch.ones_like(mask)
+    valid[1, 8:15] = False
+    plan = M.plan(num_layers=4, tokens=20, schedule={"kind": "explicit", "ratios": [1, 0.45, 1, 1]})
+    lp = plan.layers[1]
+    model = _model()
+    layer = M.MoDLayer(model.layers[1], k=lp.k, tokens=20, hidden_size=32, k_by_tokens=lp.k_by_tokens)
+    torch.manual_seed(4)
+    torch.nn.init.normal_(layer.router.weight)
+    pos = torch.arange(ids.shape[1]).expand_as(ids)
+    probe = torch.randn(2, ids.shape[1], 32)
+    grads = []
+    for run in ("layer", "reference"):
+        x = model.embed(ids).detach().requires_grad_(True)
+        layer.zero_grad()
+        if run == "layer":
+            out = layer(x, pos, route_mask=mask, valid_mask=valid)
+        else:
+            out, _ = _per_sample_reference(layer.block, layer.router, x, pos, mask, valid, lp.ratio)
+        (out * probe).sum().backward()
+        assert x.grad is not None and layer.router.weight.grad is not None
+        grads.append((x.grad, layer.router.weight.grad.clone(), layer.block.qkv.weight.grad.clone()))
+    for got, want in zip(*grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
 def test_forward_has_no_host_sync_or_boolean_mask_indexing() -> None:
     # Every aten call of forward, recorded below Python: .item(), .tolist(),
     # int()/bool() of a tensor reach _local_scalar_dense, and a boolean mask

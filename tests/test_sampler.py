@@ -61,6 +61,11 @@ def test_quotas_and_seen_replay() -> None:
     s = rewarm.ReplaySampler(SPEC, rank=0, world_size=1)
     assert s.quotas(5) == {"pile": 12, "slimpajama": 0}
     assert s.quotas(30) == {"pile": 3, "slimpajama": 9}
+    # Past the plan, every per-step query says so the same way.
+    for query in (s.quotas, s.batch, s.global_batch):
+        last = s.total_steps - 1
+        with pytest.raises(IndexError, match=rf"step {last + 1} is outside the plan \(0..{last}\)"):
+            query(s.total_steps)
     seen = {int(i) for step in range(20) for i in s.global_batch(step)}
     replayed = {int(i) for step in range(20, 60) for i in s.global_batch(step) if i < 400}
     assert replayed and replayed <= seen
@@ -368,7 +373,24 @@ def test_sampler_arguments_and_environment_are_checked(monkeypatch: pytest.Monke
     monkeypatch.setenv("WORLD_SIZE", "two")
     with pytest.raises(ValueError, match="environment variable WORLD_SIZE='two': expected an int"):
         rewarm.ReplaySampler(SPEC)
+    # A rank or world size taken from the environment is named as such.
+    monkeypatch.setenv("RANK", "5")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(
+        ValueError,
+        match=r"rank=5 \(from environment variable RANK\): must be in \[0, 2\) for world_size=2 "
+        r"\(from environment variable WORLD_SIZE\)",
+    ):
+        rewarm.ReplaySampler(SPEC)
+    with pytest.raises(ValueError, match=r"^rank=5: must be in \[0, 2\) for world_size=2 \(from environment"):
+        rewarm.ReplaySampler(SPEC, rank=5)
+    monkeypatch.setenv("WORLD_SIZE", "5")
+    with pytest.raises(rewarm.SpecError, match=r'"world_size" = 5 \(from environment variable WORLD_SIZE\)'):
+        rewarm.ReplaySampler(SPEC, rank=0)
     monkeypatch.delenv("WORLD_SIZE")
+    with pytest.raises(ValueError, match=r"world_size=1 \(the default\)"):
+        rewarm.ReplaySampler(SPEC)
+    monkeypatch.delenv("RANK")
     with pytest.raises(TypeError, match="replay spec must be a mapping"):
         rewarm.ReplaySampler(["x"])  # type: ignore[arg-type]
     with pytest.raises(FileNotFoundError, match="replay spec file not found"):

@@ -141,14 +141,20 @@ def _keys_of(groups: Sequence[Mapping[str, Any]]) -> list[KeySig]:
     out = []
     for g in groups:
         present = tuple(k for k, _ in GROUP_KEYS if k in g)
-        # A tensor key is compared by value: the same object changed in place
-        # (fill_) is a change too.
         out.append((len(g), present, tuple(_key_value(g[k]) for k in present)))
     return out
 
 
 def _key_value(v: Any) -> Any:
-    return v.item() if isinstance(v, torch.Tensor) and v.numel() == 1 else v
+    """A tensor key by identity and version counter: a change in place (fill_)
+    bumps the version, and reading neither value syncs a CUDA tensor (.item()
+    would, on every step). Inference tensors keep no version: by value."""
+    if not isinstance(v, torch.Tensor):
+        return v
+    try:
+        return (id(v), v._version)
+    except RuntimeError:
+        return v.item() if v.numel() == 1 else (id(v),)
 
 
 def _spec_from_keys(g: Mapping[str, Any], k: int) -> GroupSpec:

@@ -23,23 +23,42 @@ STATE_VERSION = 1
 MAX_WINDOW = 1 << 20  # steps per fetch; the dispatcher caps the ids per reply anyway
 
 
-def _rank_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
+def _rank_world(rank: int | None, world_size: int | None) -> tuple[int, int, dict[str, str]]:
+    """Rank and world size, and for each one not passed where it came from
+    (for errors: a bad RANK in the environment should be named as such)."""
     rank = None if rank is None else int_arg(rank, "rank")
     world_size = None if world_size is None else int_arg(world_size, "world_size", lo=1)
     if rank is not None and world_size is not None:
-        return rank, world_size
+        return rank, world_size, {}
     try:
         import torch.distributed as dist
 
         if dist.is_available() and dist.is_initialized():
+            passed = (("rank", rank), ("world_size", world_size))
+            origin = {n: "torch.distributed" for n, v in passed if v is None}
             return (
                 dist.get_rank() if rank is None else rank,
                 dist.get_world_size() if world_size is None else world_size,
+                origin,
             )
     except ImportError:  # pragma: no cover
         pass
-    env_rank, env_world = _env_int("RANK", 0), _env_int("WORLD_SIZE", 1)
-    return (env_rank if rank is None else rank, env_world if world_size is None else world_size)
+    origin = {}
+    if rank is None:
+        rank = _env_int("RANK", 0)
+        origin["rank"] = "environment variable RANK" if os.environ.get("RANK") else "default"
+    if world_size is None:
+        world_size = _env_int("WORLD_SIZE", 1)
+        origin["world_size"] = (
+            "environment variable WORLD_SIZE" if os.environ.get("WORLD_SIZE") else "default"
+        )
+    return rank, world_size, origin
+
+
+def _origin(field: str, origin: dict[str, str]) -> str:
+    """' (from environment variable RANK)', or '' for a value passed in."""
+    where = origin.get(field)
+    return "" if where is None else " (the default)" if where == "default" else f" (from {where})"
 
 
 def _env_int(name: str, default: int) -> int:
@@ -77,7 +96,7 @@ class ReplaySampler(Sampler[list[int]]):
         start_step: int = 0,
     ) -> None:
         self.spec = load_spec(spec, "replay spec")
-        self.rank, self.world_size = _rank_world(rank, world_size)
+        self.rank, self.world_size, origin = _rank_world(rank, world_size)
         window = int_arg(window, "window", lo=1)
         if window > MAX_WINDOW:
             raise ValueError(f"window={window}: must be at most {MAX_WINDOW} steps per fetch")
@@ -97,13 +116,16 @@ class ReplaySampler(Sampler[list[int]]):
             from rewarm._errors import SpecError
 
             raise SpecError(
-                f'replay: field "world_size" = {self.world_size}: global_batch_size {self.global_batch_size} '
-                "must be divisible by the world size",
+                f'replay: field "world_size" = {self.world_size}{_origin("world_size", origin)}: '
+                f"global_batch_size {self.global_batch_size} must be divisible by the world size",
                 code="INVALID_ARGUMENT",
                 field="world_size",
             )
         if not 0 <= self.rank < self.world_size:
-            raise ValueError(f"rank={self.rank}: must be in [0, {self.world_size})")
+            raise ValueError(
+                f"rank={self.rank}{_origin('rank', origin)}: must be in [0, {self.world_size}) for "
+                f"world_size={self.world_size}{_origin('world_size', origin)}"
+            )
         self.per_rank = self.global_batch_size // self.world_size
         self._window = window
         if not 0 <= start_step <= self.total_steps:
@@ -165,7 +187,10 @@ class ReplaySampler(Sampler[list[int]]):
 
     def quotas(self, step: int) -> dict[str, int]:
         """How many samples each source gets in the global batch of ``step``."""
-        counts = self._client.get_quotas(self._id, int_arg(step, "step"), 1)[0]
+        step = int_arg(step, "step")
+        if not step < self.total_steps:
+            raise IndexError(f"step {step} is outside the plan (0..{self.total_steps - 1})")
+        counts = self._client.get_quotas(self._id, step, 1)[0]
         return dict(zip(self.info.source_names, counts, strict=True))
 
     # --- torch Sampler -------------------------------------------------------

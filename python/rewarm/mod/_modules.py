@@ -210,8 +210,11 @@ class MoDLayer(nn.Module):
             key = torch.cat([rest, top + beyond * s], dim=1).sort(dim=1).values
             spare = key >= s
             keep = key - spare * s
-        keep_d = keep.unsqueeze(-1).expand(-1, -1, d)
-        xk = x.gather(1, keep_d)
+        # Rows move by index_select/index_copy_ on the flattened [b·s, d] view:
+        # several times faster on CPU than gather/scatter with an index
+        # expanded over d, and the same values.
+        flat = (keep + torch.arange(b, device=x.device).unsqueeze(1) * s).reshape(-1)
+        xk = x.reshape(b * s, d).index_select(0, flat).view(b, -1, d)
         a, f = block.forward_halves(xk, positions.gather(1, keep))
         # g is w on routable tokens and 1 elsewhere: skipped tokens become w·x,
         # kept ones x + Attn + g·MLP (g = 1 exactly for the others).
@@ -221,7 +224,8 @@ class MoDLayer(nn.Module):
         if spare is not None:
             kept = torch.where(spare.unsqueeze(-1), gk * xk, kept)
         # One full-size pass for the skipped tokens, then the kept rows in place.
-        return (g * x).scatter_(1, keep_d, kept)
+        out = (g * x).view(b * s, d).index_copy_(0, flat, kept.reshape(-1, d))
+        return out.view(b, s, d)
 
 
 def _rows(name: str, t: torch.Tensor, b: int, s: int, dtype: torch.dtype | None = None) -> torch.Tensor:
