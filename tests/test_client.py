@@ -274,3 +274,38 @@ def test_failover_says_why_the_socket_cannot_connect(
         c = rewarm.connect("auto")
         c.close()
     assert "AF_UNIX path too long" in caplog.text
+
+
+def test_a_stopped_sidecar_costs_one_request_timeout(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A sidecar that is alive but answers nothing (SIGSTOP, a hung host):
+    # REWARM_REQUEST_TIMEOUT bounds the wait. Without failover the error
+    # says what happened; with it the run goes on in-process, bit-identical.
+    import signal
+
+    monkeypatch.setenv("REWARM_REQUEST_TIMEOUT", "0.5")
+    ref = rewarm.connect("inprocess")
+    rid = ref.open_session(SPEC).session_id
+    sidecar = rewarm.Sidecar(str(tmp_path / "s.sock"))
+    plain = rewarm.connect("socket", socket_path=sidecar.path, failover=False)
+    robust = rewarm.connect("socket", socket_path=sidecar.path)
+    try:
+        pid, fid = plain.open_session(SPEC).session_id, robust.open_session(SPEC).session_id
+        sidecar.proc.send_signal(signal.SIGSTOP)
+        try:
+            with pytest.raises(rewarm.TransportError, match=r"no reply within 0.5 s \(REWARM_REQUEST"):
+                plain.get_lr(pid, 0, count=8)
+            assert robust.get_lr(fid, 0, count=120) == ref.get_lr(rid, 0, count=120)
+            assert robust.transport.failovers == 1
+        finally:
+            sidecar.proc.send_signal(signal.SIGCONT)
+    finally:
+        plain.close()
+        robust.close()
+        sidecar.stop()
+
+
+@pytest.mark.parametrize("raw", ["soon", "0", "-1", "inf", "nan"])
+def test_request_timeout_setting_is_checked(raw: str, monkeypatch: pytest.MonkeyPatch, sidecar) -> None:
+    monkeypatch.setenv("REWARM_REQUEST_TIMEOUT", raw)
+    with pytest.raises(ValueError, match=rf"REWARM_REQUEST_TIMEOUT='{raw}': expected a positive number"):
+        rewarm.connect("socket", socket_path=sidecar.path, failover=False)

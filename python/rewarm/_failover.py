@@ -21,7 +21,7 @@ from typing import Any
 from rewarm._client import same_server
 from rewarm._errors import ProtocolError, TransportError
 from rewarm._proto import rewarm_pb2 as pb
-from rewarm._transport import REQUEST_TIMEOUT, InProcessTransport, SocketTransport
+from rewarm._transport import InProcessTransport, SocketTransport, request_timeout
 
 log = logging.getLogger("rewarm")
 
@@ -108,7 +108,7 @@ class FailoverTransport:
                 # (the run goes on in-process meanwhile); it is set back below.
                 sock = SocketTransport(self.path, timeout=3.0)
                 self._greet_on_reconnect(sock, sock.roundtrip(self._hello))
-                sock.set_timeout(REQUEST_TIMEOUT)
+                sock.set_timeout(request_timeout())
                 self._socket = sock
                 self._gen += 1
                 self._backoff = self._min_backoff

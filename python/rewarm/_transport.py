@@ -23,7 +23,24 @@ from rewarm._errors import ForkError, TransportError
 
 _HEADER = struct.Struct(">I")
 MAX_REPLY = 1 << 30  # larger than any reply; the Go client's cap too
-REQUEST_TIMEOUT = 60.0  # seconds a socket request may take
+REQUEST_TIMEOUT = 60.0  # seconds a socket request may take, unless REWARM_REQUEST_TIMEOUT says otherwise
+
+
+def request_timeout() -> float:
+    """Seconds a socket request may wait for its reply: REWARM_REQUEST_TIMEOUT,
+    or 60. After it a client without failover raises; one with failover
+    computes in-process (so a stopped sidecar costs one timeout, once)."""
+    raw = os.environ.get("REWARM_REQUEST_TIMEOUT", "").strip()
+    if not raw:
+        return REQUEST_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise ValueError(f"REWARM_REQUEST_TIMEOUT={raw!r}: expected a positive number of seconds")
+    return value
+
 
 FORK_HELP = (
     "the Go runtime does not survive fork(), so calling it here would hang. Use backend='socket' "
@@ -159,9 +176,9 @@ class SocketTransport:
 
     kind = "socket"
 
-    def __init__(self, path: str | os.PathLike[str], timeout: float | None = REQUEST_TIMEOUT) -> None:
+    def __init__(self, path: str | os.PathLike[str], timeout: float | None = None) -> None:
         self.path = os.fspath(path)
-        self.timeout = timeout
+        self.timeout: float | None = request_timeout() if timeout is None else timeout
         self.greeting: bytes | None = None
         self.check_greeting: Callable[[bytes], None] | None = None
         self._lock = threading.Lock()
@@ -276,6 +293,12 @@ class SocketTransport:
             self._drop()
             if isinstance(exc, TransportError):
                 raise
+            if isinstance(exc, TimeoutError):
+                raise TransportError(
+                    f"rewarm: the sidecar at {self.path} sent no reply within {self.timeout:g} s "
+                    "(REWARM_REQUEST_TIMEOUT); it may be stopped, hung or overloaded",
+                    code="UNAVAILABLE",
+                ) from exc
             raise TransportError(f"rewarm: sidecar at {self.path}: {exc}", code="UNAVAILABLE") from exc
 
     def set_timeout(self, timeout: float | None) -> None:
