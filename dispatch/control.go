@@ -27,19 +27,32 @@ func (d *Dispatcher) postControl(r *pb.PostControl) (*pb.Response, error) {
 	if err := d.checkControl(rp, r.GetTargetName()); err != nil {
 		return nil, err
 	}
+	d.postMu.Lock()
+	defer d.postMu.Unlock()
 	d.mu.Lock()
 	d.ctlSeq++
 	c := &pb.Control{Seq: d.ctlSeq, Replan: proto.Clone(rp).(*pb.Replan), TargetName: r.GetTargetName()}
 	c.Replan.SessionId = 0
+	d.pendingCtl = c
+	d.mu.Unlock()
+	if d.opts.OnControl != nil {
+		if err := d.opts.OnControl(); err != nil {
+			d.mu.Lock()
+			d.pendingCtl = nil
+			d.mu.Unlock()
+			d.log.Error("control refused: it could not be saved", "seq", c.Seq, "err", err)
+			return nil, fail(pb.ErrorCode_ERROR_CODE_INTERNAL, "",
+				"post_control: the control could not be saved to the state dir, so it was not queued (post it again once that is fixed): %v", err)
+		}
+	}
+	d.mu.Lock()
+	d.pendingCtl = nil
 	d.controls = append(d.controls, c)
 	if len(d.controls) > MaxControls {
 		d.controls = d.controls[len(d.controls)-MaxControls:]
 	}
 	d.mu.Unlock()
 	d.log.Info("control posted", "seq", c.Seq, "at_step", rp.GetAtStep(), "target", r.GetTargetName())
-	if d.opts.OnControl != nil {
-		d.opts.OnControl()
-	}
 	return &pb.Response{Body: &pb.Response_Ack{Ack: &pb.Ack{PlanVersion: c.Seq}}}, nil
 }
 

@@ -1,6 +1,7 @@
 package dispatch
 
 import (
+	"errors"
 	"strings"
 	"testing"
 
@@ -290,5 +291,59 @@ func TestControlsOfOtherRanksAndOtherJobs(t *testing.T) {
 	r := c.Handle(&pb.Request{Body: &pb.Request_RestoreState{RestoreState: &pb.RestoreState{Msgpack: blob, Name: "other"}}})
 	if got := poll(r.GetSession().GetSessionId(), 0); len(got) != 0 {
 		t.Fatalf("restored for a client with no position: %v", got)
+	}
+}
+
+// A control is saved before anyone sees it: a snapshot taken while it is
+// being saved holds it and a poll meanwhile does not. One that cannot be
+// saved is refused and never queued, and its number is not handed out again.
+func TestControlIsSavedBeforeItIsQueued(t *testing.T) {
+	var d *Dispatcher
+	var c *Conn
+	var id uint64
+	var saved []byte
+	var seenWhileSaving int
+	failSave := false
+	d = New(Options{OnControl: func() error {
+		seenWhileSaving = len(c.Handle(&pb.Request{Body: &pb.Request_PollControl{PollControl: &pb.PollControl{
+			SessionId: id, Step: 1}}}).GetControls().GetControls())
+		if failSave {
+			return errors.New("disk full")
+		}
+		var err error
+		saved, err = d.Snapshot()
+		return err
+	}})
+	c = d.NewConn()
+	c.Handle(&pb.Request{Body: &pb.Request_Hello{Hello: &pb.Hello{ProtocolVersion: ProtocolVersion}}})
+	id = open(t, c, cosineSpec)
+	post := func(at int64) *pb.Response {
+		return c.Handle(&pb.Request{Body: &pb.Request_PostControl{PostControl: &pb.PostControl{Replan: &pb.Replan{
+			AtStep: at, Op: &pb.Replan_Anneal{Anneal: &pb.Anneal{Steps: 5, Shape: "linear"}}}}}})
+	}
+	if r := post(50); r.GetAck().GetPlanVersion() != 1 || seenWhileSaving != 0 {
+		t.Fatalf("first post: %v; a poll during the save saw %d controls, want 0", r, seenWhileSaving)
+	}
+	restored := New(Options{})
+	if err := restored.Restore(saved); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(restored.controls); n != 1 || restored.controls[0].GetSeq() != 1 || restored.ctlSeq != 1 {
+		t.Fatalf("the snapshot taken during the save: %d controls, seq %d; want control 1", n, restored.ctlSeq)
+	}
+
+	failSave = true
+	r := post(60)
+	if e := r.GetError(); e.GetCode() != pb.ErrorCode_ERROR_CODE_INTERNAL ||
+		!strings.Contains(e.GetMessage(), "could not be saved") || !strings.Contains(e.GetMessage(), "disk full") {
+		t.Fatalf("a control that cannot be saved must be refused, naming why: %v", r)
+	}
+	failSave = false
+	if r := post(70); r.GetAck().GetPlanVersion() != 3 {
+		t.Fatalf("after a refused control 2, the next is 3: %v", r)
+	}
+	got := c.Handle(&pb.Request{Body: &pb.Request_PollControl{PollControl: &pb.PollControl{SessionId: id, Step: 2}}}).GetControls().GetControls()
+	if len(got) != 2 || got[0].GetSeq() != 1 || got[1].GetSeq() != 3 {
+		t.Fatalf("queued controls %v; want 1 and 3 (2 was refused)", got)
 	}
 }

@@ -60,10 +60,12 @@ type Options struct {
 	MaxRequest int
 	// Logger receives handler panics and refused requests (slog.Default() when nil).
 	Logger *slog.Logger
-	// OnControl, when set, is called after a control is queued and before
-	// it is acknowledged (the sidecar snapshots then, so a control's number
-	// is never handed out twice, even across a crash).
-	OnControl func()
+	// OnControl, when set, is called once a control is numbered, before it
+	// is queued or acknowledged; a Snapshot taken meanwhile holds it (the
+	// sidecar writes one then, so an acknowledged control and its number
+	// survive a crash). An error refuses the control: it is not queued, and
+	// its number is not handed out again.
+	OnControl func() error
 	// Observe, when set, is called after every request with its method name,
 	// its error code (ERROR_CODE_UNSPECIFIED on success) and its duration.
 	Observe func(method string, code pb.ErrorCode, d time.Duration)
@@ -81,6 +83,12 @@ type Dispatcher struct {
 	nextID   uint64
 	controls []*pb.Control
 	ctlSeq   uint64
+	// pendingCtl is the control being saved by OnControl: in snapshots,
+	// not yet in controls (so no client sees it before it is on disk).
+	pendingCtl *pb.Control
+	// postMu makes posts one at a time, so at most one control is pending
+	// and controls stay in number order.
+	postMu sync.Mutex
 	// ctlEpoch names this numbering of controls, so a client that resumes
 	// with a number from another sidecar is not taken to have seen ours.
 	ctlEpoch uint64

@@ -24,7 +24,11 @@ func (d *Dispatcher) Snapshot() ([]byte, error) {
 	for id, e := range d.samplers {
 		st.Samplers = append(st.Samplers, savedSampler{ID: id, Spec: e.spec, Step: e.step})
 	}
-	for _, c := range d.controls {
+	controls := d.controls
+	if d.pendingCtl != nil { // being saved before it is acknowledged
+		controls = append(controls[:len(controls):len(controls)], d.pendingCtl)
+	}
+	for _, c := range controls {
 		b, err := proto.Marshal(c)
 		if err != nil {
 			d.mu.Unlock()

@@ -541,3 +541,27 @@ def test_controls_a_job_cannot_use(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         assert "queued control 2" in ctl(sock, "anneal", "--at-step", "300", "--steps", "10")
         later.step()  # it polls at most once per step
         assert [r["at_step"] for r in later.poll_control()] == [300]
+
+
+def test_a_control_that_cannot_be_saved_is_refused(tmp_path: Path) -> None:
+    """An acknowledged control is on disk. When the state dir stops taking
+    files (a file now stands at its path, which stops root too), ctl says
+    so and nothing is queued; once the dir is back, posting works again."""
+    sock, state = str(tmp_path / "s.sock"), tmp_path / "state"
+    with rewarm.Sidecar(sock, "--state-dir", str(state), "--snapshot-interval", "1h"):
+        rewarm.connect("socket", socket_path=sock, failover=False).open_session(
+            {"kind": "constant", "peak_lr": 1.0}, name="job"
+        )
+        state.rename(tmp_path / "moved")
+        state.write_text("not a directory")
+        r = subprocess.run(
+            [rewarm.find_binary(), "ctl", "--socket", sock, "anneal", "--at-step", "100", "--steps", "5"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert r.returncode != 0 and "could not be saved to the state dir" in r.stderr, r
+        state.unlink()
+        (tmp_path / "moved").rename(state)
+        # Number 1 went to the refused control and is not handed out again.
+        assert "queued control 2" in ctl(sock, "anneal", "--at-step", "100", "--steps", "5")

@@ -199,11 +199,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	if *stateDir != "" {
 		// A control is on disk before it is acknowledged: its number is never
 		// handed out again, even after a crash.
-		opts.OnControl = func() {
-			if err := snaps.Write(d); err != nil {
-				log.Error("snapshot after a control failed", "err", err)
-			}
-		}
+		opts.OnControl = func() error { return snaps.Write(d) }
 	}
 	d = dispatch.New(opts)
 	if *stateDir != "" {
