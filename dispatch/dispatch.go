@@ -462,7 +462,7 @@ func (d *Dispatcher) open(r *pb.OpenSession, owner uint64) (*pb.Response, error)
 	if r.GetSchedule() == nil {
 		return nil, fail(pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "schedule", "open_session: missing schedule spec")
 	}
-	cfg, err := sched.ParseConfig(r.GetSchedule().AsMap())
+	cfg, err := sched.ParseConfig(specMap(r.GetSchedule()))
 	if err != nil {
 		return nil, err
 	}
@@ -619,7 +619,7 @@ func toReplan(r *pb.Replan) (sched.Replan, error) {
 		if op.NewStage.GetSchedule() == nil {
 			return rp, fail(pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "new_stage.schedule", "replan: new_stage needs a schedule")
 		}
-		rp.Op, rp.Spec = sched.OpNewStage, op.NewStage.GetSchedule().AsMap()
+		rp.Op, rp.Spec = sched.OpNewStage, specMap(op.NewStage.GetSchedule())
 	default:
 		return rp, fail(pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "op", "replan: give extend, anneal or new_stage")
 	}
@@ -674,7 +674,7 @@ func preview(r *pb.Preview) (*pb.Response, error) {
 	if r.GetSchedule() == nil {
 		return nil, fail(pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "schedule", "preview: missing schedule spec")
 	}
-	cfg, err := sched.ParseConfig(r.GetSchedule().AsMap())
+	cfg, err := sched.ParseConfig(specMap(r.GetSchedule()))
 	if err != nil {
 		return nil, err
 	}

@@ -2,6 +2,7 @@ package dispatch
 
 import (
 	"math"
+	"slices"
 	"strings"
 	"testing"
 
@@ -290,5 +291,30 @@ func TestWarm(t *testing.T) {
 	}
 	if err := Warm(); err != nil {
 		t.Fatalf("second call: %v", err)
+	}
+}
+
+// NaN and ±Inf cross the wire as numbers (structpb's AsMap would turn them
+// into strings): refined drops non-finite grad_norms, and a non-finite
+// scalar is named as such rather than as "not a number".
+func TestNonFiniteSpecNumbersStayNumbers(t *testing.T) {
+	c := greeted(t)
+	norms := []any{1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0}
+	spiky := []any{1.0, 2.0, 3.0, math.NaN(), 4.0, 5.0, math.Inf(1), 6.0, 7.0, 8.0}
+	lrs := func(gn []any) []float64 {
+		id := open(t, c, map[string]any{"kind": "refined", "peak_lr": 1.0, "total_steps": 10.0, "grad_norms": gn})
+		return getLR(c, id, 0, 11).GetLr().GetValues()
+	}
+	want, got := lrs(norms), lrs(spiky)
+	if len(want) != 11 || !slices.Equal(got, want) {
+		t.Fatalf("with NaN and +Inf norms: %v; without them: %v", got, want)
+	}
+	st, err := structpb.NewStruct(map[string]any{"kind": "cosine", "peak_lr": math.NaN(), "total_steps": 10.0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := c.Handle(&pb.Request{Body: &pb.Request_OpenSession{OpenSession: &pb.OpenSession{Schedule: st}}})
+	if e := r.GetError(); e.GetField() != "peak_lr" || !strings.Contains(e.GetMessage(), "= NaN: must be a finite number") {
+		t.Fatalf("peak_lr NaN: %v", r)
 	}
 }

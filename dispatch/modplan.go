@@ -9,7 +9,7 @@ func modPlan(r *pb.GetModPlan) (*pb.Response, error) {
 	if r.GetSpec() == nil {
 		return nil, fail(pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "spec", "get_mod_plan: missing plan spec")
 	}
-	p, err := mod.Parse(r.GetSpec().AsMap())
+	p, err := mod.Parse(specMap(r.GetSpec()))
 	if err != nil {
 		return nil, err
 	}

@@ -23,7 +23,7 @@ func (d *Dispatcher) openSampler(r *pb.OpenSampler, owner uint64) (*pb.Response,
 			return nil, fail(pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "spec_json", "open_sampler: spec_json: %s", msg)
 		}
 	case r.GetSpec() != nil:
-		spec = r.GetSpec().AsMap()
+		spec = specMap(r.GetSpec())
 	default:
 		return nil, fail(pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "spec", "open_sampler: missing replay spec")
 	}

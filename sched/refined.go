@@ -77,7 +77,7 @@ func (r *Refined) Validate() error {
 	}
 	for i, g := range r.GradNorms {
 		if g <= 0 && !math.IsNaN(g) {
-			return specfield.Errorf(r.Kind(), fmt.Sprintf("grad_norms[%d]", i), g, "must be > 0 (non-finite values are dropped)")
+			return specfield.Errorf(r.Kind(), fmt.Sprintf("grad_norms[%d]", i), g, "must be > 0 (NaN and +Inf are dropped)")
 		}
 	}
 	clean := cleanNorms(r.GradNorms)

@@ -186,6 +186,16 @@ def test_grad_norms_feed_a_refined_schedule() -> None:
     spec = rewarm.refined_spec(opt.grad_norms, peak_lr=0.1)
     lrs = rewarm.preview(spec, 61)["lr"]
     assert max(lrs) == pytest.approx(0.1) and lrs[-2:] == [0.0, 0.0]
+    # An overflow step records a non-finite norm; the schedule drops it, on
+    # both transports, as if the step had recorded nothing.
+    norms = list(opt.grad_norms)
+    spiky = [*norms[:20], math.nan, *norms[20:40], math.inf, *norms[40:]]
+    want = rewarm.preview(rewarm.refined_spec(norms, peak_lr=0.1, total_steps=62), 63)["lr"]
+    assert rewarm.preview(rewarm.refined_spec(spiky, peak_lr=0.1), 63)["lr"] == want
+    with rewarm.Sidecar() as sc:
+        remote = rewarm.connect("socket", socket_path=sc.path, failover=False)
+        sid = remote.open_session(rewarm.refined_spec(spiky, peak_lr=0.1)).session_id
+        assert remote.get_lr(sid, 0, count=63) == want
 
 
 def test_cli_show_and_plot(tmp_path: Path) -> None:

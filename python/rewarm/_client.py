@@ -13,8 +13,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from google.protobuf import json_format
-
 from rewarm._errors import ProtocolError, RewarmError, SessionNotFound, SpecError, TransportError
 from rewarm._proto import rewarm_pb2 as pb
 from rewarm._transport import InProcessTransport, SocketTransport, Transport
@@ -98,19 +96,24 @@ class Preview:
 
 
 def _struct_to_dict(s: Any) -> dict[str, Any]:
-    d = json_format.MessageToDict(s)
+    """A protobuf Struct as plain Python values. Not json_format: it refuses
+    NaN and inf, which a refined spec's grad_norms may hold. Struct numbers
+    are doubles; integral ones come back as ints."""
+    return {k: _from_value(v) for k, v in s.fields.items()}
 
-    # Struct numbers are doubles; give integral ones back as ints.
-    def fix(v: Any) -> Any:
-        if isinstance(v, float) and v.is_integer() and abs(v) < 2**53:
-            return int(v)
-        if isinstance(v, dict):
-            return {k: fix(x) for k, x in v.items()}
-        if isinstance(v, list):
-            return [fix(x) for x in v]
-        return v
 
-    return fix(d)
+def _from_value(v: Any) -> Any:
+    kind = v.WhichOneof("kind")
+    if kind == "number_value":
+        x = v.number_value
+        return int(x) if x.is_integer() and abs(x) < 2**53 else x
+    if kind == "struct_value":
+        return _struct_to_dict(v.struct_value)
+    if kind == "list_value":
+        return [_from_value(x) for x in v.list_value.values]
+    if kind in ("string_value", "bool_value"):
+        return getattr(v, kind)
+    return None
 
 
 def _raise(err: Any) -> None:
