@@ -77,5 +77,6 @@ def test_replans_survive_resume(name: str, tmp_path: Path) -> None:
         assert full[220] == pytest.approx(0.001)
     if name == "anneal-then-proportional":
         assert full[120] == pytest.approx(0.002)  # annealed to the cosine's min_lr
-        # 50 of 150 stage steps done -> continues at 100 of 300 (same fraction, so a jump).
+        # 50 of 150 stage steps done, 250 left to its new end: it continues at step 125 of the
+        # stage rebuilt for 375 steps (the same third done, so a jump), ending at update 450.
         assert full[200] != pytest.approx(full[199], rel=1e-3)

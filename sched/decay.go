@@ -70,10 +70,10 @@ func extendDecay(k decayer, at, total int64, mode string) (Schedule, error) {
 	if err := checkExtend(at, total, d.WarmupSteps); err != nil {
 		return nil, err
 	}
-	next := k.withTotal(total)
 	if mode == ExtendProportional {
-		return proportional(k, next, at, d.TotalSteps, total), nil
+		return proportional(func(t int64) Schedule { return k.withTotal(t) }, at, d.TotalSteps, total, d.WarmupSteps, d.WarmupSteps)
 	}
+	next := k.withTotal(total)
 	if at <= d.WarmupSteps || at > d.TotalSteps {
 		// Before the decay starts the new horizon changes nothing yet; past
 		// the old horizon the rate already sits at min_lr and stays there.

@@ -11,9 +11,10 @@ const (
 	// ExtendContinuous keeps the rate at the re-plan step and stretches the
 	// rest of the decay so it reaches min_lr at the new total.
 	ExtendContinuous = "continuous"
-	// ExtendProportional keeps the completed fraction of the schedule: at
-	// re-plan step a of old total T the run continues at step a·T'/T of the
-	// new schedule (the rate may jump, as when resuming with a new horizon).
+	// ExtendProportional keeps the completed fraction of the schedule and
+	// still ends at the new total: at re-plan step a of old total T the run
+	// enters the schedule rebuilt for the horizon that leaves T'−a steps for
+	// the rest, at fraction a/T (the rate may jump).
 	ExtendProportional = "proportional"
 )
 
@@ -104,11 +105,29 @@ func (r *reanchored) extend(at, total int64, mode string) (Schedule, error) {
 	return &reanchored{at: at, end: total, p0: p, floorLR: r.floorLR, value: r.value, every: r.every}, nil
 }
 
-// proportional maps step n >= at of the old schedule to step n + shift of
-// the new one, with shift chosen so the completed fraction is kept.
-func proportional(old, next Schedule, at, oldTotal, newTotal int64) Schedule {
-	target := int64(math.Round(float64(at) * float64(newTotal) / float64(oldTotal)))
-	return &shifted{s: next, shift: target - at}
+// proportional keeps the completed fraction at the re-plan step and still
+// ends at the new total: from step at on, the run follows the same schedule
+// built for horizon H = T·(T'−at)/(T−at), shifted so that step at sits at
+// fraction at/T of it and step T' at its end. build makes the schedule for a
+// horizon; minTotal is the smallest horizon the kind accepts, and a run past
+// its warmup is never sent back into it.
+func proportional(build func(total int64) Schedule, at, oldTotal, newTotal, minTotal, warmup int64) (Schedule, error) {
+	if at >= oldTotal { // the old run is over: the fraction done stays 1
+		return &shifted{s: build(newTotal), shift: newTotal - at}, nil
+	}
+	horizon := int64(math.Round(float64(oldTotal) * float64(newTotal-at) / float64(oldTotal-at)))
+	if horizon < minTotal {
+		return nil, fmt.Errorf("extend: a proportional extend here squeezes the remaining %.0f%% of the run into %d steps, "+
+			"which needs the schedule rebuilt for %d steps, fewer than the %d its fixed phases take; use mode %q",
+			100*float64(oldTotal-at)/float64(oldTotal), newTotal-at, horizon, minTotal, ExtendContinuous)
+	}
+	shift := horizon - newTotal
+	if at >= warmup && at+shift < warmup {
+		return nil, fmt.Errorf("extend: a proportional extend here keeps %.0f%% done but the schedule rebuilt for %d steps "+
+			"has %d of warmup, so the rate would go back into warmup; use mode %q",
+			100*float64(at)/float64(oldTotal), horizon, warmup, ExtendContinuous)
+	}
+	return &shifted{s: build(horizon), shift: shift}, nil
 }
 
 type shifted struct {

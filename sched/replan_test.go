@@ -144,12 +144,39 @@ func TestExtendBeforeDecayEqualsLongerRun(t *testing.T) {
 
 func TestExtendProportional(t *testing.T) {
 	p := plan(t, cosine1000, Replan{Op: OpExtend, At: 400, Total: 2000, Mode: ExtendProportional})
-	long := plan(t, map[string]any{"kind": "cosine", "peak_lr": 1.0, "min_lr": 0.1, "warmup_steps": 100, "total_steps": 2000})
-	// 40% done: the run continues at step 800 of the 2000-step schedule.
-	for k := int64(0); k < 1300; k += 13 {
-		if p.LR(400+k) != long.LR(800+k) {
-			t.Fatalf("k=%d: %v vs %v", k, p.LR(400+k), long.LR(800+k))
+	// 40% done at step 400, and the run must end at 2000: the remaining 60%
+	// of a cosine of horizon H is spread over 1600 steps, so 0.6·H = 1600,
+	// H = 2666.67 -> 2667, and step 400 is step 2667−1600 = 1067 of it.
+	long := plan(t, map[string]any{"kind": "cosine", "peak_lr": 1.0, "min_lr": 0.1, "warmup_steps": 100, "total_steps": 2667})
+	for k := int64(0); k <= 1700; k += 13 {
+		if p.LR(400+k) != long.LR(1067+k) {
+			t.Fatalf("k=%d: %v vs %v", k, p.LR(400+k), long.LR(1067+k))
 		}
+	}
+	if p.LR(1999) <= 0.1 || p.LR(2000) != 0.1 {
+		t.Errorf("LR(1999) = %v, LR(2000) = %v: the run must reach min_lr exactly at the new total", p.LR(1999), p.LR(2000))
+	}
+	// Shortening keeps the fraction too: 40% done, 500 steps left for the
+	// other 60%, so H = 833.33 -> 833, and step 400 is step 333 of it.
+	short := plan(t, cosine1000, Replan{Op: OpExtend, At: 400, Total: 900, Mode: ExtendProportional})
+	h := plan(t, map[string]any{"kind": "cosine", "peak_lr": 1.0, "min_lr": 0.1, "warmup_steps": 100, "total_steps": 833})
+	for k := int64(0); k <= 520; k++ {
+		if short.LR(400+k) != h.LR(333+k) {
+			t.Fatalf("shortened, k=%d: %v vs %v", k, short.LR(400+k), h.LR(333+k))
+		}
+	}
+	// 100 steps for the other 60% would rebuild it for 167 steps, where
+	// 40% done (step 67) is back inside the 100-step warmup.
+	err0 := plan(t, cosine1000).Replan(Replan{Op: OpExtend, At: 400, Total: 500, Mode: ExtendProportional})
+	if err0 == nil || !strings.Contains(err0.Error(), "the rate would go back into warmup") {
+		t.Errorf("squeezed into the warmup: %v", err0)
+	}
+	// A WSD's decay has a fixed length: it cannot be squeezed below it.
+	wsd := plan(t, map[string]any{"kind": "wsd", "peak_lr": 1.0, "warmup_steps": 100, "total_steps": 1000, "decay_steps": 200})
+	err := wsd.Replan(Replan{Op: OpExtend, At: 850, Total: 860, Mode: ExtendProportional})
+	if err == nil || !strings.Contains(err.Error(), "squeezes the remaining 15% of the run into 10 steps") ||
+		!strings.Contains(err.Error(), `use mode "continuous"`) {
+		t.Errorf("squeezed WSD: %v", err)
 	}
 }
 
