@@ -191,6 +191,43 @@ def test_gradients_match_the_per_sample_reference() -> None:
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
 
 
+def test_a_padded_sample_matches_the_same_sample_unpadded() -> None:
+    # 12 real routable tokens padded into a 24 bucket, beside a full sample,
+    # against the same sample run unpadded in a 12 bucket: the real tokens'
+    # logits agree through dense and routed layers alike (TinyLlama hides the
+    # padding from dense attention and numbers positions without it), and
+    # the padding's own ids change nothing.
+    import copy
+
+    base = _model()
+    ratios = {"kind": "explicit", "ratios": [1, 0.5, 1, 0.5]}
+    m24 = M.apply(copy.deepcopy(base), M.plan(num_layers=4, tokens=24, schedule=ratios))
+    m12 = M.apply(copy.deepcopy(base), M.plan(num_layers=4, tokens=12, schedule=ratios))
+    torch.manual_seed(5)
+    for a, b in zip(m24.layers, m12.layers, strict=True):
+        if isinstance(a, M.MoDLayer):
+            torch.nn.init.normal_(a.router.weight)
+            b.router.load_state_dict(a.router.state_dict())
+    real = torch.randint(0, 64, (1, 18))  # 3 text, 12 image, 3 text
+    full = torch.randint(0, 64, (1, 30))  # 3 text, 24 image, 3 text
+    padded = torch.cat([real[:, :15], torch.full((1, 12), 7), real[:, 15:]], 1)
+    route = torch.zeros(30, dtype=torch.bool)
+    route[3:27] = True
+    valid = torch.ones(2, 30, dtype=torch.bool)
+    valid[1, 15:27] = False
+    route12 = torch.zeros(18, dtype=torch.bool)
+    route12[3:15] = True
+    kept = torch.cat([torch.arange(15), torch.arange(27, 30)])
+    with torch.no_grad():
+        both = m24(torch.cat([full, padded]), route_mask=route, valid_mask=valid)
+        other_padding = m24(torch.cat([full, padded.index_fill(1, torch.arange(15, 27), 3)]), route, valid)
+        alone = m12(real, route_mask=route12)
+        full_alone = m24(full, route_mask=route)
+    torch.testing.assert_close(both[1, kept], alone[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(both[0], full_alone[0], rtol=1e-5, atol=1e-5)
+    assert torch.equal(other_padding[:, kept], both[:, kept])
+
+
 def test_forward_has_no_host_sync_or_boolean_mask_indexing() -> None:
     # Every aten call of forward, recorded below Python: .item(), .tolist(),
     # int()/bool() of a tensor reach _local_scalar_dense, and a boolean mask
@@ -423,10 +460,17 @@ def test_hf_llama_recipe_routes_like_hf_on_the_kept_tokens() -> None:
     recipe = next(b for b in blocks((DOCS / "mod.md").read_text()) if "class HFHalves" in b.code)
     ns: dict = {"__name__": "__docs__"}
     exec(compile(recipe.code, "docs/mod.md", "exec"), ns)
-    hf, plan, layers = ns["hf"], ns["plan"], ns["layers"]
+    hf, plan = ns["hf"], ns["plan"]
+    layers = hf.model.layers
     assert [isinstance(layer, M.MoDLayer) for layer in layers] == [lp.route for lp in plan.layers]
+    # The routers are the model's: they train and save with it.
+    routed = sum(lp.route for lp in plan.layers)
+    assert sum(".router." in key for key in hf.state_dict()) == 2 * routed  # weight, bias
+    params = {id(p) for p in hf.parameters()}
+    assert all(id(layer.router.weight) in params for layer in layers if isinstance(layer, M.MoDLayer))
     i = next(lp.index for lp in plan.layers if lp.route and 0 < lp.k < 24)
-    mod, hl, k = layers[i], hf.model.layers[i], plan.layers[i].k
+    mod, k = layers[i], plan.layers[i].k
+    hl = mod.block.layer  # HF's own decoder layer inside the wrapper
     torch.manual_seed(5)
     torch.nn.init.normal_(mod.router.weight)
     x, route = torch.randn(2, 30, 32), torch.zeros(2, 30, dtype=torch.bool)

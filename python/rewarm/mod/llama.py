@@ -1,6 +1,7 @@
 """A small Llama-style decoder (RMSNorm, RoPE, causal attention, SwiGLU) whose
 blocks expose their attention and MLP halves, for MoD tests and examples.
-It needs only torch."""
+It needs only torch. With valid_mask, padding (False) is hidden from the
+real tokens in every layer and takes no position."""
 
 from __future__ import annotations
 
@@ -54,21 +55,33 @@ class Block(nn.Module):
         self.up = nn.Linear(d, cfg.ffn_size, bias=False)
         self.down = nn.Linear(cfg.ffn_size, d, bias=False)
 
-    def attention(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    def attention(
+        self, x: torch.Tensor, positions: torch.Tensor, valid: torch.Tensor | None = None
+    ) -> torch.Tensor:
         b, s, d = x.shape
         h = self.cfg.num_heads
         q, k, v = self.qkv(x).view(b, s, 3, h, d // h).permute(2, 0, 3, 1, 4)
         q, k = rope(q, positions, self.cfg.rope_theta), rope(k, positions, self.cfg.rope_theta)
-        # The sequence is in ascending original order, so plain causal
-        # attention equals the full causal mask restricted to these tokens.
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        if valid is None:
+            # The sequence is in ascending original order, so plain causal
+            # attention equals the full causal mask restricted to these tokens.
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            # Padding (valid False) is hidden from every other token; each
+            # token still sees itself, so no row is empty (that would be NaN).
+            eye = torch.eye(s, dtype=torch.bool, device=x.device)
+            causal = torch.ones(s, s, dtype=torch.bool, device=x.device).tril()
+            mask = causal & (valid[:, None, None, :] | eye)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.o(y.transpose(1, 2).reshape(b, s, d))
 
     def mlp(self, x: torch.Tensor) -> torch.Tensor:
         return self.down(F.silu(self.gate(x)) * self.up(x))
 
-    def forward_halves(self, x: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        a = self.attention(self.input_layernorm(x), positions)
+    def forward_halves(
+        self, x: torch.Tensor, positions: torch.Tensor, valid: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        a = self.attention(self.input_layernorm(x), positions, valid)
         f = self.mlp(self.post_attention_layernorm(x + a))
         return a, f
 
@@ -79,8 +92,22 @@ class Block(nn.Module):
         route_mask: torch.Tensor | None = None,
         valid_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        a, f = self.forward_halves(x, positions)
+        # A dense layer hides padding itself; a routed one (MoDLayer) never
+        # lets it reach a real token.
+        real = _real_tokens(route_mask, valid_mask, x.shape[1])
+        a, f = self.forward_halves(x, positions, None if real is None else real.expand(x.shape[0], -1))
         return (x + a) + f
+
+
+def _real_tokens(
+    route_mask: torch.Tensor | None, valid_mask: torch.Tensor | None, s: int
+) -> torch.Tensor | None:
+    """[B or 1, S] bool, False on padding: a routable position that valid_mask
+    marks False (valid_mask speaks only for the routable span, as in MoDLayer)."""
+    if valid_mask is None:
+        return None
+    valid = valid_mask.reshape(-1, s)
+    return valid if route_mask is None else valid | ~route_mask.reshape(-1, s)
 
 
 class TinyLlama(nn.Module):
@@ -99,7 +126,14 @@ class TinyLlama(nn.Module):
         valid_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         b, s = input_ids.shape
-        positions = torch.arange(s, device=input_ids.device).unsqueeze(0).expand(b, s)
+        if valid_mask is None:
+            positions = torch.arange(s, device=input_ids.device).unsqueeze(0).expand(b, s)
+        else:
+            # Padding takes no position: the real tokens after it are numbered
+            # as if it were absent (a padded sample matches the unpadded one).
+            real = _real_tokens(route_mask, valid_mask, s)
+            assert real is not None
+            positions = (real.long().cumsum(1) - 1).clamp(min=0).expand(b, s)
         x = self.embed(input_ids)
         for layer in self.layers:
             x = layer(x, positions, route_mask=route_mask, valid_mask=valid_mask)
