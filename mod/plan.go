@@ -34,8 +34,8 @@ type Schedule struct {
 
 // Rounding turns N·R into an integer k. With a multiple m > 1 it aligns k
 // (align "k") or T+k (align "t_plus_k") by the same mode; where that would
-// take T+k below T, it uses the first multiple at or above T. min_k and
-// max_k clamp last, and k never exceeds N.
+// take a k > 0 to 0 (or T+k below T), it uses the first multiple above T
+// (T = 0 for align "k"). min_k and max_k clamp last, and k never exceeds N.
 type Rounding struct {
 	Mode      string `spec:"mode"`      // floor (p-MoD), nearest, ceil
 	Precision string `spec:"precision"` // float32 (p-MoD's torch arithmetic) or float64
@@ -378,11 +378,15 @@ func (r *Rounding) K(n int64, ratio float64, text int64) int64 {
 		default:
 			v = v / m * m
 		}
-		if v < base {
-			// Flooring (or rounding) T+k down below T would drop every
-			// routable token and still leave T+k unaligned: take the first
-			// multiple at or above T instead.
+		if v < base || (k > 0 && v == base) {
+			// Rounding down to T (or below it, which also leaves T+k
+			// unaligned) would drop every routable token of a layer that
+			// keeps some: take the first multiple above T instead (at or
+			// above it for a layer that keeps none).
 			v = (base + m - 1) / m * m
+			if k > 0 && v == base {
+				v += m
+			}
 		}
 		k = v - base
 	}

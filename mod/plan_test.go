@@ -184,6 +184,9 @@ func TestPlanProperties(t *testing.T) {
 								t.Fatalf("L=%d n=%d %s m=%d: k rises at layer %d (%d > %d)", L, n, mode, m, l.Index, l.K, prev)
 							}
 							prev = l.K
+							if l.K == 0 && l.Ratio*float64(n) >= 1.001 {
+								t.Fatalf("L=%d n=%d %s m=%d %s: layer %d keeps none of its %.1f", L, n, mode, m, align, l.Index, l.Ratio*float64(n))
+							}
 							v := l.K
 							if align == "t_plus_k" {
 								v += 37
@@ -223,6 +226,8 @@ func TestTextPlusKAlignmentNeverBelowText(t *testing.T) {
 		{"ceil", 576, 64, 64, 0.15, 128},  // 150 rounds up to 192
 		{"floor", 576, 55, 128, 0.15, 73}, // 141 floors to 128
 		{"floor", 576, 55, 128, 0.05, 73}, // 83 floors to 0 < 55: 128
+		{"floor", 576, 64, 64, 0.05, 64},  // 92 floors to 64 = T, no routable token left: 128
+		{"floor", 576, 64, 64, 0, 0},      // a layer that keeps none stays at T
 	} {
 		r := Rounding{Mode: c.mode, Precision: "float64", Multiple: c.m, Align: "t_plus_k"}
 		if got := r.K(c.n, c.ratio, c.text); got != c.want {
@@ -384,6 +389,9 @@ func TestRoundingModes(t *testing.T) {
 		{576, 0.15, 64, map[string]int64{"floor": 64, "nearest": 64, "ceil": 128}},  // 86 is nearer 64 than 128
 		{100, 0.96, 64, map[string]int64{"floor": 64, "nearest": 100, "ceil": 100}}, // 96 is half way: 128, capped at N
 		{576, 0.17, 64, map[string]int64{"floor": 64, "nearest": 128, "ceil": 128}}, // 97.92: past half way
+		// A k > 0 rounded to 0 would drop every routable token: the first multiple instead.
+		{576, 0.15, 128, map[string]int64{"floor": 128, "nearest": 128, "ceil": 128}}, // 86 -> 0 -> 128
+		{10, 0.05, 8, map[string]int64{"floor": 0, "nearest": 8, "ceil": 8}},          // 0.5: floor keeps none
 	} {
 		for mode, want := range c.want {
 			r := Rounding{Mode: mode, Precision: "float64", Multiple: c.m, Align: "k"}
