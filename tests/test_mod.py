@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -283,6 +285,29 @@ def test_route_mask_and_valid_mask_contracts() -> None:
         layer(x, pos, route_mask=mask, valid_mask=mask)
     with pytest.raises(ValueError, match="tokens \\+ 1 = 21"):
         M.MoDLayer(model.layers[0], k=5, tokens=20, hidden_size=32, k_by_tokens=[0, 5])
+    with pytest.raises(ValueError, match="valid_mask without route_mask"):
+        layer(x, pos, valid_mask=mask)
+    for hidden in (0, -4):
+        with pytest.raises(ValueError, match=f"hidden_size={hidden}: must be >= 1"):
+            M.MoDLayer(model.layers[0], k=5, tokens=20, hidden_size=hidden)
+
+
+def test_plan_arguments_name_themselves() -> None:
+    want = re.escape('"schedule" = \'prd\': expected a mapping such as {"kind"')
+    with pytest.raises(rewarm.SpecError, match=want):
+        M.plan(num_layers=4, tokens=8, schedule="prd")  # type: ignore[arg-type]
+    with pytest.raises(rewarm.SpecError, match="\"rounding\" = 'floor': expected a mapping"):
+        M.plan(num_layers=4, tokens=8, rounding="floor")  # type: ignore[arg-type]
+    p = M.plan(num_layers=4, buckets=[8, 16])
+    assert p.for_tokens(1).tokens == 8 and p.for_tokens(9).tokens == 16
+    for bad, match in ((0, "tokens=0: a bucket holds at least 1"), (-1, '"tokens" = -1: must be in')):
+        with pytest.raises(ValueError, match=match):
+            p.for_tokens(bad)
+        with pytest.raises(ValueError, match=match):
+            M.apply(_model(), p, tokens=bad)
+    for bad in (5.5, "3"):
+        with pytest.raises((TypeError, ValueError), match='"tokens"'):
+            p.for_tokens(bad)  # type: ignore[arg-type]
 
 
 def test_per_sample_table_survives_meta_initialisation() -> None:

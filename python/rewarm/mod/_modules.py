@@ -96,6 +96,10 @@ class MoDLayer(nn.Module):
                 raise TypeError(f"{name}={v!r}: expected an int")
         if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 <= scale < 1:
             raise ValueError(f"scale={scale!r}: must be in [0, 1) (w = scale·tanh(r) + 1 stays positive)")
+        if hidden_size < 1:
+            raise ValueError(f"hidden_size={hidden_size}: must be >= 1")
+        if tokens < 0:
+            raise ValueError(f"tokens={tokens}: must be >= 0")
         if not 0 <= k <= tokens:
             raise ValueError(f"k={k}: must be in [0, tokens={tokens}]")
         if not hasattr(block, "forward_halves"):
@@ -163,6 +167,8 @@ class MoDLayer(nn.Module):
         b, s, d = x.shape
         positions = _rows("positions", positions, b, s)
         if route_mask is None:  # nothing routable (e.g. decoding): the normal layer
+            if valid_mask is not None:
+                raise ValueError("valid_mask without route_mask: it marks padding inside the routable span")
             a, f = block.forward_halves(x, positions)
             return (x + a) + f
         route_mask = _rows("route_mask", route_mask, b, s, torch.bool)

@@ -64,6 +64,9 @@ class Plan:
     def for_tokens(self, n: int) -> BucketPlan:
         """The bucket for n routable tokens: the smallest one that holds n
         (pad the routable span to its size and mark the padding invalid)."""
+        n = int_arg(n, "tokens")
+        if n < 1:
+            raise ValueError(f"tokens={n}: a bucket holds at least 1 routable token")
         for b in self.buckets:
             if b.tokens >= n:
                 return b
@@ -115,10 +118,17 @@ def plan(
         spec["tokens"] = tokens
     if buckets is not None:
         spec["buckets"] = list(buckets)
-    if schedule is not None:
-        spec["schedule"] = dict(schedule)
-    if rounding is not None:
-        spec["rounding"] = dict(rounding)
+    for name, value, example in (
+        ("schedule", schedule, '{"kind": "prd"}'),
+        ("rounding", rounding, '{"mode": "floor"}'),
+    ):
+        if value is None:
+            continue
+        if not isinstance(value, Mapping):
+            raise SpecError(
+                f'mod: field "{name}" = {value!r:.80}: expected a mapping such as {example}', field=name
+            )
+        spec[name] = dict(value)
     client = shared_client(backend)
     try:
         raw = client.mod_plan(spec)
