@@ -245,13 +245,21 @@ func (s *Spec) validate() error {
 		if sc.Layers == nil && sc.Preset == "" {
 			return fail("schedule.layers", nil, "constant needs layers (a list) or preset (deep_all, deep_all_include_last)")
 		}
+		if sc.Layers != nil && sc.Preset != "" {
+			return fail("schedule.preset", sc.Preset, "give layers or preset, not both")
+		}
 		if sc.Preset != "" && sc.Preset != "deep_all" && sc.Preset != "deep_all_include_last" {
 			return fail("schedule.preset", sc.Preset, "must be deep_all or deep_all_include_last")
 		}
+		seen := map[int64]bool{}
 		for i, l := range sc.Layers {
 			if l < 0 || l >= L {
 				return fail(fmt.Sprintf("schedule.layers[%d]", i), l, "must be a layer index in [0, %d)", L)
 			}
+			if seen[l] {
+				return fail(fmt.Sprintf("schedule.layers[%d]", i), l, "layer %d is listed twice", l)
+			}
+			seen[l] = true
 		}
 	case "explicit":
 		if int64(len(sc.Ratios)) != L {

@@ -313,6 +313,8 @@ func TestBadPlanSpecs(t *testing.T) {
 		{map[string]any{"num_layers": 4, "tokens": 8, "schedule": map[string]any{"max_ratio": math.NaN()}}, "schedule.max_ratio"},
 		{map[string]any{"num_layers": 4, "tokens": 8, "schedule": map[string]any{"kind": "explicit", "ratios": []any{1}}}, "schedule.ratios"},
 		{map[string]any{"num_layers": 4, "tokens": 8, "schedule": map[string]any{"kind": "constant", "layers": []any{9}}}, "schedule.layers[0]"},
+		{map[string]any{"num_layers": 4, "tokens": 8, "schedule": map[string]any{"kind": "constant", "layers": []any{1, 2, 1}}}, "schedule.layers[2]"},
+		{map[string]any{"num_layers": 8, "tokens": 8, "schedule": map[string]any{"kind": "constant", "layers": []any{1}, "preset": "deep_all"}}, "schedule.preset"},
 		{map[string]any{"num_layers": 4, "tokens": 8, "rounding": map[string]any{"multiple": 0}}, "rounding.multiple"},
 		{map[string]any{"num_layers": 4, "tokens": 8, "rounding": map[string]any{"mode": "round"}}, "rounding.mode"},
 		{map[string]any{"num_layers": 4, "tokens": 8, "rounding": map[string]any{"align": "t"}}, "rounding.align"},
@@ -492,7 +494,8 @@ func TestScheduleFieldOfAnotherKind(t *testing.T) {
 	for _, s := range []map[string]any{
 		{"kind": "prd", "shift": 0.5, "max_ratio": 0.85, "min_ratio": 0.15, "denom": 3},
 		{"kind": "shifted_linear", "shift": 0.5, "max_ratio": 0.85, "min_ratio": 0.15, "denom": 3},
-		{"kind": "constant", "ratio": 0.5, "layers": []any{1}, "preset": "deep_all"},
+		{"kind": "constant", "ratio": 0.5, "layers": []any{1}},
+		{"kind": "constant", "ratio": 0.5, "preset": "deep_all"},
 		{"kind": "interleave", "ratio": 0.5},
 		{"kind": "explicit", "ratios": ratios},
 	} {
