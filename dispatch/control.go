@@ -1,6 +1,7 @@
 package dispatch
 
 import (
+	"errors"
 	"sort"
 	"strconv"
 	"strings"
@@ -30,28 +31,33 @@ func (d *Dispatcher) postControl(r *pb.PostControl) (*pb.Response, error) {
 	d.postMu.Lock()
 	defer d.postMu.Unlock()
 	d.mu.Lock()
-	d.ctlSeq++
-	c := &pb.Control{Seq: d.ctlSeq, Replan: proto.Clone(rp).(*pb.Replan), TargetName: r.GetTargetName()}
+	c := &pb.Control{Seq: d.ctlSeq + 1, Replan: proto.Clone(rp).(*pb.Replan), TargetName: r.GetTargetName()}
+	d.mu.Unlock()
 	c.Replan.SessionId = 0
-	d.pendingCtl = c
-	d.mu.Unlock()
-	if d.opts.OnControl != nil {
-		if err := d.opts.OnControl(); err != nil {
-			d.mu.Lock()
-			d.pendingCtl = nil
-			d.mu.Unlock()
-			d.log.Error("control refused: it could not be saved", "seq", c.Seq, "err", err)
-			return nil, fail(pb.ErrorCode_ERROR_CODE_INTERNAL, "",
-				"post_control: the control could not be saved to the state dir, so it was not queued (post it again once that is fixed): %v", err)
+	// Numbered, queued and counted in one step, so a poll sees either
+	// nothing of it or all of it.
+	committed := false
+	commit := func() {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		d.ctlSeq = c.Seq
+		d.controls = append(d.controls, c)
+		if len(d.controls) > MaxControls {
+			d.controls = d.controls[len(d.controls)-MaxControls:]
 		}
+		committed = true
 	}
-	d.mu.Lock()
-	d.pendingCtl = nil
-	d.controls = append(d.controls, c)
-	if len(d.controls) > MaxControls {
-		d.controls = d.controls[len(d.controls)-MaxControls:]
+	if d.opts.OnControl == nil {
+		commit()
+	} else if err := d.opts.OnControl(c, commit); err != nil || !committed {
+		if err == nil {
+			err = errors.New("OnControl returned without committing the control")
+		}
+		// Nobody saw this control or its number: the next post reuses it.
+		d.log.Error("control refused: it could not be saved", "seq", c.Seq, "err", err)
+		return nil, fail(pb.ErrorCode_ERROR_CODE_INTERNAL, "",
+			"post_control: the control could not be saved to the state dir, so it was not queued (post it again once that is fixed): %v", err)
 	}
-	d.mu.Unlock()
 	d.log.Info("control posted", "seq", c.Seq, "at_step", rp.GetAtStep(), "target", r.GetTargetName())
 	return &pb.Response{Body: &pb.Response_Ack{Ack: &pb.Ack{PlanVersion: c.Seq}}}, nil
 }

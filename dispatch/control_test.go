@@ -294,25 +294,29 @@ func TestControlsOfOtherRanksAndOtherJobs(t *testing.T) {
 	}
 }
 
-// A control is saved before anyone sees it: a snapshot taken while it is
-// being saved holds it and a poll meanwhile does not. One that cannot be
-// saved is refused and never queued, and its number is not handed out again.
+// A control is saved before anyone sees it: while it is being saved a poll
+// sees neither it nor its number, and the snapshot written holds it. One that
+// cannot be saved is refused and never queued; nobody saw its number, so the
+// next post takes it.
 func TestControlIsSavedBeforeItIsQueued(t *testing.T) {
 	var d *Dispatcher
 	var c *Conn
 	var id uint64
 	var saved []byte
-	var seenWhileSaving int
+	var whileSaving *pb.Controls
 	failSave := false
-	d = New(Options{OnControl: func() error {
-		seenWhileSaving = len(c.Handle(&pb.Request{Body: &pb.Request_PollControl{PollControl: &pb.PollControl{
-			SessionId: id, Step: 1}}}).GetControls().GetControls())
+	d = New(Options{OnControl: func(ctl *pb.Control, commit func()) error {
+		whileSaving = c.Handle(&pb.Request{Body: &pb.Request_PollControl{PollControl: &pb.PollControl{
+			SessionId: id, Step: 1}}}).GetControls()
 		if failSave {
 			return errors.New("disk full")
 		}
 		var err error
-		saved, err = d.Snapshot()
-		return err
+		if saved, err = d.SnapshotWith(ctl); err != nil {
+			return err
+		}
+		commit()
+		return nil
 	}})
 	c = d.NewConn()
 	c.Handle(&pb.Request{Body: &pb.Request_Hello{Hello: &pb.Hello{ProtocolVersion: ProtocolVersion}}})
@@ -321,15 +325,25 @@ func TestControlIsSavedBeforeItIsQueued(t *testing.T) {
 		return c.Handle(&pb.Request{Body: &pb.Request_PostControl{PostControl: &pb.PostControl{Replan: &pb.Replan{
 			AtStep: at, Op: &pb.Replan_Anneal{Anneal: &pb.Anneal{Steps: 5, Shape: "linear"}}}}}})
 	}
-	if r := post(50); r.GetAck().GetPlanVersion() != 1 || seenWhileSaving != 0 {
-		t.Fatalf("first post: %v; a poll during the save saw %d controls, want 0", r, seenWhileSaving)
+	poll := func(after uint64) *pb.Controls {
+		return c.Handle(&pb.Request{Body: &pb.Request_PollControl{PollControl: &pb.PollControl{
+			SessionId: id, Step: 2, AfterSeq: after}}}).GetControls()
+	}
+	if r := post(50); r.GetAck().GetPlanVersion() != 1 {
+		t.Fatalf("first post: %v", r)
+	}
+	if len(whileSaving.GetControls()) != 0 || whileSaving.GetLatestSeq() != 0 {
+		t.Fatalf("a poll during the save saw %v; want no control and latest_seq 0", whileSaving)
 	}
 	restored := New(Options{})
 	if err := restored.Restore(saved); err != nil {
 		t.Fatal(err)
 	}
 	if n := len(restored.controls); n != 1 || restored.controls[0].GetSeq() != 1 || restored.ctlSeq != 1 {
-		t.Fatalf("the snapshot taken during the save: %d controls, seq %d; want control 1", n, restored.ctlSeq)
+		t.Fatalf("the snapshot written during the save: %d controls, seq %d; want control 1", n, restored.ctlSeq)
+	}
+	if got := poll(0); len(got.GetControls()) != 1 || got.GetLatestSeq() != 1 {
+		t.Fatalf("after the post: %v", got)
 	}
 
 	failSave = true
@@ -338,12 +352,15 @@ func TestControlIsSavedBeforeItIsQueued(t *testing.T) {
 		!strings.Contains(e.GetMessage(), "could not be saved") || !strings.Contains(e.GetMessage(), "disk full") {
 		t.Fatalf("a control that cannot be saved must be refused, naming why: %v", r)
 	}
-	failSave = false
-	if r := post(70); r.GetAck().GetPlanVersion() != 3 {
-		t.Fatalf("after a refused control 2, the next is 3: %v", r)
+	if got := poll(1); len(got.GetControls()) != 0 || got.GetLatestSeq() != 1 || whileSaving.GetLatestSeq() != 1 {
+		t.Fatalf("after the refused post: %v (during it: %v); want nothing new, latest_seq 1", got, whileSaving)
 	}
-	got := c.Handle(&pb.Request{Body: &pb.Request_PollControl{PollControl: &pb.PollControl{SessionId: id, Step: 2}}}).GetControls().GetControls()
-	if len(got) != 2 || got[0].GetSeq() != 1 || got[1].GetSeq() != 3 {
-		t.Fatalf("queued controls %v; want 1 and 3 (2 was refused)", got)
+	failSave = false
+	if r := post(70); r.GetAck().GetPlanVersion() != 2 {
+		t.Fatalf("after a refused control the next is 2: %v", r)
+	}
+	got := poll(1)
+	if len(got.GetControls()) != 1 || got.GetControls()[0].GetSeq() != 2 || got.GetControls()[0].GetReplan().GetAtStep() != 70 {
+		t.Fatalf("queued after control 1: %v; want control 2 at step 70", got)
 	}
 }

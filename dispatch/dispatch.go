@@ -60,12 +60,13 @@ type Options struct {
 	MaxRequest int
 	// Logger receives handler panics and refused requests (slog.Default() when nil).
 	Logger *slog.Logger
-	// OnControl, when set, is called once a control is numbered, before it
-	// is queued or acknowledged; a Snapshot taken meanwhile holds it (the
-	// sidecar writes one then, so an acknowledged control and its number
-	// survive a crash). An error refuses the control: it is not queued, and
-	// its number is not handed out again.
-	OnControl func() error
+	// OnControl, when set, is called with a control that is numbered but not
+	// yet queued (no poll sees it). It saves the control (the sidecar writes
+	// SnapshotWith(c)) and then calls commit, which queues it, before any
+	// other snapshot is taken: so an acknowledged control survives a crash,
+	// and a snapshot never holds one that was refused. An error (or no
+	// commit) refuses the control.
+	OnControl func(c *pb.Control, commit func()) error
 	// Observe, when set, is called after every request with its method name,
 	// its error code (ERROR_CODE_UNSPECIFIED on success) and its duration.
 	Observe func(method string, code pb.ErrorCode, d time.Duration)
@@ -83,11 +84,8 @@ type Dispatcher struct {
 	nextID   uint64
 	controls []*pb.Control
 	ctlSeq   uint64
-	// pendingCtl is the control being saved by OnControl: in snapshots,
-	// not yet in controls (so no client sees it before it is on disk).
-	pendingCtl *pb.Control
-	// postMu makes posts one at a time, so at most one control is pending
-	// and controls stay in number order.
+	// postMu makes posts one at a time, so controls are numbered and
+	// queued in order.
 	postMu sync.Mutex
 	// ctlEpoch names this numbering of controls, so a client that resumes
 	// with a number from another sidecar is not taken to have seen ours.

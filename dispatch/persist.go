@@ -13,20 +13,25 @@ import (
 
 // Snapshot encodes every session, sampler and queued control as a
 // checksummed msgpack blob, keeping their ids.
-func (d *Dispatcher) Snapshot() ([]byte, error) {
+func (d *Dispatcher) Snapshot() ([]byte, error) { return d.SnapshotWith(nil) }
+
+// SnapshotWith is Snapshot with control c queued after the others: the
+// snapshot OnControl writes before the control is committed.
+func (d *Dispatcher) SnapshotWith(c *pb.Control) ([]byte, error) {
 	d.mu.Lock()
 	d.reap()
 	st := dispatcherState{NextID: d.nextID, CtlSeq: d.ctlSeq, CtlEpoch: d.ctlEpoch}
+	controls := d.controls
+	if c != nil {
+		controls = append(controls[:len(controls):len(controls)], c)
+		st.CtlSeq = max(st.CtlSeq, c.GetSeq())
+	}
 	sessions := make([]*session, 0, len(d.sessions))
 	for _, s := range d.sessions {
 		sessions = append(sessions, s)
 	}
 	for id, e := range d.samplers {
 		st.Samplers = append(st.Samplers, savedSampler{ID: id, Spec: e.spec, Step: e.step})
-	}
-	controls := d.controls
-	if d.pendingCtl != nil { // being saved before it is acknowledged
-		controls = append(controls[:len(controls):len(controls)], d.pendingCtl)
 	}
 	for _, c := range controls {
 		b, err := proto.Marshal(c)

@@ -45,6 +45,7 @@ func (d *decay) Phases() []Phase {
 type decayer interface {
 	Spec
 	base() *decay
+	Phases() []Phase
 	profile(p float64) float64
 	withTotal(total int64) decayer
 }
@@ -71,7 +72,7 @@ func extendDecay(k decayer, at, total int64, mode string) (Schedule, error) {
 		return nil, err
 	}
 	if mode == ExtendProportional {
-		return proportional(func(t int64) Schedule { return k.withTotal(t) }, at, d.TotalSteps, total, d.WarmupSteps, d.WarmupSteps)
+		return proportional(k, func(t int64) phased { return k.withTotal(t) }, at, d.TotalSteps, total, d.WarmupSteps)
 	}
 	next := k.withTotal(total)
 	if at <= d.WarmupSteps || at > d.TotalSteps {

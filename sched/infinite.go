@@ -143,12 +143,12 @@ func (s *Infinite) extend(at, total int64, mode string) (Schedule, error) {
 	end := a0 + s.AnnealSteps
 	switch {
 	case mode == ExtendProportional:
-		return proportional(func(t int64) Schedule {
+		return proportional(s, func(t int64) phased {
 			h := *s
 			k := t - s.WarmupSteps - s.CooldownSteps - s.AnnealSteps
 			h.ConstantSteps = &k
 			return &h
-		}, at, end, total, s.WarmupSteps+s.CooldownSteps+s.AnnealSteps, s.WarmupSteps)
+		}, at, end, total, s.WarmupSteps+s.CooldownSteps+s.AnnealSteps)
 	case at <= min(a0, next.annealStart()):
 		return &next, nil
 	case at >= end:

@@ -109,25 +109,48 @@ func (r *reanchored) extend(at, total int64, mode string) (Schedule, error) {
 // ends at the new total: from step at on, the run follows the same schedule
 // built for horizon H = T·(T'−at)/(T−at), shifted so that step at sits at
 // fraction at/T of it and step T' at its end. build makes the schedule for a
-// horizon; minTotal is the smallest horizon the kind accepts, and a run past
-// its warmup is never sent back into it.
-func proportional(build func(total int64) Schedule, at, oldTotal, newTotal, minTotal, warmup int64) (Schedule, error) {
+// horizon; minTotal is the smallest horizon the kind accepts. The fraction
+// is of all steps, so with phases of fixed length (warmup, a WSD decay) the
+// position can land in another phase than the run is in; that is refused.
+func proportional(old phased, build func(total int64) phased, at, oldTotal, newTotal, minTotal int64) (Schedule, error) {
 	if at >= oldTotal { // the old run is over: the fraction done stays 1
 		return &shifted{s: build(newTotal), shift: newTotal - at}, nil
 	}
-	horizon := int64(math.Round(float64(oldTotal) * float64(newTotal-at) / float64(oldTotal-at)))
+	h := float64(oldTotal) * float64(newTotal-at) / float64(oldTotal-at)
+	if h >= 1<<62 {
+		return nil, fmt.Errorf("extend: a proportional extend here needs the schedule rebuilt for %.3g steps, more than 2^62; use mode %q", h, ExtendContinuous)
+	}
+	horizon := int64(math.Round(h))
 	if horizon < minTotal {
 		return nil, fmt.Errorf("extend: a proportional extend here squeezes the remaining %.0f%% of the run into %d steps, "+
 			"which needs the schedule rebuilt for %d steps, fewer than the %d its fixed phases take; use mode %q",
 			100*float64(oldTotal-at)/float64(oldTotal), newTotal-at, horizon, minTotal, ExtendContinuous)
 	}
-	shift := horizon - newTotal
-	if at >= warmup && at+shift < warmup {
-		return nil, fmt.Errorf("extend: a proportional extend here keeps %.0f%% done but the schedule rebuilt for %d steps "+
-			"has %d of warmup, so the rate would go back into warmup; use mode %q",
-			100*float64(at)/float64(oldTotal), horizon, warmup, ExtendContinuous)
+	next, shift := build(horizon), horizon-newTotal
+	if from, to := phaseAt(old, at), phaseAt(next, at+shift); from != to {
+		return nil, fmt.Errorf("extend: a proportional extend here keeps %.0f%% of the run done, which in the schedule "+
+			"rebuilt for %d steps lies in its %s phase, while the run is in its %s phase (the rate would jump "+
+			"between phases); use mode %q", 100*float64(at)/float64(oldTotal), horizon, to, from, ExtendContinuous)
 	}
-	return &shifted{s: build(horizon), shift: shift}, nil
+	return &shifted{s: next, shift: shift}, nil
+}
+
+// phased is a schedule that names its phases.
+type phased interface {
+	Schedule
+	Phases() []Phase
+}
+
+// phaseAt names the phase step n falls in.
+func phaseAt(s phased, n int64) string {
+	name := ""
+	for _, p := range s.Phases() {
+		if p.Start > n {
+			break
+		}
+		name = p.Name
+	}
+	return name
 }
 
 type shifted struct {

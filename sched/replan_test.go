@@ -168,8 +168,33 @@ func TestExtendProportional(t *testing.T) {
 	// 100 steps for the other 60% would rebuild it for 167 steps, where
 	// 40% done (step 67) is back inside the 100-step warmup.
 	err0 := plan(t, cosine1000).Replan(Replan{Op: OpExtend, At: 400, Total: 500, Mode: ExtendProportional})
-	if err0 == nil || !strings.Contains(err0.Error(), "the rate would go back into warmup") {
+	if err0 == nil || !strings.Contains(err0.Error(), "lies in its warmup phase, while the run is in its decay phase") {
 		t.Errorf("squeezed into the warmup: %v", err0)
+	}
+	// Any move between phases is refused the same way, as is a horizon past 2^62.
+	inf := map[string]any{"kind": "infinite", "peak_lr": 1.0, "const_lr": 0.5, "min_lr": 0.05, "warmup_steps": 100,
+		"cooldown_steps": 100, "constant_steps": 600, "anneal_steps": 200}
+	wsd1000 := map[string]any{"kind": "wsd", "peak_lr": 1.0, "warmup_steps": 100, "total_steps": 1000, "decay_steps": 200}
+	for _, c := range []struct {
+		spec      map[string]any
+		at, total int64
+		want      string
+	}{
+		{inf, 250, 600, "in its cooldown phase, while the run is in its constant phase"},   // H = 466.7: 250 -> 117
+		{inf, 950, 2000, "in its constant phase, while the run is in its anneal phase"},    // H = 21000: 950 -> 19950 < 20800
+		{wsd1000, 900, 2000, "in its stable phase, while the run is in its decay phase"},   // H = 11000: 900 -> 9900 < 10800
+		{cosine1000, 50, 2000, "in its decay phase, while the run is in its warmup phase"}, // H = 2052.6: 50 -> 103
+		{cosine1000, 999, 1 << 62, "needs the schedule rebuilt for 4.61e+21 steps, more than 2^62"},
+	} {
+		err := plan(t, c.spec).Replan(Replan{Op: OpExtend, At: c.at, Total: c.total, Mode: ExtendProportional})
+		if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), `use mode "continuous"`) {
+			t.Errorf("%v at %d to %d: %v", c.spec["kind"], c.at, c.total, err)
+		}
+	}
+	// Inside one phase it goes ahead: a WSD extended from its stable phase stays at peak.
+	w := plan(t, wsd1000, Replan{Op: OpExtend, At: 300, Total: 2000, Mode: ExtendProportional})
+	if w.LR(300) != 1 || w.LR(1799) != 1 || w.LR(2000) != 0 {
+		t.Errorf("wsd from stable: LR(300) %v, LR(1799) %v, LR(2000) %v", w.LR(300), w.LR(1799), w.LR(2000))
 	}
 	// A WSD's decay has a fixed length: it cannot be squeezed below it.
 	wsd := plan(t, map[string]any{"kind": "wsd", "peak_lr": 1.0, "warmup_steps": 100, "total_steps": 1000, "decay_steps": 200})

@@ -126,12 +126,12 @@ func (w *WSD) extend(at, total int64, mode string) (Schedule, error) {
 	decayStart := w.WarmupSteps + *w.StableSteps
 	switch {
 	case mode == ExtendProportional:
-		return proportional(func(t int64) Schedule {
+		return proportional(w, func(t int64) phased {
 			h := *w
 			s := t - w.WarmupSteps - w.DecaySteps
 			h.StableSteps, h.TotalSteps = &s, &t
 			return &h
-		}, at, *w.TotalSteps, total, w.WarmupSteps+w.DecaySteps, w.WarmupSteps)
+		}, at, *w.TotalSteps, total, w.WarmupSteps+w.DecaySteps)
 	case at <= min(decayStart, s+w.WarmupSteps):
 		return &next, nil
 	case at >= *w.TotalSteps:

@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"github.com/rewarm/rewarm/dispatch"
+	pb "github.com/rewarm/rewarm/proto/rewarmpb"
 )
 
 // SnapshotFile is the name of the sidecar's state file in its state dir.
@@ -25,6 +26,24 @@ func (s *Snapshots) Write(d *dispatch.Dispatcher) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return WriteSnapshot(s.Dir, d)
+}
+
+// WriteControl saves d with control c queued, then calls commit (which
+// queues it in d) before any other snapshot can be taken, so the file never
+// loses an acknowledged control nor holds a refused one. It is
+// dispatch.Options.OnControl for a sidecar with a state dir.
+func (s *Snapshots) WriteControl(d *dispatch.Dispatcher, c *pb.Control, commit func()) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	blob, err := d.SnapshotWith(c)
+	if err != nil {
+		return err
+	}
+	if err := writeBlob(s.Dir, blob); err != nil {
+		return err
+	}
+	commit()
+	return nil
 }
 
 // Check makes sure the dir exists and takes files: a sidecar finds out at
@@ -51,6 +70,10 @@ func WriteSnapshot(dir string, d *dispatch.Dispatcher) error {
 	if err != nil {
 		return err
 	}
+	return writeBlob(dir, blob)
+}
+
+func writeBlob(dir string, blob []byte) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}

@@ -292,6 +292,21 @@ def test_route_mask_and_valid_mask_contracts() -> None:
             M.MoDLayer(model.layers[0], k=5, tokens=20, hidden_size=hidden)
 
 
+def test_any_input_layout_and_an_empty_batch() -> None:
+    # x may come in any memory layout (a transposed patch embedding keeps
+    # hidden-major strides) and with no rows at all.
+    ids, mask = _batch(b=3)
+    model = _model()
+    layer = M.MoDLayer(model.layers[1], k=5, tokens=20, hidden_size=32)
+    torch.nn.init.normal_(layer.router.weight, std=0.1)
+    x, pos = model.embed(ids).detach(), torch.arange(ids.shape[1])
+    want = layer(x, pos, route_mask=mask)
+    hidden_major = x.permute(2, 0, 1).contiguous().permute(1, 2, 0)
+    assert not hidden_major.is_contiguous()
+    torch.testing.assert_close(layer(hidden_major, pos, route_mask=mask), want)
+    assert layer(x[:0], pos, route_mask=mask[:0]).shape == (0, ids.shape[1], 32)
+
+
 def test_plan_arguments_name_themselves() -> None:
     want = re.escape('"schedule" = \'prd\': expected a mapping such as {"kind"')
     with pytest.raises(rewarm.SpecError, match=want):

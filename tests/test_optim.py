@@ -754,16 +754,29 @@ def test_a_tensor_group_key_changed_in_place_applies_from_the_next_update() -> N
     for _ in range(3):
         a.grad = torch.ones(1)
         opt.step()
-    # The unchanged key costs no scalar read per step (a CUDA sync each).
-    with ScalarReads() as reads:
-        for _ in range(2):
-            a.grad = torch.ones(1)
-            opt.step()
-    assert reads.n == 0
     mult.fill_(0.25)
     a.grad = torch.ones(1)
     opt.step()
-    assert used[-1] == pytest.approx([0.25 * ref(5)], rel=1e-12)
+    assert used[-1] == pytest.approx([0.25 * ref(3)], rel=1e-12)
+    mult.data.fill_(0.5)  # not seen by the version counter: a CPU key is compared by value
+    a.grad = torch.ones(1)
+    opt.step()
+    assert used[-1] == pytest.approx([0.5 * ref(4)], rel=1e-12)
+
+
+def test_a_device_tensor_key_is_watched_without_reading_it() -> None:
+    # Off the CPU a key is compared by identity and version, never read
+    # (.item() on CUDA is a sync per step). A meta tensor stands in for a
+    # CUDA one here: reading it raises.
+    from rewarm._optim import _key_value
+
+    t = torch.empty((), device="meta")
+    with ScalarReads() as reads:
+        before = _key_value(t)
+        assert _key_value(t) == before
+        t.fill_(0.5)
+        assert _key_value(t) != before
+    assert reads.n == 0
 
 
 class ScalarReads(TorchDispatchMode):

@@ -146,11 +146,15 @@ def _keys_of(groups: Sequence[Mapping[str, Any]]) -> list[KeySig]:
 
 
 def _key_value(v: Any) -> Any:
-    """A tensor key by identity and version counter: a change in place (fill_)
-    bumps the version, and reading neither value syncs a CUDA tensor (.item()
-    would, on every step). Inference tensors keep no version: by value."""
+    """A tensor key as step() compares it. On the CPU by value, which catches
+    every kind of change. Elsewhere by identity and version counter, since
+    .item() would sync a CUDA tensor on every step: an in-place torch op
+    (fill_, copy_) bumps the version, a write through .data does not.
+    Inference tensors keep no version: by value."""
     if not isinstance(v, torch.Tensor):
         return v
+    if v.device.type == "cpu" and v.numel() == 1:
+        return v.item()
     try:
         return (id(v), v._version)
     except RuntimeError:

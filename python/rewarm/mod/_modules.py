@@ -220,7 +220,7 @@ class MoDLayer(nn.Module):
         # several times faster on CPU than gather/scatter with an index
         # expanded over d, and the same values.
         flat = (keep + torch.arange(b, device=x.device).unsqueeze(1) * s).reshape(-1)
-        xk = x.reshape(b * s, d).index_select(0, flat).view(b, -1, d)
+        xk = x.reshape(b * s, d).index_select(0, flat).view(b, keep.shape[1], d)
         a, f = block.forward_halves(xk, positions.gather(1, keep))
         # g is w on routable tokens and 1 elsewhere: skipped tokens become w·x,
         # kept ones x + Attn + g·MLP (g = 1 exactly for the others).
@@ -230,7 +230,9 @@ class MoDLayer(nn.Module):
         if spare is not None:
             kept = torch.where(spare.unsqueeze(-1), gk * xk, kept)
         # One full-size pass for the skipped tokens, then the kept rows in place.
-        out = (g * x).view(b * s, d).index_copy_(0, flat, kept.reshape(-1, d))
+        # reshape, not view: g·x keeps x's layout, which may not be row-major
+        # (a transposed patch embedding, say); then it copies once.
+        out = (g * x).reshape(b * s, d).index_copy_(0, flat, kept.reshape(-1, d))
         return out.view(b, s, d)
 
 

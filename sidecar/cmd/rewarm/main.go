@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/rewarm/rewarm/dispatch"
+	pb "github.com/rewarm/rewarm/proto/rewarmpb"
 	"github.com/rewarm/rewarm/sched"
 	"github.com/rewarm/rewarm/sidecar"
 )
@@ -199,7 +200,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	if *stateDir != "" {
 		// A control is on disk before it is acknowledged: its number is never
 		// handed out again, even after a crash.
-		opts.OnControl = func() error { return snaps.Write(d) }
+		opts.OnControl = func(c *pb.Control, commit func()) error { return snaps.WriteControl(d, c, commit) }
 	}
 	d = dispatch.New(opts)
 	if *stateDir != "" {
