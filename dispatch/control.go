@@ -40,6 +40,9 @@ func (d *Dispatcher) postControl(r *pb.PostControl) (*pb.Response, error) {
 	commit := func() {
 		d.mu.Lock()
 		defer d.mu.Unlock()
+		if committed {
+			return
+		}
 		d.ctlSeq = c.Seq
 		d.controls = append(d.controls, c)
 		if len(d.controls) > MaxControls {
@@ -49,14 +52,20 @@ func (d *Dispatcher) postControl(r *pb.PostControl) (*pb.Response, error) {
 	}
 	if d.opts.OnControl == nil {
 		commit()
-	} else if err := d.opts.OnControl(c, commit); err != nil || !committed {
-		if err == nil {
-			err = errors.New("OnControl returned without committing the control")
+	} else {
+		err := d.opts.OnControl(c, commit)
+		if !committed {
+			if err == nil {
+				err = errors.New("OnControl returned without committing the control")
+			}
+			// Nobody saw this control or its number: the next post takes it.
+			d.log.Error("control refused: it could not be saved", "err", err)
+			return nil, fail(pb.ErrorCode_ERROR_CODE_INTERNAL, "",
+				"post_control: the control could not be saved to the state dir, so it was not queued (post it again once that is fixed): %v", err)
 		}
-		// Nobody saw this control or its number: the next post reuses it.
-		d.log.Error("control refused: it could not be saved", "seq", c.Seq, "err", err)
-		return nil, fail(pb.ErrorCode_ERROR_CODE_INTERNAL, "",
-			"post_control: the control could not be saved to the state dir, so it was not queued (post it again once that is fixed): %v", err)
+		if err != nil { // queued all the same: clients may already have it
+			d.log.Warn("control queued, but saving it reported an error", "seq", c.Seq, "err", err)
+		}
 	}
 	d.log.Info("control posted", "seq", c.Seq, "at_step", rp.GetAtStep(), "target", r.GetTargetName())
 	return &pb.Response{Body: &pb.Response_Ack{Ack: &pb.Ack{PlanVersion: c.Seq}}}, nil

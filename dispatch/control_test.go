@@ -364,3 +364,25 @@ func TestControlIsSavedBeforeItIsQueued(t *testing.T) {
 		t.Fatalf("queued after control 1: %v; want control 2 at step 70", got)
 	}
 }
+
+// An OnControl that commits twice queues the control once; one that commits
+// and then reports an error has queued it, so the post is acknowledged.
+func TestOnControlCommitContract(t *testing.T) {
+	d := New(Options{OnControl: func(_ *pb.Control, commit func()) error {
+		commit()
+		commit()
+		return errors.New("fsync of the directory failed")
+	}})
+	c := d.NewConn()
+	c.Handle(&pb.Request{Body: &pb.Request_Hello{Hello: &pb.Hello{ProtocolVersion: ProtocolVersion}}})
+	id := open(t, c, cosineSpec)
+	r := c.Handle(&pb.Request{Body: &pb.Request_PostControl{PostControl: &pb.PostControl{Replan: &pb.Replan{
+		AtStep: 50, Op: &pb.Replan_Anneal{Anneal: &pb.Anneal{Steps: 5, Shape: "linear"}}}}}})
+	if r.GetAck().GetPlanVersion() != 1 {
+		t.Fatalf("a committed control must be acknowledged: %v", r)
+	}
+	got := c.Handle(&pb.Request{Body: &pb.Request_PollControl{PollControl: &pb.PollControl{SessionId: id, Step: 1}}}).GetControls()
+	if len(got.GetControls()) != 1 || got.GetLatestSeq() != 1 {
+		t.Fatalf("committed twice: %v; want one control", got)
+	}
+}

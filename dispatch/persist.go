@@ -24,6 +24,9 @@ func (d *Dispatcher) SnapshotWith(c *pb.Control) ([]byte, error) {
 	controls := d.controls
 	if c != nil {
 		controls = append(controls[:len(controls):len(controls)], c)
+		if len(controls) > MaxControls { // as commit will trim it
+			controls = controls[len(controls)-MaxControls:]
+		}
 		st.CtlSeq = max(st.CtlSeq, c.GetSeq())
 	}
 	sessions := make([]*session, 0, len(d.sessions))

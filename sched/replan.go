@@ -113,8 +113,11 @@ func (r *reanchored) extend(at, total int64, mode string) (Schedule, error) {
 // is of all steps, so with phases of fixed length (warmup, a WSD decay) the
 // position can land in another phase than the run is in; that is refused.
 func proportional(old phased, build func(total int64) phased, at, oldTotal, newTotal, minTotal int64) (Schedule, error) {
-	if at >= oldTotal { // the old run is over: the fraction done stays 1
+	switch {
+	case at >= oldTotal: // the old run is over: the fraction done stays 1
 		return &shifted{s: build(newTotal), shift: newTotal - at}, nil
+	case at <= 0: // nothing done yet: the new schedule as it stands
+		return build(newTotal), nil
 	}
 	h := float64(oldTotal) * float64(newTotal-at) / float64(oldTotal-at)
 	if h >= 1<<62 {
@@ -127,7 +130,7 @@ func proportional(old phased, build func(total int64) phased, at, oldTotal, newT
 			100*float64(oldTotal-at)/float64(oldTotal), newTotal-at, horizon, minTotal, ExtendContinuous)
 	}
 	next, shift := build(horizon), horizon-newTotal
-	if from, to := phaseAt(old, at), phaseAt(next, at+shift); from != to {
+	if from, to := phaseAt(old, at), phaseAt(next, max(at+shift, 0)); from != to {
 		return nil, fmt.Errorf("extend: a proportional extend here keeps %.0f%% of the run done, which in the schedule "+
 			"rebuilt for %d steps lies in its %s phase, while the run is in its %s phase (the rate would jump "+
 			"between phases); use mode %q", 100*float64(at)/float64(oldTotal), horizon, to, from, ExtendContinuous)

@@ -191,6 +191,14 @@ func TestExtendProportional(t *testing.T) {
 			t.Errorf("%v at %d to %d: %v", c.spec["kind"], c.at, c.total, err)
 		}
 	}
+	// Nothing done yet: the new schedule as it stands, whatever its size.
+	z := plan(t, cosine1000, Replan{Op: OpExtend, At: 0, Total: 1<<61 + 12345, Mode: ExtendProportional})
+	zw := plan(t, map[string]any{"kind": "cosine", "peak_lr": 1.0, "min_lr": 0.1, "warmup_steps": 100, "total_steps": 1<<61 + 12345})
+	for _, n := range []int64{0, 50, 100, 1 << 40, 1<<61 + 12345} {
+		if z.LR(n) != zw.LR(n) {
+			t.Errorf("proportional from step 0, LR(%d) = %v, want %v", n, z.LR(n), zw.LR(n))
+		}
+	}
 	// Inside one phase it goes ahead: a WSD extended from its stable phase stays at peak.
 	w := plan(t, wsd1000, Replan{Op: OpExtend, At: 300, Total: 2000, Mode: ExtendProportional})
 	if w.LR(300) != 1 || w.LR(1799) != 1 || w.LR(2000) != 0 {

@@ -25,7 +25,7 @@ type Snapshots struct {
 func (s *Snapshots) Write(d *dispatch.Dispatcher) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return WriteSnapshot(s.Dir, d)
+	return writeSnapshot(s.Dir, d)
 }
 
 // WriteControl saves d with control c queued, then calls commit (which
@@ -63,9 +63,11 @@ func (s *Snapshots) Check() error {
 	return errors.Join(werr, cerr)
 }
 
-// WriteSnapshot writes d's state to dir atomically: a temporary file,
+// writeSnapshot writes d's state to dir atomically: a temporary file,
 // fsync, rename over the old snapshot, fsync of the directory.
-func WriteSnapshot(dir string, d *dispatch.Dispatcher) error {
+// Unexported: every write goes through Snapshots, whose lock orders it
+// against WriteControl's write-then-commit.
+func writeSnapshot(dir string, d *dispatch.Dispatcher) error {
 	blob, err := d.Snapshot()
 	if err != nil {
 		return err

@@ -776,6 +776,12 @@ def test_a_device_tensor_key_is_watched_without_reading_it() -> None:
         assert _key_value(t) == before
         t.fill_(0.5)
         assert _key_value(t) != before
+        # A replacement is another key even if it gets the freed one's id.
+        group = {"lr_mult": torch.empty((), device="meta")}
+        keys = _key_value(group["lr_mult"])
+        del group["lr_mult"]
+        group["lr_mult"] = torch.empty((), device="meta")
+        assert _key_value(group["lr_mult"]) != keys
     assert reads.n == 0
 
 

@@ -156,9 +156,24 @@ def _key_value(v: Any) -> Any:
     if v.device.type == "cpu" and v.numel() == 1:
         return v.item()
     try:
-        return (id(v), v._version)
+        return _TensorKey(v, v._version)
     except RuntimeError:
-        return v.item() if v.numel() == 1 else (id(v),)
+        return v.item() if v.numel() == 1 else _TensorKey(v, -1)
+
+
+class _TensorKey:
+    """A tensor by identity (held, so a replacement can never reuse its id)
+    and version counter. Compared without reading the tensor."""
+
+    __slots__ = ("tensor", "version")
+
+    def __init__(self, tensor: torch.Tensor, version: int) -> None:
+        self.tensor, self.version = tensor, version
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _TensorKey) and other.tensor is self.tensor and other.version == self.version
+
+    __hash__ = None  # type: ignore[assignment]
 
 
 def _spec_from_keys(g: Mapping[str, Any], k: int) -> GroupSpec:
