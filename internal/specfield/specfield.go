@@ -262,8 +262,19 @@ func number(v any) (float64, bool) {
 	return 0, false
 }
 
-// integer extracts an int64, accepting integral floats below 2^53.
+// integer extracts an int64 of magnitude at most 2^53, from an integer or an
+// integral float: the most a spec carries exactly over the wire (a JSON or
+// protobuf number is a float64), so a YAML file given to the CLI takes no
+// more than the same spec sent by a client.
 func integer(v any) (int64, bool) {
+	i, ok := anyInteger(v)
+	if !ok || i > 1<<53 || i < -(1<<53) {
+		return 0, false
+	}
+	return i, true
+}
+
+func anyInteger(v any) (int64, bool) {
 	switch x := v.(type) {
 	case int:
 		return int64(x), true

@@ -39,6 +39,9 @@ var palette = []color.Color{
 	color.RGBA{23, 190, 207, 255},
 }
 
+// maxChartInches bounds --width and --height (a PNG is drawn at 96 dpi).
+const maxChartInches = 200
+
 // chart draws series from a JSON file (or - for stdin), for the study's figures.
 func chart(args []string, stderr io.Writer) int {
 	fs := flag.NewFlagSet("chart", flag.ContinueOnError)
@@ -56,6 +59,16 @@ DATA: {"title", "xlabel", "ylabel", "bars": false, "log_y": false, "legend": "to
 	src, code := parsePositional(fs, args, "one DATA.json or - (and flags before or after it)")
 	if code >= 0 {
 		return code
+	}
+	for _, f := range []struct {
+		name string
+		v    float64
+	}{{"width", *width}, {"height", *height}} {
+		// NaN fails both comparisons and is refused too.
+		if !(f.v > 0 && f.v <= maxChartInches) {
+			fmt.Fprintf(stderr, "rewarm chart: --%s %v: must be in (0, %d] inches\n", f.name, f.v, maxChartInches)
+			return 2
+		}
 	}
 	var raw []byte
 	var err error
@@ -90,6 +103,14 @@ DATA: {"title", "xlabel", "ylabel", "bars": false, "log_y": false, "legend": "to
 		if len(s.X) != len(s.Y) {
 			fmt.Fprintf(stderr, "rewarm chart: series %q has %d x and %d y values\n", s.Name, len(s.X), len(s.Y))
 			return 1
+		}
+		if spec.LogY {
+			for j, y := range s.Y {
+				if !(y > 0) {
+					fmt.Fprintf(stderr, "rewarm chart: series %q: y[%d] = %v: log_y needs values > 0\n", s.Name, j, y)
+					return 1
+				}
+			}
 		}
 		c := palette[i%len(palette)]
 		if spec.Bars {

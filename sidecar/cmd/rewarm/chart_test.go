@@ -21,20 +21,27 @@ func TestChart(t *testing.T) {
 		name, data, out string
 		code            int
 		stderr          string
+		flags           []string
 	}{
-		{"lines", `{"title": "t", "series": [{"name": "a", "x": [0, 1, 2], "y": [1, 2, 3]}]}`, "a.png", 0, ""},
-		{"bars", `{"bars": true, "series": [{"name": "k", "x": [0, 1], "y": [1, 0.5]}]}`, "b.svg", 0, ""},
-		{"unknown field", `{"series": [{"name": "a", "x": [0], "y": [1]}], "colour": "red"}`, "c.png", 1, `unknown field "colour"`},
-		{"ragged", `{"series": [{"name": "a", "x": [0, 1], "y": [1]}]}`, "d.png", 1, `series "a" has 2 x and 1 y values`},
-		{"legend", `{"legend": "bottom left", "series": [{"name": "a", "x": [0], "y": [1]}]}`, "g.png", 0, ""},
-		{"bad legend", `{"legend": "middle", "series": [{"name": "a", "x": [0], "y": [1]}]}`, "h.png", 1, `legend: "middle"`},
-		{"empty", `{"series": []}`, "e.png", 1, "series: empty"},
-		{"bad extension", `{"series": [{"name": "a", "x": [0], "y": [1]}]}`, "f.jpg", 2, "use a .png or .svg"},
+		{"lines", `{"title": "t", "series": [{"name": "a", "x": [0, 1, 2], "y": [1, 2, 3]}]}`, "a.png", 0, "", nil},
+		{"bars", `{"bars": true, "series": [{"name": "k", "x": [0, 1], "y": [1, 0.5]}]}`, "b.svg", 0, "", nil},
+		{"unknown field", `{"series": [{"name": "a", "x": [0], "y": [1]}], "colour": "red"}`, "c.png", 1, `unknown field "colour"`, nil},
+		{"ragged", `{"series": [{"name": "a", "x": [0, 1], "y": [1]}]}`, "d.png", 1, `series "a" has 2 x and 1 y values`, nil},
+		{"legend", `{"legend": "bottom left", "series": [{"name": "a", "x": [0], "y": [1]}]}`, "g.png", 0, "", nil},
+		{"bad legend", `{"legend": "middle", "series": [{"name": "a", "x": [0], "y": [1]}]}`, "h.png", 1, `legend: "middle"`, nil},
+		{"empty", `{"series": []}`, "e.png", 1, "series: empty", nil},
+		{"bad extension", `{"series": [{"name": "a", "x": [0], "y": [1]}]}`, "f.jpg", 2, "use a .png or .svg", nil},
+		// These used to panic inside the plotting library.
+		{"log of zero", `{"log_y": true, "series": [{"name": "a", "x": [0, 1], "y": [1, 0]}]}`, "i.png", 1, `series "a": y[1] = 0: log_y needs values > 0`, nil},
+		{"log bars", `{"log_y": true, "bars": true, "series": [{"name": "k", "x": [0], "y": [-2]}]}`, "j.png", 1, "y[0] = -2: log_y", nil},
+		{"zero width", `{"series": [{"name": "a", "x": [0], "y": [1]}]}`, "k.png", 2, "--width 0: must be in (0, 200] inches", []string{"--width", "0"}},
+		{"huge height", `{"series": [{"name": "a", "x": [0], "y": [1]}]}`, "l.png", 2, "--height 1e+09: must be in", []string{"--height", "1e9"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var stderr bytes.Buffer
 			out := filepath.Join(dir, tc.out)
-			code := run([]string{"chart", write(tc.name+".json", tc.data), "-o", out}, &bytes.Buffer{}, &stderr)
+			args := append([]string{"chart", write(tc.name+".json", tc.data), "-o", out}, tc.flags...)
+			code := run(args, &bytes.Buffer{}, &stderr)
 			if code != tc.code || !strings.Contains(stderr.String(), tc.stderr) {
 				t.Fatalf("exit %d, stderr %q; want exit %d and %q", code, stderr.String(), tc.code, tc.stderr)
 			}
