@@ -583,6 +583,18 @@ func (d *Dispatcher) getLR(r *pb.GetLR) (*pb.Response, error) {
 	for i := int64(0); i < count; i++ {
 		n := step + i
 		lr := plan.LR(n)
+		if math.IsInf(lr, 0) || math.IsNaN(lr) {
+			// A schedule that grows (gamma > 1) overflows in the end: never
+			// hand an optimizer that. The window stops short of it; the
+			// update that would use it (or the one after, fetched with it)
+			// gets the error.
+			if i < 2 {
+				return nil, fail(pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "step",
+					"get_lr: the rate at step %d is %v: the schedule grows past what a float64 holds (a gamma above 1?)", n, lr)
+			}
+			out.Count = uint32(i)
+			break
+		}
 		for _, g := range groups {
 			out.Values = append(out.Values, plan.GroupLR(lr, g))
 		}

@@ -318,3 +318,20 @@ func TestNonFiniteSpecNumbersStayNumbers(t *testing.T) {
 		t.Fatalf("peak_lr NaN: %v", r)
 	}
 }
+
+// A growing schedule overflows in the end: a window stops short of the first
+// infinite rate, and a request whose first two rates include it is refused.
+func TestOverflowingRatesAreNeverSent(t *testing.T) {
+	c := greeted(t)
+	id := open(t, c, map[string]any{"kind": "exponential", "peak_lr": 1.0, "gamma": 2.0})
+	// peak·γ^n = 2^n: finite up to n = 1023, +Inf from 1024.
+	r := getLR(c, id, 1000, 100)
+	if v := r.GetLr().GetValues(); len(v) != 24 || r.GetLr().GetCount() != 24 || math.IsInf(v[23], 0) || v[23] < 1e307 {
+		t.Fatalf("window from 1000: %d values (count %d), last %v; want 24, the last near 2^1023", len(v), r.GetLr().GetCount(), v[len(v)-1])
+	}
+	for _, step := range []int64{1023, 1024, 5000} {
+		if e := getLR(c, id, step, 8).GetError(); e.GetField() != "step" || !strings.Contains(e.GetMessage(), "grows past what a float64 holds") {
+			t.Errorf("window from %d: %v", step, e)
+		}
+	}
+}

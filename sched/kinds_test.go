@@ -238,6 +238,12 @@ func TestMomentumRange(t *testing.T) {
 			t.Errorf("%v: %v, want an error naming %s", c.spec, err, c.field)
 		}
 	}
+	// shape constant holds start: an end that differs is refused, not ignored.
+	_, err := ParseConfig(map[string]any{"kind": "constant", "peak_lr": 1.0,
+		"momentum": map[string]any{"start": 0.45, "end": 0.475, "shape": "constant", "steps": 1}})
+	if err == nil || !containsAll(err.Error(), `"momentum.end" = 0.475`, "shape constant holds start") {
+		t.Errorf("constant shape with another end: %v", err)
+	}
 	// Weight decay has no such bound.
 	if _, err := ParseConfig(map[string]any{"kind": "constant", "peak_lr": 1.0, "weight_decay": map[string]any{"start": 1.5}}); err != nil {
 		t.Errorf("weight decay 1.5: %v", err)

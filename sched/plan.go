@@ -36,6 +36,9 @@ func (v *ValueSchedule) validate(field string) error {
 	oneOf(&c, "shape", v.Shape, map[string]bool{"constant": true, "linear": true, "cosine": true})
 	c.steps("begin", v.Begin, 0)
 	c.steps("steps", v.Steps, 0)
+	if v.Shape == "constant" && v.End != nil && *v.End != v.Start {
+		c.fail("end", *v.End, "shape constant holds start (%g): leave end out, or give a linear or cosine shape", v.Start)
+	}
 	if v.Shape != "constant" && v.End != nil && *v.End != v.Start && v.Steps < 1 {
 		c.fail("steps", v.Steps, "must be >= 1 to move from start to end")
 	}
@@ -259,7 +262,7 @@ func (p *Plan) Report(r Report) error {
 		return specfield.Errorf("report", "step", r.Step, "must be >= 0")
 	}
 	if !p.usesMetrics() {
-		return specfield.Errorf("report", "metric", r.Metric, "this schedule has no plateau piece, so it does not use metrics")
+		return specfield.Errorf("report", "metric", r.Metric, "this schedule does not use metrics: only a plateau schedule, or a new_stage into one, takes reports (a plateau part of a sequence or stages gets none)")
 	}
 	if p.reportsOnlyExtend(r.Step) {
 		p.Reports = append(p.Reports, r)
