@@ -128,6 +128,9 @@ func TestCtlFlags(t *testing.T) {
 		{[]string{"anneal", "--at-step", "5", "--steps", "10", "--min-lr", "0"}, 1, "none.sock"},
 		{[]string{"extend", "--at-step", "5", "--total", "6"}, 1, "none.sock"},
 		{[]string{"stage", "--at-step", "5", "--spec", "{kind: constant, peak_lr: 0.1}"}, 1, "none.sock"},
+		// --socket after the command too (it wins over the one before).
+		{[]string{"status", "--socket", sock + ".after"}, 1, "none.sock.after"},
+		{[]string{"anneal", "--at-step", "5", "--steps", "10", "--socket", sock + ".after"}, 1, "none.sock.after"},
 	} {
 		_, stderr, code := runCLI(append([]string{"ctl", "--socket", sock}, c.args...)...)
 		if code != c.code || !strings.Contains(stderr, c.stderr) {
@@ -140,14 +143,14 @@ func TestCtlFlags(t *testing.T) {
 // schedule's own floor applies.
 func TestCtlMinLRSent(t *testing.T) {
 	var errb bytes.Buffer
-	req, code := ctlRequest("anneal", []string{"--at-step", "5", "--steps", "10", "--min-lr", "0"}, &errb)
+	req, code := ctlRequest("anneal", []string{"--at-step", "5", "--steps", "10", "--min-lr", "0"}, new(string), &errb)
 	if code >= 0 {
 		t.Fatalf("exit %d: %s", code, errb.String())
 	}
 	if a := req.GetPostControl().GetReplan().GetAnneal(); a.MinLr == nil || a.GetMinLr() != 0 || a.GetSteps() != 10 {
 		t.Errorf("anneal %v: want min_lr 0 and 10 steps", a)
 	}
-	req, code = ctlRequest("anneal", []string{"--at-step", "5", "--steps", "10"}, &errb)
+	req, code = ctlRequest("anneal", []string{"--at-step", "5", "--steps", "10"}, new(string), &errb)
 	if code >= 0 {
 		t.Fatalf("exit %d: %s", code, errb.String())
 	}

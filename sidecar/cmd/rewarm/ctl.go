@@ -47,7 +47,7 @@ func ctl(args []string, stdout, stderr io.Writer) int {
 		fs.Usage()
 		return 2
 	}
-	req, code := ctlRequest(rest[0], rest[1:], stderr)
+	req, code := ctlRequest(rest[0], rest[1:], socket, stderr)
 	if code >= 0 {
 		return code
 	}
@@ -84,9 +84,11 @@ func ctl(args []string, stdout, stderr io.Writer) int {
 // and builds the request of cmd (status, anneal, extend or stage). It refuses values the sidecar would refuse or
 // drop, naming the flag and the value. code is -1 to go on, else the exit
 // code, with the message printed.
-func ctlRequest(cmd string, args []string, stderr io.Writer) (*pb.Request, int) {
+func ctlRequest(cmd string, args []string, socket *string, stderr io.Writer) (*pb.Request, int) {
 	sub := flag.NewFlagSet("ctl "+cmd, flag.ContinueOnError)
 	sub.SetOutput(stderr)
+	// --socket is ctl's, but it is taken after the command too.
+	sub.StringVar(socket, "socket", *socket, "sidecar socket (also before the command)")
 	if cmd == "status" {
 		if _, code := parseArgs(sub, args, 0, "no arguments"); code >= 0 {
 			return nil, code
