@@ -51,7 +51,7 @@ func (s *Step) Validate() error {
 	v.positive("gamma", s.Gamma)
 	return v.err
 }
-func (s *Step) LR(n int64) float64          { return s.PeakLR * math.Pow(s.Gamma, float64(n/s.StepSize)) }
+func (s *Step) LR(n int64) float64          { return scaled(s.PeakLR, math.Pow(s.Gamma, float64(n/s.StepSize))) }
 func (s *Step) lrRange() (float64, float64) { return 0, s.PeakLR }
 func (s *Step) Phases() []Phase             { return []Phase{{"step", 0}} }
 
@@ -73,7 +73,17 @@ func (s *MultiStep) Validate() error {
 }
 func (s *MultiStep) LR(n int64) float64 {
 	k := sort.Search(len(s.Milestones), func(i int) bool { return s.Milestones[i] > n })
-	return s.PeakLR * math.Pow(s.Gamma, float64(k))
+	return scaled(s.PeakLR, math.Pow(s.Gamma, float64(k)))
+}
+
+// scaled is peak·factor, with a zero peak staying 0 where a growing factor
+// (gamma > 1) has overflowed to +Inf (0·Inf is NaN). A positive peak then
+// gives +Inf, which the dispatcher never hands to an optimizer.
+func scaled(peak, factor float64) float64 {
+	if peak == 0 {
+		return 0
+	}
+	return peak * factor
 }
 func (s *MultiStep) lrRange() (float64, float64) { return 0, s.PeakLR }
 func (s *MultiStep) Phases() []Phase {
@@ -109,7 +119,7 @@ func (s *Exponential) Validate() error {
 // LR uses exp(n·ln γ): math.Pow costs ~100 ns for large n, and the two
 // differ by a few ulps.
 func (s *Exponential) LR(n int64) float64 {
-	return math.Max(s.PeakLR*math.Exp(float64(n)*s.logGamma), s.MinLR)
+	return math.Max(scaled(s.PeakLR, math.Exp(float64(n)*s.logGamma)), s.MinLR)
 }
 func (s *Exponential) lrRange() (float64, float64) { return s.MinLR, s.PeakLR }
 func (s *Exponential) floor() float64              { return s.MinLR }
