@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 import nox
+from nox.command import CommandFailed
 
 ROOT = Path(__file__).resolve().parent
 SHARED = ROOT / ".nox" / "_shared"
@@ -61,6 +62,29 @@ def _source_digest() -> str:
     return h.hexdigest()
 
 
+# torch from the package index is the CUDA build: its wheels take about 3.5 GB
+# to download and 6 GB installed, even though rewarm runs it on the CPU.
+TORCH_DISK_GB = 10
+
+
+def _install(session: nox.Session, py: Path, *packages: str) -> None:
+    """pip install into the shared environment without pip's cache (which would
+    hold a second copy of torch's wheels), trying twice: a large download can
+    be cut off."""
+    if not any(SHARED.glob("lib/python*/site-packages/torch/__init__.py")):
+        free_gb = shutil.disk_usage(SHARED).free / 1e9
+        if free_gb < TORCH_DISK_GB:
+            session.warn(
+                f"installing torch needs about {TORCH_DISK_GB} GB free; {SHARED} has {free_gb:.1f} GB"
+            )
+    cmd = [str(py), "-m", "pip", "install", "-q", "--no-cache-dir", "--retries", "10", *packages]
+    try:
+        session.run(*cmd)
+    except CommandFailed:
+        session.warn("pip install failed; trying once more")
+        session.run(*cmd)
+
+
 def shared_python(session: nox.Session) -> str:
     """The shared environment's interpreter, with torch and the current
     package installed."""
@@ -68,7 +92,7 @@ def shared_python(session: nox.Session) -> str:
     if not py.exists():
         session.run(sys.executable, "-m", "venv", str(SHARED))
         session.run(str(py), "-m", "pip", "install", "-q", "--upgrade", "pip")
-    session.run(str(py), "-m", "pip", "install", "-q", TORCH, *TEST_DEPS, *FRAMEWORK_DEPS)
+    _install(session, py, TORCH, *TEST_DEPS, *FRAMEWORK_DEPS)
     stamp = SHARED / "rewarm-build.sha256"
     digest = _source_digest()
     if not stamp.exists() or stamp.read_text() != digest:
