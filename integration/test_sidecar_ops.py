@@ -301,7 +301,9 @@ def test_connect_or_spawn_without_a_launcher(tmp_path: Path) -> None:
     assert (tmp_path / "xdg" / "rewarm").stat().st_mode & 0o777 == 0o700
     r0, r1 = ranks(out)
     assert r0["lrs"] == r1["lrs"] and r0["failovers"] == 0
-    wait_for(lambda: not socks[0].exists(), timeout=30, what="the idle sidecar to exit")
+    folder = tmp_path / "xdg" / "rewarm"
+    # Both lock files (the spawner's and the server's) go with the sidecar.
+    wait_for(lambda: not any(folder.iterdir()), timeout=30, what="the idle sidecar to exit and leave nothing")
 
 
 def test_snapshots_survive_a_restart_and_corruption_is_refused(tmp_path: Path) -> None:

@@ -75,17 +75,28 @@ const ServeLockSuffix = ".serve.lock"
 
 // Listener is a Unix socket listener that holds the lock file beside its
 // socket for as long as it is open, so two servers cannot both start on one
-// path. Closing it removes the socket file and releases the lock.
+// path. Closing it removes the socket file and the lock file, then releases
+// the lock.
 type Listener struct {
 	*net.UnixListener
-	lock *os.File
+	lock      *os.File
+	lockPath  string
+	closeOnce sync.Once
+	closeErr  error
 }
 
-// Close stops listening, removes the socket file and releases the lock.
+// Close stops listening, removes the socket file and the lock file and
+// releases the lock. Only the first call acts: a later one must not remove a
+// lock file that the next server on the path has made.
 func (l *Listener) Close() error {
-	err := l.UnixListener.Close()
-	_ = l.lock.Close()
-	return err
+	l.closeOnce.Do(func() {
+		l.closeErr = l.UnixListener.Close()
+		// Removed while still held: a server that opened the old file and
+		// takes the lock after this finds it unlinked and starts over.
+		_ = os.Remove(l.lockPath)
+		_ = l.lock.Close()
+	})
+	return l.closeErr
 }
 
 // Listen creates a Unix socket at path with mode 0600 (no chmod race: the
@@ -103,23 +114,50 @@ func Listen(path string) (*Listener, error) {
 			return nil, fmt.Errorf("create socket directory: %w", err)
 		}
 	}
-	lock, err := os.OpenFile(path+ServeLockSuffix, os.O_CREATE|os.O_RDWR, 0o600)
+	lockPath := path + ServeLockSuffix
+	lock, err := lockFile(lockPath)
 	if err != nil {
-		return nil, fmt.Errorf("open the socket's lock file: %w", err)
-	}
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		_ = lock.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("a server is already listening on %s (or starting there: %s%s is held)", path, path, ServeLockSuffix)
+			return nil, fmt.Errorf("a server is already listening on %s (or starting there: %s is held)", path, lockPath)
 		}
-		return nil, fmt.Errorf("lock %s%s: %w", path, ServeLockSuffix, err)
+		return nil, err
 	}
 	l, err := listenLocked(path)
 	if err != nil {
+		_ = os.Remove(lockPath)
 		_ = lock.Close()
 		return nil, err
 	}
-	return &Listener{UnixListener: l, lock: lock}, nil
+	return &Listener{UnixListener: l, lock: lock, lockPath: lockPath}, nil
+}
+
+// lockFile takes an exclusive lock on the file at path, creating it, without
+// waiting. Holders remove the file before they release it, so a lock taken on
+// a file that is no longer the one at path is worthless: then it starts over.
+func lockFile(path string) (*os.File, error) {
+	for range 100 {
+		f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("open the socket's lock file: %w", err)
+		}
+		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+			_ = f.Close()
+			if errors.Is(err, syscall.EWOULDBLOCK) {
+				return nil, err
+			}
+			return nil, fmt.Errorf("lock %s: %w", path, err)
+		}
+		held, err := f.Stat()
+		if err != nil {
+			_ = f.Close()
+			return nil, fmt.Errorf("stat %s: %w", path, err)
+		}
+		if now, err := os.Stat(path); err == nil && os.SameFile(held, now) {
+			return f, nil
+		}
+		_ = f.Close()
+	}
+	return nil, fmt.Errorf("lock %s: it was replaced 100 times while being locked", path)
 }
 
 func listenLocked(path string) (*net.UnixListener, error) {

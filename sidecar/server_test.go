@@ -11,8 +11,10 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -246,6 +248,67 @@ func TestListenRaceHasOneWinner(t *testing.T) {
 		}
 		_ = c.Close()
 		_ = won[0].Close()
+	}
+}
+
+// Servers that start and stop on one path over and over never overlap,
+// although each removes its lock file on the way out.
+func TestListenChurnNeverOverlaps(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.sock")
+	var holders, won atomic.Int32
+	var wg sync.WaitGroup
+	for g := 0; g < 6; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 300; i++ {
+				l, err := Listen(path)
+				if err != nil {
+					if !strings.Contains(err.Error(), "already listening") {
+						t.Errorf("Listen: %v", err)
+						return
+					}
+					continue
+				}
+				if n := holders.Add(1); n != 1 {
+					t.Errorf("%d servers hold %s at once", n, path)
+				}
+				won.Add(1)
+				runtime.Gosched()
+				holders.Add(-1)
+				_ = l.Close()
+			}
+		}()
+	}
+	wg.Wait()
+	if won.Load() == 0 {
+		t.Fatal("no server ever listened")
+	}
+	if _, err := os.Stat(path + ServeLockSuffix); !os.IsNotExist(err) {
+		t.Fatalf("lock file left after the last server closed: %v", err)
+	}
+}
+
+// Close removes the lock file once: a second Close must not remove the lock
+// file of the server that started after the first.
+func TestListenerCloseTwiceKeepsNextLock(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.sock")
+	a, err := Listen(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = a.Close()
+	b, err := Listen(path)
+	if err != nil {
+		t.Fatalf("a server after a closed one: %v", err)
+	}
+	defer b.Close()
+	_ = a.Close()
+	if _, err := os.Stat(path + ServeLockSuffix); err != nil {
+		t.Fatalf("the second server's lock file: %v", err)
+	}
+	if _, err := Listen(path); err == nil || !strings.Contains(err.Error(), "already listening") {
+		t.Fatalf("a third server beside a live one: %v", err)
 	}
 }
 

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
 import math
+import os
 import socket
 import struct
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -249,11 +252,38 @@ def test_spawn_checks_what_the_spawned_sidecar_would_refuse(
         connect_or_spawn(str(not_a_socket))
 
 
+def test_the_spawn_lock_excludes_and_leaves_no_file(tmp_path) -> None:
+    import threading
+
+    from rewarm._launch import _spawn_lock
+
+    lock = str(tmp_path / "s.sock.lock")
+    inside, overlaps, entered = [0], [0], [0]
+    guard = threading.Lock()
+
+    def churn() -> None:
+        for _ in range(200):
+            with _spawn_lock(lock):
+                with guard:
+                    inside[0] += 1
+                    overlaps[0] += inside[0] > 1
+                    entered[0] += 1
+                time.sleep(0)
+                with guard:
+                    inside[0] -= 1
+
+    threads = [threading.Thread(target=churn) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert entered[0] == 800 and overlaps[0] == 0
+    assert not os.path.exists(lock)
+
+
 def test_a_request_meeting_the_idle_close_is_sent_again(tmp_path) -> None:
     # With --conn-idle-timeout, a request sent just as the server closes the
     # idle connection is retried once on a new connection, never failed.
-    import time
-
     with rewarm.Sidecar(str(tmp_path / "idle.sock"), "--conn-idle-timeout", "50ms") as sc:
         c = rewarm.connect("socket", socket_path=sc.path, failover=False)
         sid = c.open_session(SPEC).session_id
@@ -291,6 +321,13 @@ def test_a_stopped_sidecar_costs_one_request_timeout(tmp_path, monkeypatch: pyte
     try:
         pid, fid = plain.open_session(SPEC).session_id, robust.open_session(SPEC).session_id
         sidecar.proc.send_signal(signal.SIGSTOP)
+        # A stop lands once one of its threads takes the signal; until then
+        # the others may still answer. Wait for the kernel to report it stopped.
+        stat = Path(f"/proc/{sidecar.proc.pid}/stat")
+        deadline = time.monotonic() + 10
+        while stat.read_text().rsplit(")", 1)[1].split()[0] != "T":
+            assert time.monotonic() < deadline, "the sidecar did not stop"
+            time.sleep(0.001)
         try:
             with pytest.raises(rewarm.TransportError, match=r"no reply within 0.5 s \(REWARM_REQUEST"):
                 plain.get_lr(pid, 0, count=8)

@@ -3,6 +3,7 @@ spawns one, under a file lock; the other ranks wait for it."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import os
@@ -12,6 +13,7 @@ import stat
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from rewarm._sidecar import find_binary
@@ -56,6 +58,34 @@ def _alive(path: str) -> bool:
         s.close()
 
 
+@contextlib.contextmanager
+def _spawn_lock(lock_path: str) -> Iterator[None]:
+    """Hold an exclusive lock on the file at lock_path, and remove the file
+    before letting go, so none are left behind. A waiter whose lock lands on a
+    file already removed holds nothing, so it starts over on the current one."""
+    while True:
+        f = open(lock_path, "a")  # noqa: SIM115 (closed below, after the unlink)
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                current = os.stat(lock_path)
+            except FileNotFoundError:
+                current = None
+            if current is not None and os.path.samestat(os.fstat(f.fileno()), current):
+                break
+        except BaseException:
+            f.close()
+            raise
+        f.close()
+    try:
+        yield
+    finally:
+        try:
+            os.unlink(lock_path)
+        finally:
+            f.close()
+
+
 def connect_or_spawn(path: str | None = None, idle_exit: str | None = None, timeout: float = 60.0) -> str:
     """Return the path of a live sidecar for this node. Local rank 0 starts
     one if none answers; it runs in its own session (so torchelastic's
@@ -73,8 +103,7 @@ def connect_or_spawn(path: str | None = None, idle_exit: str | None = None, time
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     deadline = time.monotonic() + timeout
     if local_rank == 0:
-        with open(path + ".lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with _spawn_lock(path + ".lock"):
             if not _alive(path):
                 if os.path.lexists(path) and not stat.S_ISSOCK(os.lstat(path).st_mode):
                     raise FileExistsError(
