@@ -117,7 +117,9 @@ def go(session: nox.Session) -> None:
     for pkg, targets in FUZZ_TARGETS.items():
         for t, execs in targets.items():
             fuzztime = override or f"{execs}x"
-            session.run("go", "test", "-run=^$", f"-fuzz=^{t}$", f"-fuzztime={fuzztime}", pkg)
+            session.run(
+                "go", "test", "-run=^$", f"-fuzz=^{t}$", f"-fuzztime={fuzztime}", "-fuzzminimizetime=10s", pkg
+            )
 
 
 @nox.session(venv_backend="none")

@@ -80,7 +80,7 @@ func TestFlagsAroundPositional(t *testing.T) {
 	}
 }
 
-// plot says what is wrong with --steps instead of printing only the usage.
+// plot says what is wrong with --steps or -o instead of printing only the usage.
 func TestPlotSteps(t *testing.T) {
 	spec := "{kind: constant, peak_lr: 0.25}"
 	out := filepath.Join(t.TempDir(), "p.png")
@@ -91,6 +91,8 @@ func TestPlotSteps(t *testing.T) {
 		{[]string{"plot", spec, "--steps", "0", "-o", out}, "--steps 0: must be >= 1"},
 		{[]string{"plot", spec, "--steps", "-3", "-o", out}, "--steps -3: must be >= 1"},
 		{[]string{"plot", spec, "-o", out}, "--steps N is required"},
+		// The file name is a usage error too, as in chart and plot-plan.
+		{[]string{"plot", spec, "--steps", "10", "-o", out + ".jpg"}, "use a .png or .svg file name"},
 	} {
 		_, stderr, code := runCLI(c.args...)
 		if code != 2 || !strings.Contains(stderr, c.stderr) {
@@ -124,9 +126,16 @@ func TestCtlFlags(t *testing.T) {
 		{[]string{"extend", "--at-step", "-1", "--total", "100"}, 2, "--at-step -1: must be >= 0"},
 		{[]string{"stage", "--at-step", "100"}, 2, "--spec is required"},
 		{[]string{"stage", "--at-step", "100", "--spec", "{kind: [}"}, 2, "--spec:"},
+		// Values only the schedule code knows are checked here too, as the sidecar checks them.
+		{[]string{"anneal", "--at-step", "5", "--steps", "10", "--shape", "bogus"}, 2, `--shape "bogus": must be one of: 1-sqrt, cosine, exp, linear`},
+		{[]string{"extend", "--at-step", "5", "--total", "60", "--mode", "stretch"}, 2, `--mode "stretch": must be "continuous" or "proportional"`},
+		{[]string{"stage", "--at-step", "5", "--spec", "{kind: cosine, peak_lr: -1, total_steps: 10}"}, 2, `--spec: new_stage: `},
+		{[]string{"stage", "--at-step", "5", "--spec", "{kind: constant, peak_lr: 0.1, weight_decay: 0.1}"}, 2, `--spec: new_stage: field "spec.weight_decay"`},
 		// Valid requests get as far as the dial.
 		{[]string{"anneal", "--at-step", "5", "--steps", "10", "--min-lr", "0"}, 1, "none.sock"},
 		{[]string{"extend", "--at-step", "5", "--total", "6"}, 1, "none.sock"},
+		{[]string{"extend", "--at-step", "5", "--total", "60", "--mode", "proportional"}, 1, "none.sock"},
+		{[]string{"anneal", "--at-step", "5", "--steps", "10", "--shape", "1-sqrt"}, 1, "none.sock"},
 		{[]string{"stage", "--at-step", "5", "--spec", "{kind: constant, peak_lr: 0.1}"}, 1, "none.sock"},
 		// --socket after the command too (it wins over the one before).
 		{[]string{"status", "--socket", sock + ".after"}, 1, "none.sock.after"},
@@ -196,6 +205,15 @@ func TestHelpCommands(t *testing.T) {
 	}
 	if stdout, _, code := runCLI("help", "version"); code != 0 || !strings.Contains(stdout, "protocol") {
 		t.Errorf("help version: exit %d, %q", code, stdout)
+	}
+	if stdout, _, code := runCLI("help", "help"); code != 0 || !strings.Contains(stdout, "Usage:") {
+		t.Errorf("help help: exit %d, %q", code, stdout)
+	}
+	if stdout, stderr, code := runCLI("version", "--bogus"); code != 2 || stdout != "" || !strings.Contains(stderr, `takes no arguments, got ["--bogus"]`) {
+		t.Errorf("version --bogus: exit %d, stdout %q, stderr %q", code, stdout, stderr)
+	}
+	if stdout, _, code := runCLI("version"); code != 0 || !strings.Contains(stdout, "protocol") {
+		t.Errorf("version: exit %d, %q", code, stdout)
 	}
 }
 

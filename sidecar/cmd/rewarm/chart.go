@@ -8,8 +8,6 @@ import (
 	"image/color"
 	"io"
 	"os"
-	"path/filepath"
-	"strings"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
@@ -154,9 +152,7 @@ DATA: {"title", "xlabel", "ylabel", "bars": false, "log_y": false, "legend": "to
 		return 1
 	}
 	p.Add(plotter.NewGrid())
-	ext := strings.ToLower(filepath.Ext(*out))
-	if ext != ".png" && ext != ".svg" {
-		fmt.Fprintf(stderr, "rewarm chart: -o %s: use a .png or .svg file name\n", *out)
+	if !imagePath("chart", *out, stderr) {
 		return 2
 	}
 	if err := p.Save(vg.Length(*width)*vg.Inch, vg.Length(*height)*vg.Inch, *out); err != nil {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -10,8 +11,10 @@ import (
 
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/rewarm/rewarm/internal/specfield"
 	"github.com/rewarm/rewarm/internal/specfile"
 	pb "github.com/rewarm/rewarm/proto/rewarmpb"
+	"github.com/rewarm/rewarm/sched"
 	"github.com/rewarm/rewarm/sidecar"
 )
 
@@ -129,6 +132,7 @@ func ctlRequest(cmd string, args []string, socket *string, stderr io.Writer) (*p
 		return bad("--at-step %d: must be >= 0 (the number of updates after which the re-plan applies)", *at)
 	}
 	rp := &pb.Replan{AtStep: *at}
+	local := sched.Replan{At: *at} // checked here as the sidecar will check it
 	switch cmd {
 	case "anneal":
 		switch {
@@ -145,6 +149,7 @@ func ctlRequest(cmd string, args []string, socket *string, stderr io.Writer) (*p
 			a.MinLr = minLR
 		}
 		rp.Op = &pb.Replan_Anneal{Anneal: a}
+		local.Op, local.Steps, local.Shape, local.MinLR = sched.OpAnneal, a.Steps, a.Shape, a.MinLr
 	case "extend":
 		switch {
 		case !set["total"]:
@@ -153,6 +158,7 @@ func ctlRequest(cmd string, args []string, socket *string, stderr io.Writer) (*p
 			return bad("--total %d: must be greater than --at-step (%d)", *total, *at)
 		}
 		rp.Op = &pb.Replan_Extend{Extend: &pb.Extend{TotalSteps: *total, Mode: *mode}}
+		local.Op, local.Total, local.Mode = sched.OpExtend, *total, *mode
 	case "stage":
 		if *spec == "" {
 			return bad("--spec is required: the new stage's schedule, a .yaml/.json file or an inline '{...}' mapping")
@@ -166,8 +172,33 @@ func ctlRequest(cmd string, args []string, socket *string, stderr io.Writer) (*p
 			return bad("--spec: %v", err)
 		}
 		rp.Op = &pb.Replan_NewStage{NewStage: &pb.NewStage{Schedule: st}}
+		local.Op, local.Spec = sched.OpNewStage, m
+	}
+	if err := local.Check(); err != nil {
+		return bad("%s", flagError(cmd, err))
 	}
 	return &pb.Request{Body: &pb.Request_PostControl{PostControl: &pb.PostControl{Replan: rp, TargetName: *name}}}, -1
+}
+
+// ctlFlags names the flag that sets each re-plan field.
+var ctlFlags = map[string]string{
+	"at_step": "--at-step", "steps": "--steps", "shape": "--shape", "min_lr": "--min-lr",
+	"total_steps": "--total", "mode": "--mode",
+}
+
+// flagError words a re-plan's field error in terms of the ctl flag that set
+// the field; a stage spec's errors are the spec's own.
+func flagError(cmd string, err error) string {
+	var fe *specfield.Error
+	if errors.As(err, &fe) {
+		if f, ok := ctlFlags[fe.Field]; ok {
+			return fmt.Sprintf("%s %s: %s", f, specfield.FormatValue(fe.Value), fe.Reason)
+		}
+	}
+	if cmd == "stage" {
+		return "--spec: " + err.Error()
+	}
+	return err.Error()
 }
 
 func printStatus(w io.Writer, st *pb.Status) {

@@ -90,6 +90,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			case "version":
 				fmt.Fprintln(stdout, "rewarm version: print the version and the protocol version")
 				return 0
+			case "help", "-h", "--help":
 			default:
 				fmt.Fprintf(stderr, "rewarm help: unknown command %q\n\n", args[1])
 				fmt.Fprintf(stderr, usage, strings.Join(sched.Kinds(), ", "))
@@ -117,6 +118,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "chart":
 		return chart(args[1:], stderr)
 	case "version", "--version":
+		if len(args) > 1 {
+			fmt.Fprintf(stderr, "rewarm version: takes no arguments, got %q\n", args[1:])
+			return 2
+		}
 		fmt.Fprintf(stdout, "rewarm %s (protocol %d)\n", version, dispatch.ProtocolVersion)
 		return 0
 	}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"image/color"
 	"io"
-	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -48,6 +47,8 @@ func planFlags(name string, args []string, stderr io.Writer, extra func(*flag.Fl
 	align := fs.String("align", "k", "k or t_plus_k")
 	hidden := fs.Int64("hidden-size", 4096, "d, for the FLOPs estimate")
 	ffn := fs.Int64("ffn-size", 11008, "MLP width, for the FLOPs estimate")
+	planFlag := map[string]bool{}
+	fs.VisitAll(func(f *flag.Flag) { planFlag[f.Name] = f.Name != "spec" })
 	if extra != nil {
 		extra(fs)
 	}
@@ -59,6 +60,18 @@ func planFlags(name string, args []string, stderr io.Writer, extra func(*flag.Fl
 		return nil, 1
 	}
 	if *file != "" {
+		// The file is the whole plan: a plan flag beside it would be ignored.
+		var both []string
+		fs.Visit(func(f *flag.Flag) {
+			if planFlag[f.Name] {
+				both = append(both, "--"+f.Name)
+			}
+		})
+		if len(both) > 0 {
+			fmt.Fprintf(stderr, "rewarm %s: %s with --spec: the spec file sets the whole plan; put it in the file or drop --spec\n",
+				name, strings.Join(both, ", "))
+			return nil, 2
+		}
 		m, err := specfile.Load(*file)
 		if err != nil {
 			return failed(err)
@@ -233,9 +246,7 @@ func plotPlan(args []string, stderr io.Writer) int {
 	pl.Legend.Add("planned ratio R", line)
 	pl.Legend.Top = true
 	pl.Y.Min, pl.Y.Max = 0, 1.05
-	ext := strings.ToLower(filepath.Ext(*out))
-	if ext != ".png" && ext != ".svg" {
-		fmt.Fprintf(stderr, "rewarm plot-plan: -o %s: use a .png or .svg file name\n", *out)
+	if !imagePath("plot-plan", *out, stderr) {
 		return 2
 	}
 	if err := pl.Save(8*vg.Inch, 4*vg.Inch, *out); err != nil {

@@ -126,3 +126,25 @@ func TestPlotPlanFormats(t *testing.T) {
 		t.Errorf("pdf: code %d, %q", code, errb.String())
 	}
 }
+
+// --spec is the whole plan: plan flags beside it are refused, not dropped,
+// while plot-plan's own -o is still taken.
+func TestPlanSpecFile(t *testing.T) {
+	dir := t.TempDir()
+	f := filepath.Join(dir, "plan.yaml")
+	if err := os.WriteFile(f, []byte("num_layers: 4\ntokens: 100\nschedule: {kind: explicit, ratios: [1, 0.5, 0.25, 1]}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ks, stderr, code := planKs(t, "--spec", f)
+	if code != 0 || len(ks) != 1 || len(ks[0]) != 4 || ks[0][1] != 50 || ks[0][2] != 25 {
+		t.Fatalf("plan --spec: exit %d, k %v, stderr %q", code, ks, stderr)
+	}
+	_, stderr, code = planKs(t, "--spec", f, "--layers", "8", "--tokens", "576")
+	if code != 2 || !strings.Contains(stderr, "--layers, --tokens with --spec") {
+		t.Errorf("plan --spec --layers: exit %d, stderr %q", code, stderr)
+	}
+	var errb bytes.Buffer
+	if code := plotPlan([]string{"--spec", f, "-o", filepath.Join(dir, "p.svg")}, &errb); code != 0 {
+		t.Errorf("plot-plan --spec -o: exit %d, %s", code, errb.String())
+	}
+}

@@ -114,6 +114,9 @@ func plotCmd(args []string, stderr io.Writer) int {
 		}
 		return 2
 	}
+	if !imagePath("plot", *out, stderr) {
+		return 2
+	}
 	p, err := loadPlan(spec)
 	if err != nil {
 		fmt.Fprintf(stderr, "rewarm plot: %v\n", err)
@@ -128,6 +131,17 @@ func plotCmd(args []string, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stderr, "wrote %s\n", *out)
 	return 0
+}
+
+// imagePath reports whether out names a file the plot commands can write
+// (.png or .svg), saying why not.
+func imagePath(cmd, out string, stderr io.Writer) bool {
+	switch strings.ToLower(filepath.Ext(out)) {
+	case ".png", ".svg":
+		return true
+	}
+	fmt.Fprintf(stderr, "rewarm %s: -o %s: use a .png or .svg file name\n", cmd, out)
+	return false
 }
 
 // parsePositional parses fs from args around one required positional
