@@ -188,6 +188,18 @@ def test_launch_runs_torchrun_beside_a_sidecar(tmp_path: Path) -> None:
     )
     assert r.returncode == 7, r.stderr
     assert not os.path.exists(sock)
+    # A sidecar that refuses its flags: the launcher says so after the
+    # sidecar's own message, keeps a usage error's exit code 2, and runs nothing.
+    marker = tmp_path / "ran"
+    r = subprocess.run(
+        [rewarm.find_binary(), "launch", "--socket", sock, "--log-level", "loud", "--", "touch", str(marker)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 2 and not marker.exists(), r.stderr
+    assert '--log-level "loud"' in r.stderr and "exited before it was ready (exit status 2)" in r.stderr
     # A real torchrun job whose workers fail once and are restarted: the sidecar
     # (and its sessions) survive the restart.
     out = tmp_path / "job"

@@ -246,10 +246,35 @@ def test_spawn_checks_what_the_spawned_sidecar_would_refuse(
     with pytest.raises(ValueError, match=r"REWARM_SIDECAR_IDLE_EXIT='300': expected a duration with a unit"):
         connect_or_spawn(str(tmp_path / "a.sock"))
     monkeypatch.setenv("REWARM_SIDECAR_IDLE_EXIT", "1m30s")
+    monkeypatch.setenv("REWARM_SIDECAR_IDLE_EXIT", "2562048h")  # past Go's int64 nanoseconds
+    with pytest.raises(ValueError, match=r"'2562048h': too long: a duration is at most about 292 years"):
+        connect_or_spawn(str(tmp_path / "a.sock"))
+    monkeypatch.setenv("REWARM_SIDECAR_IDLE_EXIT", "1m30s")
     not_a_socket = tmp_path / "b.sock"
     not_a_socket.write_text("x")
     with pytest.raises(FileExistsError, match="exists and is not a socket"):
         connect_or_spawn(str(not_a_socket))
+
+
+def test_idle_exit_durations_are_judged_as_go_parses_them() -> None:
+    from rewarm._launch import _duration_error
+
+    # What Go's time.ParseDuration says of each (checked with Go 1.26).
+    go_accepts = {
+        "2562047h": True,
+        "2562048h": False,
+        "2562047h47m16.854775807s": True,
+        "2562047h47m16.854775808s": False,
+        "9223372036854775807ns": True,
+        "9223372036854775808ns": False,
+        "0": True,
+        "1.5h": True,
+        ".5s": True,
+        "5.s": True,
+        "300": False,
+        "5 m": False,
+    }
+    assert {d: _duration_error(d) is None for d in go_accepts} == go_accepts
 
 
 def test_the_spawn_lock_excludes_and_leaves_no_file(tmp_path) -> None:

@@ -44,6 +44,21 @@ def default_socket_path(run_id: str | None = None) -> str:
 
 # Go's time.ParseDuration syntax: one or more <number><unit>, or 0.
 _GO_DURATION = re.compile(r"(?:(?:\d+(?:\.\d*)?|\.\d+)(?:ns|us|µs|ms|s|m|h))+|0")
+_GO_TERM = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_NS = {"ns": 1, "us": 10**3, "µs": 10**3, "ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}
+
+
+def _duration_error(text: str) -> str | None:
+    """Why Go's time.ParseDuration would refuse text, or None: the syntax,
+    or a total past int64 nanoseconds (about 292 years)."""
+    if not _GO_DURATION.fullmatch(text):
+        return "expected a duration with a unit, such as 120s, 5m or 1h30m"
+    from fractions import Fraction
+
+    total = sum(int(Fraction(n) * _NS[unit]) for n, unit in _GO_TERM.findall(text))
+    if total > 2**63 - 1:
+        return "too long: a duration is at most about 292 years (2562047h)"
+    return None
 
 
 def _alive(path: str) -> bool:
@@ -98,8 +113,9 @@ def connect_or_spawn(path: str | None = None, idle_exit: str | None = None, time
     else:
         what = f"idle_exit={idle_exit!r}"
     # Checked here: the spawned sidecar's own message would not reach the user.
-    if not _GO_DURATION.fullmatch(idle_exit):
-        raise ValueError(f"{what}: expected a duration with a unit, such as 120s, 5m or 1h30m")
+    why = _duration_error(idle_exit)
+    if why is not None:
+        raise ValueError(f"{what}: {why}")
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     deadline = time.monotonic() + timeout
     if local_rank == 0:

@@ -99,6 +99,16 @@ func launch(args []string, stdout, stderr io.Writer) int {
 	}()
 	select {
 	case err := <-ready:
+		if errors.Is(err, io.EOF) {
+			// It exited before READY; it has said why on stderr (ours).
+			werr := side.Wait()
+			fmt.Fprintf(stderr, "rewarm launch: the sidecar exited before it was ready (%v); its message is above\n", exitText(werr))
+			// 2 stays 2: a flag passed on to serve was refused.
+			if code := side.ProcessState.ExitCode(); code == 2 {
+				return 2
+			}
+			return 1
+		}
 		if err != nil {
 			fmt.Fprintf(stderr, "rewarm launch: the sidecar did not start: %v\n", err)
 			stopSidecar()
@@ -147,6 +157,18 @@ func launch(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stderr, "rewarm launch: %v\n", err)
 	return 1
+}
+
+// exitText words how a child process ended.
+func exitText(err error) string {
+	var exit *exec.ExitError
+	if errors.As(err, &exit) {
+		return exit.String()
+	}
+	if err == nil {
+		return "exit status 0"
+	}
+	return err.Error()
 }
 
 // inForeground reports whether this process's group is the foreground group
