@@ -223,6 +223,32 @@ func TestGroupRemap(t *testing.T) {
 	}
 }
 
+// A schedule with min_lr = peak_lr (flat after its warmup) has no range to
+// map: the group's rate is v · group peak / peak, so the warmup climbs to the
+// group's peak and holds it, with no jump where the warmup ends.
+func TestGroupRemapFlatRange(t *testing.T) {
+	cfg, err := ParseConfig(map[string]any{"kind": "cosine", "peak_lr": 0.2, "min_lr": 0.2, "warmup_steps": 10, "total_steps": 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _ := NewPlan(cfg, nil, nil)
+	lo, hi := 0.01, 0.05
+	g := Group{Multiplier: 1, MinLR: &lo, PeakLR: &hi}
+	for _, c := range []struct {
+		n    int64
+		want float64 // 0.05 · LR(n)/0.2, with LR(n) = 0.2·n/10 in the warmup
+	}{{0, 0}, {5, 0.025}, {9, 0.045}, {10, 0.05}, {11, 0.05}, {100, 0.05}} {
+		if got := p.GroupLR(p.LR(c.n), g); math.Abs(got-c.want) > 1e-15 {
+			t.Errorf("GroupLR(LR(%d)) = %v, want %v", c.n, got, c.want)
+		}
+	}
+	zero, _ := ParseConfig(map[string]any{"kind": "cosine", "peak_lr": 0.0, "min_lr": 0.0, "total_steps": 100})
+	pz, _ := NewPlan(zero, nil, nil)
+	if got := pz.GroupLR(0, g); got != 0 {
+		t.Errorf("a zero schedule gives the group %v", got)
+	}
+}
+
 func TestMomentumRange(t *testing.T) {
 	for _, c := range []struct {
 		spec  map[string]any

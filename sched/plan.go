@@ -483,7 +483,9 @@ func (g Group) ends(lo, hi float64) (float64, float64) {
 // schedule's [min_lr, peak_lr] maps affinely onto the group's; a rate below
 // min_lr (a warmup from 0, a lower later stage, an anneal under the floor)
 // maps in proportion onto [0, group min], so a group's rate never goes
-// negative and 0 stays 0.
+// negative and 0 stays 0. A schedule whose min_lr equals its peak_lr has no
+// range to map: its rate scales by group peak / peak, so a warmup still ends
+// at the group's peak without a jump.
 func (p *Plan) GroupLR(v float64, g Group) float64 {
 	if g.MinLR == nil && g.PeakLR == nil {
 		return g.Multiplier * v
@@ -491,10 +493,13 @@ func (p *Plan) GroupLR(v float64, g Group) float64 {
 	lo, hi := rangeOf(p.Config.LR)
 	glo, ghi := g.ends(lo, hi)
 	switch {
+	case hi == lo:
+		if hi == 0 {
+			return 0
+		}
+		return g.Multiplier * ghi * (v / hi)
 	case v < lo:
 		return g.Multiplier * glo * (v / lo)
-	case hi == lo:
-		return g.Multiplier * ghi
 	}
 	return g.Multiplier * (glo + (v-lo)*(ghi-glo)/(hi-lo))
 }
