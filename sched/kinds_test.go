@@ -247,6 +247,10 @@ func TestGroupRemapFlatRange(t *testing.T) {
 	if got := pz.GroupLR(0, g); got != 0 {
 		t.Errorf("a zero schedule gives the group %v", got)
 	}
+	// A later stage's rate on a zero schedule is not lost.
+	if got := pz.GroupLR(1e-3, g); got != 1e-3 {
+		t.Errorf("a later stage's 1e-3 on a zero schedule gives the group %v", got)
+	}
 }
 
 func TestMomentumRange(t *testing.T) {

@@ -494,8 +494,8 @@ func (p *Plan) GroupLR(v float64, g Group) float64 {
 	glo, ghi := g.ends(lo, hi)
 	switch {
 	case hi == lo:
-		if hi == 0 {
-			return 0
+		if hi == 0 { // nothing to scale by; a later stage's rate passes through
+			return g.Multiplier * v
 		}
 		return g.Multiplier * ghi * (v / hi)
 	case v < lo:

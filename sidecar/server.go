@@ -76,25 +76,41 @@ const ServeLockSuffix = ".serve.lock"
 // Listener is a Unix socket listener that holds the lock file beside its
 // socket for as long as it is open, so two servers cannot both start on one
 // path. Closing it removes the socket file and the lock file, then releases
-// the lock.
+// the lock (unless HoldLock was called).
 type Listener struct {
 	*net.UnixListener
 	lock      *os.File
 	lockPath  string
+	holdLock  bool
 	closeOnce sync.Once
 	closeErr  error
+	lockOnce  sync.Once
 }
 
-// Close stops listening, removes the socket file and the lock file and
-// releases the lock. Only the first call acts: a later one must not remove a
-// lock file that the next server on the path has made.
-func (l *Listener) Close() error {
-	l.closeOnce.Do(func() {
-		l.closeErr = l.UnixListener.Close()
+// HoldLock makes Close leave the lock held until ReleaseLock: for a server
+// with work to finish after it stops listening (a final snapshot), during
+// which no new server may start on the path.
+func (l *Listener) HoldLock() { l.holdLock = true }
+
+// ReleaseLock removes the lock file and releases the lock; only the first
+// call acts, so it cannot remove the lock file of the next server.
+func (l *Listener) ReleaseLock() {
+	l.lockOnce.Do(func() {
 		// Removed while still held: a server that opened the old file and
 		// takes the lock after this finds it unlinked and starts over.
 		_ = os.Remove(l.lockPath)
 		_ = l.lock.Close()
+	})
+}
+
+// Close stops listening and removes the socket file, then releases the lock
+// unless HoldLock was called. Only the first call acts.
+func (l *Listener) Close() error {
+	l.closeOnce.Do(func() {
+		l.closeErr = l.UnixListener.Close()
+		if !l.holdLock {
+			l.ReleaseLock()
+		}
 	})
 	return l.closeErr
 }

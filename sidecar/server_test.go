@@ -312,6 +312,37 @@ func TestListenerCloseTwiceKeepsNextLock(t *testing.T) {
 	}
 }
 
+// A server that holds its lock past Close (to write a final snapshot) keeps
+// the next server out until it lets go.
+func TestHoldLockKeepsTheNextServerOut(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.sock")
+	a, err := Listen(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.HoldLock()
+	_ = a.Close()
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Fatalf("socket file left after Close: %v", err)
+	}
+	if _, err := Listen(path); err == nil || !strings.Contains(err.Error(), "is held") {
+		t.Fatalf("a server started while the lock is held: %v", err)
+	}
+	a.ReleaseLock()
+	if _, err := os.Stat(path + ServeLockSuffix); !os.IsNotExist(err) {
+		t.Fatalf("lock file left after ReleaseLock: %v", err)
+	}
+	b, err := Listen(path)
+	if err != nil {
+		t.Fatalf("after ReleaseLock: %v", err)
+	}
+	a.ReleaseLock() // a second release must not touch b's lock
+	if _, err := Listen(path); err == nil {
+		t.Fatal("a third server beside a live one")
+	}
+	_ = b.Close()
+}
+
 func TestAnotherUserIsToldWhy(t *testing.T) {
 	var seen []int
 	var mu sync.Mutex

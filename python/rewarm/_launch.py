@@ -96,7 +96,8 @@ def _spawn_lock(lock_path: str) -> Iterator[None]:
         yield
     finally:
         try:
-            os.unlink(lock_path)
+            with contextlib.suppress(FileNotFoundError):  # removed by hand: the body's error matters more
+                os.unlink(lock_path)
         finally:
             f.close()
 

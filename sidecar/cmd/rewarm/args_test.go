@@ -6,6 +6,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/rewarm/rewarm/internal/specfile"
+	"github.com/rewarm/rewarm/sched"
 )
 
 // runCLI runs the rewarm command line in-process.
@@ -222,5 +225,50 @@ func TestPlotHugeSteps(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "p.png")
 	if _, stderr, code := runCLI("plot", "{kind: cosine, peak_lr: 1e-3, total_steps: 100}", "--steps", "9223372036854700000", "-o", out); code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
+	}
+}
+
+// A stage spec goes to the sidecar in canonical form, checked here: a
+// grad_norms_file is read where ctl runs (the sidecar's working directory
+// may differ) and its values are sent, and specs of nested kinds survive the
+// protobuf Struct.
+func TestCtlStageSendsTheCheckedSpec(t *testing.T) {
+	dir := t.TempDir()
+	norms := filepath.Join(dir, "norms.txt")
+	if err := os.WriteFile(norms, []byte("1.0\n2.0\n1.5\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, spec := range []string{
+		"{kind: refined, peak_lr: 0.1, total_steps: 3, grad_norms_file: " + norms + "}",
+		"{kind: stages, stages: [{steps: 10, schedule: {kind: cosine, peak_lr: 0.1}}, {steps: 5, schedule: {kind: constant, peak_lr: 0.01}}]}",
+		"{kind: multistep, peak_lr: 0.1, milestones: [3, 6], gamma: 0.5}",
+	} {
+		var errb bytes.Buffer
+		req, code := ctlRequest("stage", []string{"--at-step", "5", "--spec", spec}, new(string), &errb)
+		if code >= 0 {
+			t.Fatalf("%s: exit %d: %s", spec, code, errb.String())
+		}
+		sent := req.GetPostControl().GetReplan().GetNewStage().GetSchedule().AsMap()
+		// What the sidecar will parse is the schedule ctl checked.
+		want, err := specfile.Load(spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, err := sched.Parse(want)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := sched.Parse(sent)
+		if err != nil {
+			t.Fatalf("%s: the sent spec does not parse: %v (%v)", spec, err, sent)
+		}
+		for n := int64(0); n < 20; n++ {
+			if a.LR(n) != b.LR(n) {
+				t.Fatalf("%s: LR(%d) = %v sent, %v given", spec, n, b.LR(n), a.LR(n))
+			}
+		}
+		if _, ok := sent["grad_norms_file"]; ok {
+			t.Errorf("%s: the file name was sent, not its values: %v", spec, sent)
+		}
 	}
 }

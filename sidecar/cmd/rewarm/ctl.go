@@ -167,15 +167,19 @@ func ctlRequest(cmd string, args []string, socket *string, stderr io.Writer) (*p
 		if err != nil {
 			return bad("--spec: %v", err)
 		}
-		st, err := structpb.NewStruct(m)
-		if err != nil {
-			return bad("--spec: %v", err)
-		}
-		rp.Op = &pb.Replan_NewStage{NewStage: &pb.NewStage{Schedule: st}}
 		local.Op, local.Spec = sched.OpNewStage, m
 	}
 	if err := local.Check(); err != nil {
 		return bad("%s", flagError(cmd, err))
+	}
+	if cmd == "stage" {
+		// The checked spec in canonical form: files it names (grad_norms_file)
+		// were read here, where the user runs ctl, not where the sidecar runs.
+		st, err := structpb.NewStruct(local.Spec)
+		if err != nil {
+			return bad("--spec: %v", err)
+		}
+		rp.Op = &pb.Replan_NewStage{NewStage: &pb.NewStage{Schedule: st}}
 	}
 	return &pb.Request{Body: &pb.Request_PostControl{PostControl: &pb.PostControl{Replan: rp, TargetName: *name}}}, -1
 }

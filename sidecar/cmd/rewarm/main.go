@@ -231,6 +231,10 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "rewarm serve: %v\n", err)
 		return 1
 	}
+	// The lock is held until serve returns, after the final snapshot: a server
+	// started on this path meanwhile would load the state before it.
+	l.HoldLock()
+	defer l.ReleaseLock()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	srv := &sidecar.Server{
