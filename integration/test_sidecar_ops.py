@@ -477,6 +477,25 @@ def test_resumed_job_gets_the_controls_of_a_restarted_sidecar(
         assert opt.poll_control() == []  # seen: not applied twice
 
 
+def test_a_rollback_to_the_step_last_polled_polls_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Restoring a checkpoint taken at the step the job last polled at must
+    not count as already polled: a control posted since would wait a step."""
+    sock = str(tmp_path / "a.sock")
+    monkeypatch.setenv("REWARM_SOCKET", sock)
+    with rewarm.Sidecar(sock):
+        p = torch.nn.Parameter(torch.zeros(1))
+        opt = rewarm.wrap(
+            torch.optim.SGD([p], lr=1.0), schedule={"kind": "constant", "peak_lr": 1.0}, backend="socket"
+        )
+        assert opt.poll_control() == []
+        state = opt.state_dict()
+        ctl(sock, "anneal", "--at-step", "50", "--steps", "10")
+        opt.load_state_dict(state)
+        assert [c["at_step"] for c in opt.poll_control()] == [50]
+
+
 def test_a_control_number_is_never_reused_after_a_crash(tmp_path: Path) -> None:
     """With --state-dir a control is on disk before it is acknowledged, so a
     sidecar killed right after it restarts with the count, not before it."""

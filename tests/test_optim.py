@@ -413,6 +413,54 @@ def test_lr_scheduler_view_does_not_double_count() -> None:
         sched.step(3)
 
 
+def test_the_scheduler_view_follows_a_restore_through_the_optimizer() -> None:
+    model, opt = make()
+    train(model, opt, 5)
+    sd = opt.state_dict()
+    _, opt2 = make()
+    view = opt2.lr_scheduler  # created before the restore, as a framework does
+    opt2.load_state_dict(sd)
+    assert view.last_epoch == 5
+    assert view.get_last_lr() == pytest.approx([ref(5), 0.1 * ref(5)])
+
+
+def test_saved_state_is_a_copy() -> None:
+    # Editing a saved state dict (or the schedule property) must not reach
+    # the running wrapper, nor an earlier checkpoint through it.
+    model, opt = make()
+    st = opt.rewarm_state()
+    st["groups"][1]["multiplier"] = 100.0
+    st["schedule"]["peak_lr"] = 9.0
+    opt.schedule["total_steps"] = 1
+    spec = {"kind": "multistep", "peak_lr": 1.0, "milestones": [3, 7], "gamma": 0.5}
+    m2 = torch.nn.Linear(3, 1)
+    opt2 = rewarm.wrap(torch.optim.SGD(m2.parameters(), lr=1.0), schedule=spec, backend="inprocess")
+    saved = opt2.state_dict()
+    opt2.state_dict()["rewarm"]["schedule"]["milestones"].append(9)
+    opt2.load_state_dict(saved)  # refused if the append had reached the wrapper's spec
+    assert opt2.schedule["milestones"] == [3, 7]
+    assert train(model, opt, 6) == [
+        pytest.approx([ref(n), 0.1 * ref(n)]) for n in range(6)
+    ]  # still lr_mult 0.1 and the spec's own peak
+
+
+def test_a_checkpoint_group_key_error_names_the_param_group_key() -> None:
+    _, opt = make()
+    sd = opt.state_dict()
+    sd["param_groups"][1]["lr_mult"] = -1.0
+    _, opt2 = make()
+    with pytest.raises(rewarm.SpecError, match=r"the param-group key lr_mult"):
+        opt2.load_state_dict(sd)
+
+
+def test_state_dict_after_close_says_why() -> None:
+    model, opt = make()
+    train(model, opt, 2)
+    opt.close()
+    with pytest.raises(rewarm.SessionNotFound, match=r"closed \(close\(\)\).*before closing"):
+        opt.state_dict()
+
+
 def test_not_picklable() -> None:
     import pickle
 
@@ -841,3 +889,20 @@ def test_an_lr_set_by_a_torch_scheduler_is_overridden_with_a_warning() -> None:
     with pytest.warns(UserWarning, match="param group 0's lr was set to .* outside rewarm"):
         train(model, opt, 1)
     assert used[-1] == pytest.approx([ref(1), 0.1 * ref(1)], rel=1e-12)
+
+
+def test_a_plain_torch_checkpoint_loaded_into_the_inner_optimizer_is_not_an_outside_lr() -> None:
+    # The documented way to load a plain torch optimizer checkpoint: the
+    # groups show the schedule's rate again at once, and no warning follows.
+    import warnings
+
+    model, opt = make()
+    plain = torch.optim.SGD(
+        [{"params": [model.weight]}, {"params": [model.bias], "lr_mult": 0.1}], lr=0.123, momentum=0.9
+    )
+    train(model, opt, 3)
+    opt.optimizer.load_state_dict(plain.state_dict())
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([ref(3), 0.1 * ref(3)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        train(model, opt, 1)

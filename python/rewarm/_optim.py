@@ -13,11 +13,14 @@ through this object drops the window and fetches it again.
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
 import numbers
 import os
 import re
 import sys
 import warnings
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from types import FrameType
@@ -30,7 +33,7 @@ from torch.utils.hooks import RemovableHandle
 
 from rewarm import _transport
 from rewarm._client import Backend, Client, GroupSpec, SessionInfo, connect, int_arg
-from rewarm._errors import ForkError, RewarmError, SpecError
+from rewarm._errors import ForkError, RewarmError, SessionNotFound, SpecError
 from rewarm._spec import SpecLike, load_spec
 
 STATE_FORMAT = 1
@@ -339,7 +342,14 @@ class RewarmOptimizer(Optimizer):
             self._check_momentum()
             self._warn_about_group_keys(optimizer.param_groups)
             self._scheduler: RewarmLRScheduler | None = None
+            self._closed = False
             self._show(0)
+            # Loading the inner optimizer alone (a plain torch checkpoint) writes
+            # the saved lr into the groups: show the schedule's again, so the
+            # groups read right and the next step does not take it for an lr
+            # set from outside. A weak reference: the hook must not keep us alive.
+            this = weakref.ref(self)
+            optimizer.register_load_state_dict_post_hook(lambda _opt: _reshow(this))
         except BaseException:
             for g, new_keys in zip(optimizer.param_groups, added, strict=True):
                 for k in new_keys:
@@ -353,8 +363,8 @@ class RewarmOptimizer(Optimizer):
 
     @property
     def schedule(self) -> dict[str, Any]:
-        """The validated spec, with every default filled in."""
-        return dict(self._schedule)
+        """The validated spec, with every default filled in (a copy)."""
+        return copy.deepcopy(self._schedule)
 
     @property
     def backend(self) -> str:
@@ -895,11 +905,17 @@ class RewarmOptimizer(Optimizer):
         """The schedule part of state_dict(): spec, n, the Go session snapshot
         (which also holds the re-plans and reports) and the gradient norms
         recorded so far (a list of floats, which torch.load(weights_only=True) reads)."""
+        if self._closed:
+            raise SessionNotFound(
+                "this optimizer was closed (close()), which ends its schedule session: save its "
+                "state_dict() before closing it",
+                code="NOT_FOUND",
+            )
         return {
             "format": STATE_FORMAT,
             "schedule": self.schedule,
             "step": self._n,
-            "groups": [vars(g) for g in self._groups],
+            "groups": [dataclasses.asdict(g) for g in self._groups],
             "session": self._client.get_state(self._session, self._n),
             "control_seq": self._ctl_seq,
             "control_epoch": self._ctl_epoch,
@@ -941,13 +957,19 @@ class RewarmOptimizer(Optimizer):
             for key, v in keys.items():
                 g.setdefault(key, v)
         old, self._session = self._session, info.session_id
-        self._client.close_session(old)
+        # The old session is only garbage now: failing to close it (a socket
+        # error) must not leave the load half-applied; the sidecar frees it later.
+        with contextlib.suppress(RewarmError):
+            self._client.close_session(old)
         self._n = int(info.step)
         self._ctl_seq = int(state.get("control_seq", 0))
         self._ctl_epoch = int(state.get("control_epoch", 0))
+        self._polled_at = -1  # a restored position polls again, even at the step last polled
         self.grad_norms[:] = norms
         self._invalidate()
         self._last_lrs = list(self.lrs_at(self._n - 1) if self._n > 0 else self.lrs_at(0))
+        if self._scheduler is not None:  # its view follows a restore through either object
+            self._scheduler.sync()
         self._show(self._n)
 
     def load_rewarm_state(self, state: Mapping[str, Any]) -> None:
@@ -1002,7 +1024,10 @@ class RewarmOptimizer(Optimizer):
             wrap_keys = (self._wrap_keys + [{}] * len(saved))[: len(saved)]  # none for groups added later
             loaded = [{**keys, **g} for g, keys in zip(saved, wrap_keys, strict=True)]
             specs = [_spec_from_keys(g, k) for k, g in enumerate(loaded)]
-            self._client.get_values(info.session_id, int(info.step), 1, specs)
+            try:
+                self._client.get_values(info.session_id, int(info.step), 1, specs)
+            except SpecError as e:
+                raise _with_key(e) from None
             self.optimizer.load_state_dict(inner_sd)
         except BaseException:
             self._client.close_session(info.session_id)
@@ -1041,7 +1066,9 @@ class RewarmOptimizer(Optimizer):
         return self._scheduler
 
     def close(self) -> None:
-        """Close the session (the optimizer keeps working on its cached values only)."""
+        """Close the session (the optimizer keeps working on its cached values
+        only, and has no state_dict() any more)."""
+        self._closed = True
         try:
             self._client.close_session(self._session)
         finally:
@@ -1055,6 +1082,12 @@ class RewarmOptimizer(Optimizer):
             f"RewarmOptimizer({type(self.optimizer).__name__}, kind={self._schedule.get('kind')!r}, "
             f"backend={self.backend!r}, n={self._n})"
         )
+
+
+def _reshow(ref: weakref.ref[RewarmOptimizer]) -> None:
+    opt = ref()
+    if opt is not None and not opt._closed:
+        opt._show(opt._n)
 
 
 def _diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> str:
@@ -1090,6 +1123,10 @@ class RewarmLRScheduler(LRScheduler):
         if epoch is not None:
             raise ValueError("rewarm schedules count optimizer updates; step(epoch) is not supported")
         self._step_count = getattr(self, "_step_count", 0) + 1
+        self.sync()
+
+    def sync(self) -> None:
+        """Read last_epoch and get_last_lr() from the optimizer's position."""
         self.last_epoch = self._rewarm.steps_applied
         lrs: list[float | torch.Tensor] = list(self.get_lr())
         self._last_lr = lrs
