@@ -182,7 +182,7 @@ func (s *Spec) validate() error {
 		return fail("tokens", s.Tokens, "must be >= 0")
 	}
 	if s.Tokens == 0 && len(s.Buckets) == 0 {
-		return fail("tokens", 0, "give tokens (the routable-token count N) or buckets")
+		return fail("tokens", nil, "missing (or 0): give tokens, the routable-token count N, or buckets")
 	}
 	if len(s.Buckets) > MaxBuckets {
 		return fail("buckets", fmt.Sprintf("%d values", len(s.Buckets)), "at most %d buckets (each is a compiled graph)", MaxBuckets)

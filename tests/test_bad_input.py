@@ -224,3 +224,39 @@ def test_spec_files_read_as_the_cli_reads_them(tmp_path: Path) -> None:
         (tmp_path / name).write_text(text)
         with pytest.raises(rewarm.SpecError, match=match):
             rewarm.preview(tmp_path / name, [0])
+
+
+def _wrapped() -> rewarm.RewarmOptimizer:
+    return rewarm.wrap(sgd(), COSINE, backend="inprocess")
+
+
+def _replan_in_the_past() -> None:
+    opt = rewarm.wrap(sgd(), COSINE, backend="inprocess")
+    for _ in range(5):
+        opt.step()
+    opt.replan("anneal", at_step=3, steps=5)
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda: rewarm.wrap(sgd(), COSINE, backend="inprocess", window=0), "window=0"),
+        (lambda: rewarm.wrap(sgd(), COSINE, backend="inproc"), "inproc"),
+        (lambda: rewarm.wrap(sgd(), COSINE, backend="inprocess", multipliers=[1.0, 2.0]), "multipliers"),
+        (lambda: rewarm.wrap(sgd(), COSINE, backend="inprocess", groups=[{"multipler": 2.0}]), "multipler"),
+        (_replan_in_the_past, "at_step"),
+        (lambda: rewarm.ReplaySampler(REPLAY, rank=2, world_size=2, backend="inprocess"), "rank"),
+        (lambda: rewarm.ReplaySampler(REPLAY, backend="inprocess", window=0), "window"),
+        (lambda: M.plan(num_layers=4, tokens=16, schedule={"kind": "prd"}, rounding={"mode": "up"}), "up"),
+        # An omitted argument is said to be missing, not reported as the value 0.
+        (lambda: _wrapped().replan("anneal"), 'field "steps" is missing'),
+        (lambda: _wrapped().replan("extend"), 'field "total_steps" is missing'),
+        (lambda: M.plan(num_layers=32), 'field "tokens": missing'),
+    ],
+)
+def test_refused_arguments_are_rewarm_errors(call, match: str) -> None:
+    # docs/README.md: every error is a RewarmError; a refused value is a
+    # SpecError, which is also a ValueError.
+    with pytest.raises(rewarm.SpecError, match=match) as info:
+        call()
+    assert isinstance(info.value, rewarm.RewarmError) and isinstance(info.value, ValueError)

@@ -371,3 +371,23 @@ def test_request_timeout_setting_is_checked(raw: str, monkeypatch: pytest.Monkey
     monkeypatch.setenv("REWARM_REQUEST_TIMEOUT", raw)
     with pytest.raises(ValueError, match=rf"REWARM_REQUEST_TIMEOUT='{raw}': expected a positive number"):
         rewarm.connect("socket", socket_path=sidecar.path, failover=False)
+
+
+def test_a_sidecar_left_running_stops_when_the_script_dies(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    script = (
+        "import rewarm\n"
+        f"sc = rewarm.Sidecar({str(tmp_path / 's.sock')!r})\n"
+        "print(sc.proc.pid, flush=True)\n"
+        "raise RuntimeError('the script dies without stopping it')\n"
+    )
+    r = subprocess.run([sys.executable, "-P", "-c", script], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "the script dies" in r.stderr
+    pid = int(r.stdout)
+    deadline = time.monotonic() + 10
+    while os.path.exists(f"/proc/{pid}") and Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z":
+        assert time.monotonic() < deadline, f"the sidecar {pid} outlived its script"
+        time.sleep(0.05)
+    assert not (tmp_path / "s.sock").exists()

@@ -274,6 +274,10 @@ def test_add_param_group_checks_first_and_carries_its_multiplier(fixed: dict) ->
         opt.add_param_group({"params": [b], "lr_mult": -1.0})
     with pytest.raises(ValueError, match="param group 1: lr_mult='x': must be a number"):
         opt.add_param_group({"params": [b], "lr_mult": "x"})
+    # float() would take these; a rate key must be a number, as multipliers= must.
+    for v in ("0.5", True, torch.ones(2)):
+        with pytest.raises(rewarm.SpecError, match=r"param group 1: lr_mult=.*must be a number"):
+            opt.add_param_group({"params": [b], "lr_mult": v})
     with pytest.raises(rewarm.SpecError, match=r"groups\[1\]\.min_lr = 2: must be <= its peak_lr"):
         opt.add_param_group({"params": [b], "rewarm_min_lr": 2.0, "rewarm_peak_lr": 1.0})
     with pytest.raises(ValueError, match="more than one parameter group"):  # torch's own check
@@ -906,3 +910,21 @@ def test_a_plain_torch_checkpoint_loaded_into_the_inner_optimizer_is_not_an_outs
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         train(model, opt, 1)
+
+
+def test_a_cpu_tensor_lr_set_outside_is_overridden_with_a_warning() -> None:
+    # torch's schedulers update a tensor lr in place (fill_); float32 rounding
+    # of the schedule's own rates is no reason to warn.
+    import warnings
+
+    p = torch.nn.Parameter(torch.zeros(2))
+    opt = rewarm.wrap(torch.optim.SGD([p], lr=torch.tensor(1.0)), schedule=SPEC, backend="inprocess")
+    p.grad = torch.ones(2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for _ in range(3):
+            opt.step()
+    opt.param_groups[0]["lr"].fill_(5.0)
+    with pytest.warns(UserWarning, match="param group 0's lr was set to 5.0 outside rewarm"):
+        opt.step()
+    assert opt.param_groups[0]["lr"].item() == pytest.approx(ref(4), rel=1e-6)

@@ -344,6 +344,9 @@ class Client:
             req.replan.new_stage.SetInParent()
             _fill(req.replan.new_stage.schedule, args["schedule"], "new_stage schedule")
             return self._session(self.call(req).session)
+        required = {"extend": "total_steps", "anneal": "steps"}[op]
+        if required not in args:
+            raise SpecError(f'replan {op}: field "{required}" is missing: {op} needs it', field=required)
         vals: dict[str, Any] = {}
         for name, v in args.items():
             kind = kinds[op][name]
@@ -543,11 +546,11 @@ def connect(
     sidecar or spawns one (see rewarm._launch.connect_or_spawn).
     """
     if backend not in ("auto", "inprocess", "socket"):
-        raise ValueError(f"backend={backend!r}: expected 'auto', 'inprocess' or 'socket'")
+        raise SpecError(f"backend={backend!r}: expected 'auto', 'inprocess' or 'socket'")
     if failover is None:
         env = os.environ.get("REWARM_FAILOVER", "1").strip().lower()
         if env not in ("0", "1", "false", "true", "no", "yes", "off", "on", ""):
-            raise ValueError(f"REWARM_FAILOVER={env!r}: expected 1 or 0")
+            raise SpecError(f"REWARM_FAILOVER={env!r}: expected 1 or 0")
         failover = env not in ("0", "false", "no", "off")
     path = socket_path if socket_path is not None else os.environ.get("REWARM_SOCKET") or None
     if backend == "socket" and not path and "LOCAL_RANK" in os.environ:
@@ -556,7 +559,7 @@ def connect(
         path = connect_or_spawn()
     if backend == "socket" or (backend == "auto" and path):
         if not path:
-            raise ValueError("backend='socket' needs a socket path: pass socket_path= or set REWARM_SOCKET")
+            raise SpecError("backend='socket' needs a socket path: pass socket_path= or set REWARM_SOCKET")
         if not failover:
             return Client(SocketTransport(path))
         from rewarm._failover import connect_failover

@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from rewarm._errors import SpecError
 from rewarm._sidecar import find_binary
 
 MAX_SOCKET_PATH = 107
@@ -116,7 +117,7 @@ def connect_or_spawn(path: str | None = None, idle_exit: str | None = None, time
     # Checked here: the spawned sidecar's own message would not reach the user.
     why = _duration_error(idle_exit)
     if why is not None:
-        raise ValueError(f"{what}: {why}")
+        raise SpecError(f"{what}: {why}")
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     deadline = time.monotonic() + timeout
     if local_rank == 0:

@@ -85,7 +85,7 @@ def _group_spec(g: GroupLike, i: int = 0) -> GroupSpec:
         )
     unknown = set(g) - {"multiplier", "min_lr", "peak_lr", "wd_mult"}
     if unknown:
-        raise ValueError(
+        raise SpecError(
             f"groups[{i}]: unknown keys {sorted(unknown)} (use multiplier, min_lr, peak_lr, wd_mult)"
         )
     return GroupSpec(**{k: _number(v, f"groups[{i}].{k}") for k, v in g.items()})
@@ -117,7 +117,7 @@ def _keys_from_args(
         ]
     )
     if len(given) != len(pgs):
-        raise ValueError(f"{arg} has {len(given)} entries but the optimizer has {len(pgs)} param groups")
+        raise SpecError(f"{arg} has {len(given)} entries but the optimizer has {len(pgs)} param groups")
     out = []
     for i, ((spec, fields), g) in enumerate(zip(given, pgs, strict=True)):
         keys: dict[str, float] = {}
@@ -126,7 +126,7 @@ def _keys_from_args(
             if v is None or field not in fields:
                 continue
             if key in g and g[key] != v:
-                raise ValueError(
+                raise SpecError(
                     f"param_groups[{i}][{key!r}] = {g[key]!r}, but {arg}[{i}] sets {field}={v!r}: "
                     "give it one way"
                 )
@@ -187,10 +187,14 @@ def _spec_from_keys(g: Mapping[str, Any], k: int) -> GroupSpec:
         if v is None:
             vals[field] = None if field in ("min_lr", "peak_lr") else 1.0
             continue
+        # float() would also take "0.5" and True: only numbers (and one-element tensors) are rates.
+        ok = not isinstance(v, bool) and isinstance(v, (numbers.Real, torch.Tensor))
         try:
+            if not ok:
+                raise TypeError
             vals[field] = float(v)
-        except (TypeError, ValueError):
-            raise ValueError(f"param group {k}: {key}={v!r}: must be a number") from None
+        except (TypeError, ValueError, RuntimeError):
+            raise SpecError(f"param group {k}: {key}={v!r:.80}: must be a number") from None
     return GroupSpec(**vals)  # type: ignore[arg-type]
 
 
@@ -219,11 +223,11 @@ def _unshare(groups: Sequence[dict[str, Any]], key: str) -> None:
 def _norms_from_state(raw: Any) -> list[float]:
     """The grad_norms entry of a rewarm_state(): a list of floats (absent before it was saved)."""
     if isinstance(raw, (str, bytes, Mapping)) or not isinstance(raw, Sequence):
-        raise ValueError(f"rewarm state grad_norms={raw!r:.80}: expected a list of numbers")
+        raise SpecError(f"rewarm state grad_norms={raw!r:.80}: expected a list of numbers")
     try:
         return [float(x) for x in raw]
     except (TypeError, ValueError):
-        raise ValueError(f"rewarm state grad_norms={raw!r:.80}: expected a list of numbers") from None
+        raise SpecError(f"rewarm state grad_norms={raw!r:.80}: expected a list of numbers") from None
 
 
 DCP_STATE_DICT = "torch.distributed.checkpoint.state_dict"
@@ -282,9 +286,9 @@ class RewarmOptimizer(Optimizer):
         if isinstance(optimizer, RewarmOptimizer):
             raise TypeError("this optimizer is already wrapped by rewarm")
         if multipliers is not None and groups is not None:
-            raise ValueError("give multipliers or groups, not both")
+            raise SpecError("give multipliers or groups, not both")
         if track_grad_norm not in (None, "l1", "l2"):
-            raise ValueError(f"track_grad_norm={track_grad_norm!r}: expected None, 'l1' or 'l2'")
+            raise SpecError(f"track_grad_norm={track_grad_norm!r}: expected None, 'l1' or 'l2'")
         self.optimizer = optimizer
         self._optimizer_state_dict_pre_hooks = OrderedDict()
         self._optimizer_state_dict_post_hooks = OrderedDict()
@@ -300,7 +304,7 @@ class RewarmOptimizer(Optimizer):
             raise TypeError(f"window={window!r}: expected an int")
         self._window = DEFAULT_WINDOW if window is None else window
         if not 1 <= self._window <= MAX_VALUES_PER_CALL:
-            raise ValueError(f"window={window}: must be between 1 and {MAX_VALUES_PER_CALL}")
+            raise SpecError(f"window={window}: must be between 1 and {MAX_VALUES_PER_CALL}")
         spec = load_spec(schedule)
         self._wrap_keys = _keys_from_args(optimizer.param_groups, multipliers, groups)
         # Written into the groups now, taken back if anything below fails,
@@ -528,7 +532,7 @@ class RewarmOptimizer(Optimizer):
             return
         for k, g in enumerate(self.optimizer.param_groups):
             if "betas" not in g and "momentum" not in g:
-                raise ValueError(
+                raise SpecError(
                     f"the schedule sets momentum, but param group {k} of {type(self.optimizer).__name__} has "
                     "neither 'momentum' nor 'betas'; drop the momentum schedule (cycle_momentum: false)"
                 )
@@ -551,7 +555,7 @@ class RewarmOptimizer(Optimizer):
         """
         at = self._n if at_step is None else int_arg(at_step, "at_step")
         if at < self._n:
-            raise ValueError(
+            raise SpecError(
                 f"at_step={at}: {self._n} updates were already applied; re-plans cannot rewrite them"
             )
         if op == "new_stage" and "schedule" in args:
@@ -810,6 +814,11 @@ class RewarmOptimizer(Optimizer):
             return
         for k, (g, shown) in enumerate(zip(groups, self._shown)):  # noqa: B905 - a new group has none
             cur = g.get("lr")
+            if isinstance(cur, torch.Tensor) and cur.device.type == "cpu" and cur.numel() == 1:
+                # As the tensor holds it (a float32 lr rounds the rate shown). On
+                # other devices reading it would cost a sync per step: not checked.
+                t = cur
+                cur, shown = t.item(), torch.tensor(shown, dtype=t.dtype).item()
             if isinstance(cur, float) and cur != shown:
                 self._warned_lr = True
                 warnings.warn(
@@ -925,22 +934,20 @@ class RewarmOptimizer(Optimizer):
     def _restore_session(self, state: Mapping[str, Any]) -> tuple[SessionInfo, list[float]]:
         """Check a rewarm_state() and open its session, changing nothing here."""
         if not isinstance(state, Mapping):
-            raise ValueError(f"rewarm state: expected a mapping, got {type(state).__name__}")
+            raise SpecError(f"rewarm state: expected a mapping, got {type(state).__name__}")
         if state.get("format") != STATE_FORMAT:
-            raise ValueError(
-                f"rewarm state format {state.get('format')!r}: this version reads {STATE_FORMAT}"
-            )
+            raise SpecError(f"rewarm state format {state.get('format')!r}: this version reads {STATE_FORMAT}")
         if not isinstance(state.get("session"), (bytes, bytearray, memoryview)):
-            raise ValueError(f"rewarm state session={state.get('session')!r:.80}: expected bytes")
+            raise SpecError(f"rewarm state session={state.get('session')!r:.80}: expected bytes")
         for key in ("control_seq", "control_epoch"):
             v = state.get(key, 0)
             if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 1 << 64:
-                raise ValueError(f"rewarm state {key}={v!r:.80}: expected an integer in [0, 2^64)")
+                raise SpecError(f"rewarm state {key}={v!r:.80}: expected an integer in [0, 2^64)")
         norms = _norms_from_state(state.get("grad_norms", []))
         info = self._client.restore_state(bytes(state["session"]), name=self._name)
         if info.schedule != self._schedule:
             self._client.close_session(info.session_id)
-            raise ValueError(
+            raise SpecError(
                 "the checkpoint's schedule differs from this optimizer's: "
                 + _diff(info.schedule, self._schedule)
                 + ". Wrap the optimizer with the checkpoint's schedule (state['rewarm']['schedule']) to "
@@ -996,7 +1003,7 @@ class RewarmOptimizer(Optimizer):
         or the nested one of earlier versions, ``{optimizer, rewarm}``. Everything is
         checked before anything changes."""
         if not isinstance(state_dict, Mapping):
-            raise ValueError(f"optimizer state dict: expected a mapping, got {type(state_dict).__name__}")
+            raise SpecError(f"optimizer state dict: expected a mapping, got {type(state_dict).__name__}")
         sd: dict[str, Any] = dict(state_dict)
         for pre_hook in self._optimizer_load_state_dict_pre_hooks.values():
             result = pre_hook(self, sd)
@@ -1007,7 +1014,7 @@ class RewarmOptimizer(Optimizer):
         elif "rewarm" in sd and "state" in sd and "param_groups" in sd:
             inner_sd = {k: v for k, v in sd.items() if k != "rewarm"}
         else:
-            raise ValueError(
+            raise SpecError(
                 f"not a rewarm optimizer state dict (keys {sorted(map(str, sd))}; expected 'state', "
                 "'param_groups' and 'rewarm'). To load a plain torch optimizer checkpoint use "
                 "wrapped.optimizer.load_state_dict(...); the schedule then starts at n=0. "
@@ -1040,20 +1047,20 @@ class RewarmOptimizer(Optimizer):
         """The checks torch's Optimizer.load_state_dict makes, made before anything changes."""
         saved = sd.get("param_groups") if isinstance(sd, Mapping) else None
         if not isinstance(saved, (list, tuple)) or not isinstance(sd.get("state"), Mapping):
-            raise ValueError("optimizer state dict: expected 'state' (a mapping) and 'param_groups' (a list)")
+            raise SpecError("optimizer state dict: expected 'state' (a mapping) and 'param_groups' (a list)")
         groups = self.optimizer.param_groups
         if len(saved) != len(groups):
-            raise ValueError(
+            raise SpecError(
                 f"optimizer state dict: param_groups has {len(saved)} groups, but this optimizer has "
                 f"{len(groups)}"
             )
         for k, (s, g) in enumerate(zip(saved, groups)):  # noqa: B905 - lengths checked above
             if not isinstance(s, Mapping) or not isinstance(s.get("params"), Sequence):
-                raise ValueError(
+                raise SpecError(
                     f"optimizer state dict: param_groups[{k}] = {s!r:.80}: expected a dict with 'params'"
                 )
             if len(s["params"]) != len(g["params"]):
-                raise ValueError(
+                raise SpecError(
                     f"optimizer state dict: param_groups[{k}] has {len(s['params'])} params, but this "
                     f"optimizer's group {k} has {len(g['params'])}"
                 )
@@ -1121,7 +1128,7 @@ class RewarmLRScheduler(LRScheduler):
 
     def step(self, epoch: int | None = None) -> None:  # type: ignore[override]
         if epoch is not None:
-            raise ValueError("rewarm schedules count optimizer updates; step(epoch) is not supported")
+            raise SpecError("rewarm schedules count optimizer updates; step(epoch) is not supported")
         self._step_count = getattr(self, "_step_count", 0) + 1
         self.sync()
 
@@ -1137,7 +1144,7 @@ class RewarmLRScheduler(LRScheduler):
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:  # type: ignore[override]
         if not isinstance(state_dict, Mapping) or "rewarm" not in state_dict:
             got = sorted(state_dict) if isinstance(state_dict, Mapping) else type(state_dict).__name__
-            raise ValueError(
+            raise SpecError(
                 f"rewarm scheduler state: no 'rewarm' entry (got {got}); this is not a rewarm scheduler's "
                 "state_dict, and a torch scheduler's state cannot set a rewarm schedule's position"
             )

@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import Sampler
 
 from rewarm._client import Backend, Client, int_arg, shared_client
+from rewarm._errors import SpecError
 from rewarm._spec import SpecLike, load_spec
 
 STATE_VERSION = 1
@@ -68,7 +69,7 @@ def _env_int(name: str, default: int) -> int:
     try:
         return int(raw)
     except ValueError:
-        raise ValueError(
+        raise SpecError(
             f"environment variable {name}={raw!r}: expected an int (pass rank= / world_size= to override)"
         ) from None
 
@@ -99,7 +100,7 @@ class ReplaySampler(Sampler[list[int]]):
         self.rank, self.world_size, origin = _rank_world(rank, world_size)
         window = int_arg(window, "window", lo=1)
         if window > MAX_WINDOW:
-            raise ValueError(f"window={window}: must be at most {MAX_WINDOW} steps per fetch")
+            raise SpecError(f"window={window}: must be at most {MAX_WINDOW} steps per fetch")
         start_step = int_arg(start_step, "start_step")
         self._client = shared_client(backend)
         info = self._client.open_sampler(self.spec)
@@ -113,8 +114,6 @@ class ReplaySampler(Sampler[list[int]]):
         self.total_steps = info.total_steps
         self.global_batch_size = info.global_batch_size
         if self.world_size < 1 or self.global_batch_size % self.world_size:
-            from rewarm._errors import SpecError
-
             raise SpecError(
                 f'replay: field "world_size" = {self.world_size}{_origin("world_size", origin)}: '
                 f"global_batch_size {self.global_batch_size} must be divisible by the world size",
@@ -122,14 +121,14 @@ class ReplaySampler(Sampler[list[int]]):
                 field="world_size",
             )
         if not 0 <= self.rank < self.world_size:
-            raise ValueError(
+            raise SpecError(
                 f"rank={self.rank}{_origin('rank', origin)}: must be in [0, {self.world_size}) for "
                 f"world_size={self.world_size}{_origin('world_size', origin)}"
             )
         self.per_rank = self.global_batch_size // self.world_size
         self._window = window
         if not 0 <= start_step <= self.total_steps:
-            raise ValueError(f"start_step={start_step}: must be in [0, {self.total_steps}]")
+            raise SpecError(f"start_step={start_step}: must be in [0, {self.total_steps}]")
         # Where a new pass starts, and the one-shot position that
         # load_state_dict / set_step give the next iterator only (after it,
         # passes start at _first again, as in a run that was never stopped).
@@ -253,22 +252,22 @@ class ReplaySampler(Sampler[list[int]]):
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if not isinstance(state, Mapping):
-            raise ValueError(f"replay sampler state: expected a mapping, got {type(state).__name__}")
+            raise SpecError(f"replay sampler state: expected a mapping, got {type(state).__name__}")
         if state.get("version") != STATE_VERSION:
-            raise ValueError(
+            raise SpecError(
                 f"replay sampler state version {state.get('version')!r}: expected {STATE_VERSION}"
             )
         if state.get("spec_hash") != self.spec_hash:
-            raise ValueError(
+            raise SpecError(
                 f"replay sampler state is for spec {state.get('spec_hash')!r}, this sampler's spec is "
                 f"{self.spec_hash!r}: resuming would read different batches; build the sampler from the "
                 "checkpoint's spec"
             )
         if "step" not in state:
-            raise ValueError("replay sampler state: no 'step'")
+            raise SpecError("replay sampler state: no 'step'")
         step = int_arg(state["step"], "step")
         if not step <= self.total_steps:
-            raise ValueError(f"replay sampler state step {step} is outside the plan (0..{self.total_steps})")
+            raise SpecError(f"replay sampler state step {step} is outside the plan (0..{self.total_steps})")
         # A pass the loop left resumes as the next pass, from the start, like
         # an uninterrupted run; one whose last batch was taken inside the loop
         # gives its (empty) rest first; otherwise the next iterator (only)

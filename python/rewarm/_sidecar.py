@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import signal
@@ -38,10 +39,21 @@ def find_binary() -> str:
     )
 
 
+def _terminate(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 class Sidecar:
     """Runs `rewarm serve --socket PATH` and waits for its READY line.
 
-    Use as a context manager; on exit it sends SIGTERM and waits.
+    Use as a context manager; on exit it sends SIGTERM and waits. One not
+    stopped by then is stopped when the interpreter exits, an uncaught
+    exception included, so it does not outlive the script.
     """
 
     def __init__(
@@ -59,6 +71,9 @@ class Sidecar:
             text=True,
         )
         self.log: list[str] = []
+        proc = self.proc
+        self._at_exit = lambda: _terminate(proc)
+        atexit.register(self._at_exit)
         ready = self._wait_ready(timeout)
         threading.Thread(target=self._drain, daemon=True).start()
         if not ready:
@@ -86,6 +101,7 @@ class Sidecar:
             self.log.append(line)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+        atexit.unregister(self._at_exit)
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:

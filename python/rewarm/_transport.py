@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from rewarm._errors import ForkError, TransportError
+from rewarm._errors import ForkError, SpecError, TransportError
 
 _HEADER = struct.Struct(">I")
 MAX_REPLY = 1 << 30  # larger than any reply; the Go client's cap too
@@ -38,7 +38,7 @@ def request_timeout() -> float:
     except ValueError:
         value = float("nan")
     if not 0 < value < float("inf"):
-        raise ValueError(f"REWARM_REQUEST_TIMEOUT={raw!r}: expected a positive number of seconds")
+        raise SpecError(f"REWARM_REQUEST_TIMEOUT={raw!r}: expected a positive number of seconds")
     return value
 
 

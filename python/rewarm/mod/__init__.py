@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from rewarm._errors import SpecError
 from rewarm.mod._modules import HalvesBlock, MoDLayer, TokenRouter, tanh_norm
 from rewarm.mod._plan import BucketPlan, LayerPlan, Plan, Summary, plan
 from rewarm.mod.llama import LlamaConfig, TinyLlama
@@ -24,7 +25,7 @@ def apply(model: nn.Module, plan: Plan, tokens: int | None = None, scale: float 
         raise TypeError(f"{type(model).__name__} has no `layers` ModuleList to wrap")
     bucket = plan.for_tokens(tokens) if tokens is not None else plan.buckets[0]
     if len(bucket.layers) != len(layers):
-        raise ValueError(f"the plan has {len(bucket.layers)} layers, the model {len(layers)}")
+        raise SpecError(f"the plan has {len(bucket.layers)} layers, the model {len(layers)}")
     hidden = getattr(getattr(model, "config", None), "hidden_size", None)
     wrapped = {}
     # Every layer is wrapped before any is replaced, so a refusal leaves the model as it was.
@@ -33,12 +34,12 @@ def apply(model: nn.Module, plan: Plan, tokens: int | None = None, scale: float 
             continue
         block = layers[lp.index]
         if isinstance(block, MoDLayer):
-            raise ValueError(f"layer {lp.index} is already an MoDLayer")
+            raise SpecError(f"layer {lp.index} is already an MoDLayer")
         d = hidden
         if d is None:
             first = next(block.parameters(), None)
             if first is None:
-                raise ValueError(
+                raise SpecError(
                     f"layer {lp.index} has no parameters to read the hidden size from, "
                     "and the model has no config.hidden_size"
                 )

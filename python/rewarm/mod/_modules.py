@@ -24,6 +24,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from rewarm._errors import SpecError
+
 
 class HalvesBlock(Protocol):
     """A decoder block that exposes its halves: for input x and positions it
@@ -95,13 +97,13 @@ class MoDLayer(nn.Module):
             if isinstance(v, bool) or not hasattr(v, "__index__"):
                 raise TypeError(f"{name}={v!r}: expected an int")
         if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 <= scale < 1:
-            raise ValueError(f"scale={scale!r}: must be in [0, 1) (w = scale·tanh(r) + 1 stays positive)")
+            raise SpecError(f"scale={scale!r}: must be in [0, 1) (w = scale·tanh(r) + 1 stays positive)")
         if hidden_size < 1:
-            raise ValueError(f"hidden_size={hidden_size}: must be >= 1")
+            raise SpecError(f"hidden_size={hidden_size}: must be >= 1")
         if tokens < 0:
-            raise ValueError(f"tokens={tokens}: must be >= 0")
+            raise SpecError(f"tokens={tokens}: must be >= 0")
         if not 0 <= k <= tokens:
-            raise ValueError(f"k={k}: must be in [0, tokens={tokens}]")
+            raise SpecError(f"k={k}: must be in [0, tokens={tokens}]")
         if not hasattr(block, "forward_halves"):
             raise TypeError(
                 f"{type(block).__name__} has no forward_halves(x, positions) -> (attn_out, mlp_out); "
@@ -121,14 +123,14 @@ class MoDLayer(nn.Module):
         self._k_values: tuple[int, ...] | None = None
         if k_by_tokens is not None and len(k_by_tokens) > 0:
             if len(k_by_tokens) != tokens + 1 or k_by_tokens[-1] != k:
-                raise ValueError(
+                raise SpecError(
                     f"k_by_tokens: {len(k_by_tokens)} entries ending at {k_by_tokens[-1]}; "
                     f"need tokens + 1 = {tokens + 1} ending at k = {k} (the plan's table for this bucket)"
                 )
             self._k_values = tuple(int(v) for v in k_by_tokens)
             bad = next((i for i, v in enumerate(self._k_values) if not 0 <= v <= min(i, k)), None)
             if bad is not None:
-                raise ValueError(
+                raise SpecError(
                     f"k_by_tokens[{bad}] = {self._k_values[bad]}: must be in [0, min({bad}, k={k})] "
                     "(a sample keeps at most its own routable tokens and at most k)"
                 )

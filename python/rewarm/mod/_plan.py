@@ -66,11 +66,11 @@ class Plan:
         (pad the routable span to its size and mark the padding invalid)."""
         n = int_arg(n, "tokens")
         if n < 1:
-            raise ValueError(f"tokens={n}: a bucket holds at least 1 routable token")
+            raise SpecError(f"tokens={n}: a bucket holds at least 1 routable token")
         for b in self.buckets:
             if b.tokens >= n:
                 return b
-        raise ValueError(f"{n} routable tokens exceed the largest bucket ({self.buckets[-1].tokens})")
+        raise SpecError(f"{n} routable tokens exceed the largest bucket ({self.buckets[-1].tokens})")
 
 
 def plan(

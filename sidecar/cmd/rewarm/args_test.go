@@ -188,6 +188,7 @@ func TestServeRefusesUnusableSettings(t *testing.T) {
 		{[]string{"--frame-timeout", "0s"}, 2, "--frame-timeout 0s: want a positive duration"},
 		{[]string{"--conn-idle-timeout", "-5s"}, 2, "--conn-idle-timeout -5s: want a positive duration, or 0 for off"},
 		{[]string{"--idle-exit", "-1m"}, 2, "--idle-exit -1m0s"},
+		{[]string{"--idle-exit", "5"}, 2, `invalid value "5" for flag -idle-exit: want a duration with a unit`},
 		{[]string{"--snapshot-interval", "0s", "--state-dir", t.TempDir()}, 2, "--snapshot-interval 0s"},
 		// A state dir under a regular file cannot be created.
 		{[]string{"--state-dir", filepath.Join(file, "state")}, 1, "--state-dir " + filepath.Join(file, "state")},

@@ -14,6 +14,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -135,13 +136,13 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	socket := fs.String("socket", "", "Unix socket path to listen on (required)")
 	maxFrame := fs.Uint("max-frame-bytes", sidecar.DefaultMaxFrame, "largest accepted request frame")
-	frameTimeout := fs.Duration("frame-timeout", 30*time.Second, "time allowed to receive one frame or send one reply")
-	idleTimeout := fs.Duration("conn-idle-timeout", 0, "close a connection idle this long (0: never)")
-	idleExit := fs.Duration("idle-exit", 0, "exit after this long with no client connected (0: never)")
-	orphanTTL := fs.Duration("orphan-ttl", dispatch.DefaultOrphanTTL,
-		"keep a closed connection's sessions and samplers this long for a client that reconnects")
+	frameTimeout := durationVar(fs, "frame-timeout", 30*time.Second, "`duration` allowed to receive one frame or send one reply")
+	idleTimeout := durationVar(fs, "conn-idle-timeout", 0, "close a connection idle this long, a `duration` (0: never)")
+	idleExit := durationVar(fs, "idle-exit", 0, "exit after this long with no client connected, a `duration` (0: never)")
+	orphanTTL := durationVar(fs, "orphan-ttl", dispatch.DefaultOrphanTTL,
+		"keep a closed connection's sessions and samplers this long (a `duration`) for a client that reconnects")
 	stateDir := fs.String("state-dir", "", "snapshot sessions to this directory and restore them on start")
-	snapEvery := fs.Duration("snapshot-interval", 30*time.Second, "how often to snapshot when --state-dir is set")
+	snapEvery := durationVar(fs, "snapshot-interval", 30*time.Second, "how often to snapshot when --state-dir is set, a `duration`")
 	metricsAddr := fs.String("metrics-addr", "", "serve Prometheus metrics on this loopback address (off by default)")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	if _, code := parseArgs(fs, args, 0, "only flags"); code >= 0 {
@@ -271,6 +272,32 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	}
 	log.Info("stopped", "socket", path)
 	return 0
+}
+
+// durationFlag is flag.Duration with an error that says what is wanted (the
+// flag package reports only "parse error" for a duration without a unit).
+type durationFlag struct{ d *time.Duration }
+
+func (f durationFlag) Set(s string) error {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return errors.New("want a duration with a unit, such as 30s, 5m or 1h30m")
+	}
+	*f.d = d
+	return nil
+}
+
+func (f durationFlag) String() string {
+	if f.d == nil {
+		return "0s" // the zero value, so -h prints no default for it
+	}
+	return f.d.String()
+}
+
+func durationVar(fs *flag.FlagSet, name string, value time.Duration, usage string) *time.Duration {
+	d := value
+	fs.Var(durationFlag{&d}, name, usage)
+	return &d
 }
 
 // background snapshots the state at intervals and stops an idle server.

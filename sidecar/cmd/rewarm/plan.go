@@ -43,7 +43,7 @@ func planFlags(name string, args []string, stderr io.Writer, extra func(*flag.Fl
 	maxK := fs.Int64("max-k", 0, "largest k of a routed layer")
 	rounding := fs.String("rounding", "floor", "floor (p-MoD), nearest or ceil")
 	precision := fs.String("precision", "float32", "float32 (p-MoD's torch arithmetic) or float64")
-	multiple := fs.Int64("multiple", 1, "align k (or T+k) to a multiple: 1, 8, 64 or 128")
+	multiple := fs.Int64("multiple", 1, "align k (or T+k) to a multiple, 1 to 2^20 (8, 64 and 128 suit GPU kernels)")
 	align := fs.String("align", "k", "k or t_plus_k")
 	hidden := fs.Int64("hidden-size", 4096, "d, for the FLOPs estimate")
 	ffn := fs.Int64("ffn-size", 11008, "MLP width, for the FLOPs estimate")
@@ -58,6 +58,11 @@ func planFlags(name string, args []string, stderr io.Writer, extra func(*flag.Fl
 	failed := func(err error) (*mod.Plan, int) {
 		fmt.Fprintf(stderr, "rewarm %s: %v\n", name, err)
 		return nil, 1
+	}
+	// A flag value that does not parse is a usage error, as in the flag package.
+	badFlag := func(err error) (*mod.Plan, int) {
+		fmt.Fprintf(stderr, "rewarm %s: %v\n", name, err)
+		return nil, 2
 	}
 	if *file != "" {
 		// The file is the whole plan: a plan flag beside it would be ignored.
@@ -90,13 +95,13 @@ func planFlags(name string, args []string, stderr io.Writer, extra func(*flag.Fl
 	if *bucketArg == "" || set["tokens"] {
 		ns, err := parseList(*tokens, "--tokens", strconv.ParseInt)
 		if err != nil {
-			return failed(err)
+			return badFlag(err)
 		}
 		switch {
 		case len(ns) == 1:
 			spec["tokens"] = ns[0]
 		case *bucketArg != "":
-			return failed(fmt.Errorf("--tokens %s with --buckets: give one count in --tokens, or all of them in one list", *tokens))
+			return badFlag(fmt.Errorf("--tokens %s with --buckets: give one count in --tokens, or all of them in one list", *tokens))
 		default:
 			spec["buckets"] = anys(ns)
 		}
@@ -104,7 +109,7 @@ func planFlags(name string, args []string, stderr io.Writer, extra func(*flag.Fl
 	if *bucketArg != "" {
 		bs, err := parseList(*bucketArg, "--buckets", strconv.ParseInt)
 		if err != nil {
-			return failed(err)
+			return badFlag(err)
 		}
 		spec["buckets"] = anys(bs)
 	}
@@ -123,7 +128,7 @@ func planFlags(name string, args []string, stderr io.Writer, extra func(*flag.Fl
 	if set["routed-layers"] {
 		ls, err := parseList(*routed, "--routed-layers", strconv.ParseInt)
 		if err != nil {
-			return failed(err)
+			return badFlag(err)
 		}
 		schedule["layers"], flagOf["schedule.layers"] = anys(ls), "--routed-layers"
 	}
@@ -131,7 +136,7 @@ func planFlags(name string, args []string, stderr io.Writer, extra func(*flag.Fl
 		parse := func(s string, _ int, bits int) (float64, error) { return strconv.ParseFloat(s, bits) }
 		rs, err := parseList(*ratios, "--ratios", parse)
 		if err != nil {
-			return failed(err)
+			return badFlag(err)
 		}
 		schedule["ratios"], flagOf["schedule.ratios"] = anys(rs), "--ratios"
 	}
