@@ -625,3 +625,30 @@ func BenchmarkPermPlusQuota(b *testing.B) {
 	}
 	_ = sink
 }
+
+// A source given exactly one sample per batch is accepted although the
+// weights' sum, 0.34 + 0.56 + 0.1 = 1 + 2^-52 in float64, shrinks it a few
+// ulps below that; one truly short of a sample is refused. Every quota of
+// the accepted plan is 4, 5 and 1, as 10·p gives.
+func TestOneSamplePerBatchSurvivesTheSumsRounding(t *testing.T) {
+	mk := func(a, b, c float64) map[string]any {
+		return map[string]any{"sources": srcs("a", 100, "b", 100, "c", 100), "global_batch_size": 10, "seed": 1,
+			"stages": []any{map[string]any{"steps": 1000, "mixture": map[string]any{"a": a, "b": b, "c": c}}}}
+	}
+	if a, b, c := 0.34, 0.56, 0.1; a+b+c == 1 { // variables: Go's constant arithmetic is exact
+		t.Fatal("the test needs a sum that rounds above 1")
+	}
+	s := mustParse(t, mk(0.34, 0.56, 0.1))
+	for step := int64(0); step < 1000; step++ {
+		q, err := s.Quotas(step)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if q[2] != 1 || q[0]+q[1] != 9 || q[0] < 3 || q[0] > 4 {
+			t.Fatalf("step %d: quotas %v, want c = 1 and a, b near 3.4, 5.6", step, q)
+		}
+	}
+	if _, err := Parse(mk(0.35, 0.56, 0.09)); err == nil || !strings.Contains(err.Error(), `"stages[0].mixture.c" = 0.09`) {
+		t.Fatalf("a source with 0.9 samples per batch: %v", err)
+	}
+}

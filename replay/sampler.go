@@ -85,7 +85,7 @@ func quotasAt(sp *stagePlan, B, T int64, out []int64) {
 	if r == 0 {
 		return
 	}
-	// Largest remainders first; ties go to the earlier source. Insertion
+	// Largest remainders first; ties (as float64 computes them) go to the earlier source. Insertion
 	// sort: n is small and this runs twice per batch.
 	for i := 1; i < n; i++ {
 		for j := i; j > 0 && fr[idx[j]] > fr[idx[j-1]]; j-- {

@@ -198,7 +198,11 @@ func New(spec Spec) (*Sampler, error) {
 			// Cumulative largest remainder can hand a source less than one
 			// sample per batch back a slot; refuse rather than yield -1.
 			for _, s := range sp.active {
-				if lo := math.Min(sp.props[s].start, sp.props[s].end); lo*float64(B) < 1 {
+				// The tolerance forgives the ulps of normalising by the sum
+				// (0.34 + 0.56 + 0.1 sums to 1 + 2^-52, leaving c·10 just under
+				// 1): a source short of one per batch by under 1e-14 loses
+				// nothing within MaxStageSamples (< 2^48 / 3 steps · 1e-14 < 1).
+				if lo := math.Min(sp.props[s].start, sp.props[s].end); lo*float64(B) < 1-1e-14 {
 					return nil, fail(f+".mixture."+spec.Sources[s].Name, lo,
 						"with more than two sources each needs at least one sample per global batch (global_batch_size·p >= 1, here %g); "+
 							"raise global_batch_size or group the small sources", lo*float64(B))
