@@ -18,6 +18,7 @@ import dataclasses
 import numbers
 import os
 import re
+import struct
 import sys
 import warnings
 import weakref
@@ -37,6 +38,7 @@ from rewarm._errors import ForkError, RewarmError, SessionNotFound, SpecError
 from rewarm._spec import SpecLike, load_spec
 
 STATE_FORMAT = 1
+_F32 = struct.Struct("f")
 # Steps fetched per round trip. A socket round trip costs tens of microseconds
 # and an in-process call a few, and each Go call also disturbs the caches the
 # next torch steps run in; 4096 steps amortize both to a fraction of a
@@ -818,7 +820,14 @@ class RewarmOptimizer(Optimizer):
                 # As the tensor holds it (a float32 lr rounds the rate shown). On
                 # other devices reading it would cost a sync per step: not checked.
                 t = cur
-                cur, shown = t.item(), torch.tensor(shown, dtype=t.dtype).item()
+                cur = t.item()
+                if t.dtype == torch.float32:  # the common case, without building a tensor each step
+                    try:
+                        shown = _F32.unpack(_F32.pack(shown))[0]
+                    except OverflowError:  # past float32's range the tensor holds inf
+                        shown = float("inf")
+                elif t.dtype != torch.float64:
+                    shown = torch.tensor(shown, dtype=t.dtype).item()
             if isinstance(cur, float) and cur != shown:
                 self._warned_lr = True
                 warnings.warn(
