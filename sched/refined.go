@@ -81,11 +81,14 @@ func (r *Refined) Validate() error {
 		}
 	}
 	clean := cleanNorms(r.GradNorms)
-	if len(clean) < 2 {
+	if len(clean) < 1 {
 		return specfield.Errorf(r.Kind(), "grad_norms", fmt.Sprintf("%d values", len(r.GradNorms)),
-			"need at least 2 finite norms after dropping the first and last two")
+			"need at least 1 finite norm after dropping the first and last two")
 	}
 	r.total = int64(len(r.GradNorms)) // the run the norms came from
+	if r.TotalSteps == nil && r.total < 2 {
+		return specfield.Errorf(r.Kind(), "grad_norms", "1 value", "one norm is a 1-step run: give more norms, or total_steps >= 2")
+	}
 	if r.TotalSteps != nil {
 		if *r.TotalSteps < 2 {
 			return specfield.Errorf(r.Kind(), "total_steps", *r.TotalSteps, "must be >= 2")

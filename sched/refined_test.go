@@ -185,3 +185,25 @@ func TestRefinedFromFile(t *testing.T) {
 		}
 	}
 }
+
+// Five norms leave one after the first and last two are dropped, as the
+// published preprocessing does: one point is a constant, so the schedule is
+// linear decay (it used to be refused, while two to four norms were kept
+// whole). Norms that leave none are refused.
+func TestRefinedFromFiveNormsIsLinearDecay(t *testing.T) {
+	r, err := Parse(map[string]any{"kind": "refined", "peak_lr": 0.3, "grad_norms": []any{9.0, 1.0, 4.0, 7.0, 2.0}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lin, _ := Parse(map[string]any{"kind": "linear", "peak_lr": 0.3, "total_steps": 4})
+	for n := int64(0); n < 8; n++ {
+		if got, want := r.LR(n), lin.LR(n); math.Abs(got-want) > 1e-12 {
+			t.Fatalf("LR(%d) = %.17g, linear decay over 4 steps gives %.17g", n, got, want)
+		}
+	}
+	nan := math.NaN()
+	if _, err := Parse(map[string]any{"kind": "refined", "peak_lr": 0.3, "grad_norms": []any{nan, nan, nan}}); err == nil ||
+		!strings.Contains(err.Error(), "need at least 1 finite norm") {
+		t.Fatalf("norms with none finite: %v", err)
+	}
+}

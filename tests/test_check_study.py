@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("check_study", ROOT / "integration" / "check_study.py")
 assert spec and spec.loader
@@ -63,3 +65,35 @@ def test_flags_missing_curve(tmp_path: Path) -> None:
     lines = (tmp_path / "curves.csv").read_text().splitlines()
     (tmp_path / "curves.csv").write_text("\n".join(x for x in lines if not x.startswith("infinite,0")) + "\n")
     assert any("0 points for policy='infinite' replay=0" in b for b in check_study.problems(tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--steps", "0"], "--steps: 0: must be >= 2"),
+        (["--steps", "-1"], "--steps: -1: must be >= 2"),
+        (["--steps", "1"], "--steps: 1: must be >= 2"),
+        (["--backend", "socket"], "--backend socket needs a sidecar"),
+    ],
+)
+def test_study_flags_are_refused_before_training(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rewarm import study
+
+    monkeypatch.delenv("REWARM_SOCKET", raising=False)
+    with pytest.raises(SystemExit) as info:
+        study.main(["--quick", *args])
+    assert info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_study_out_that_is_a_file_is_refused_before_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rewarm import study
+
+    f = tmp_path / "afile"
+    f.write_text("x")
+    with pytest.raises(SystemExit) as info:
+        study.main(["--quick", "--out", str(f)])
+    assert info.value.code == 2 and "exists and is not a folder" in capsys.readouterr().err

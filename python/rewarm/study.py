@@ -369,7 +369,7 @@ def write_outputs(
                 int(r["mod"]),
                 f"{r['stages'][-1]['val_A']:.5f}",
                 f"{r['stages'][-1]['val_B']:.5f}",
-                f"{sum(r['loss'][-20:]) / 20:.5f}",
+                f"{sum(r['loss'][-20:]) / len(r['loss'][-20:]):.5f}",
                 f"{r['wall_s']:.2f}",
             ]
             for r in mod_runs
@@ -495,11 +495,21 @@ def write_outputs(
     return table
 
 
+def _stage_steps(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected an integer") from None
+    if n < 2:  # a refined schedule needs two steps
+        raise argparse.ArgumentTypeError(f"{n}: must be >= 2")
+    return n
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="rewarm demo", description="The continual pre-training study on CPU.")
     ap.add_argument("--quick", action="store_true", help="a smaller study (at most 3 minutes on 2 cores)")
     ap.add_argument("--out", default="results", help="results folder")
-    ap.add_argument("--steps", type=int, help="steps per stage (overrides the preset)")
+    ap.add_argument("--steps", type=_stage_steps, help="steps per stage, >= 2 (overrides the preset)")
     ap.add_argument(
         "--backend",
         default="auto",
@@ -507,9 +517,14 @@ def main(argv: list[str] | None = None) -> int:
         help="how to reach the Go core (auto: the sidecar in REWARM_SOCKET, else in-process)",
     )
     args = ap.parse_args(argv)
+    # Refused now, not after minutes of training.
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        ap.error(f"--out {args.out}: exists and is not a folder")
+    if args.backend == "socket" and not os.environ.get("REWARM_SOCKET"):
+        ap.error("--backend socket needs a sidecar: set REWARM_SOCKET, or run under `rewarm launch`")
     cfg = QUICK if args.quick else Config()
     cfg = replace(cfg, backend=args.backend)
-    if args.steps:
+    if args.steps is not None:
         cfg = replace(cfg, steps=args.steps)
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1:
         dist.init_process_group("gloo")
