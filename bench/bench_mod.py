@@ -52,7 +52,15 @@ def paired(fa, fb, reps: int, sync=_no_sync) -> tuple[float, float, float]:
     return statistics.median(ta), statistics.median(tb), ratio
 
 
-def run(d: int, layers: int, reps: int, device: torch.device, dtype: torch.dtype, compiled: bool) -> None:
+def run(
+    d: int,
+    layers: int,
+    reps: int,
+    stack_reps: int,
+    device: torch.device,
+    dtype: torch.dtype,
+    compiled: bool,
+) -> None:
     ffn = int(8 * d / 3 / 64 + 1) * 64
     cfg = M.LlamaConfig(vocab_size=256, hidden_size=d, num_layers=layers, num_heads=d // 64, ffn_size=ffn)
     plan = M.plan(num_layers=layers, tokens=ROUTABLE, text_tokens=TEXT, hidden_size=d, ffn_size=ffn)
@@ -136,7 +144,7 @@ def run(d: int, layers: int, reps: int, device: torch.device, dtype: torch.dtype
             return f
 
         t_mod, t_dense, ratio = paired(
-            stack(mod_layers, route_mask=mask), stack(dense_layers), max(3, reps // 4), sync
+            stack(mod_layers, route_mask=mask), stack(dense_layers), stack_reps, sync
         )
     fr = plan.summary.flops_ratio
     verdict = "within" if abs(ratio - fr) <= 0.05 else "NOT within"
@@ -150,7 +158,13 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--dims", default="512,1024")
     ap.add_argument("--layers", type=int, default=32)
-    ap.add_argument("--reps", type=int, default=12)
+    ap.add_argument("--reps", type=int, default=12, help="timed pairs per layer")
+    ap.add_argument(
+        "--stack-reps",
+        type=int,
+        default=7,
+        help="timed pairs of the whole stack (with 3, one noisy pair moved the median on a 2-core machine)",
+    )
     ap.add_argument(
         "--threads",
         default="1,2",
@@ -160,6 +174,9 @@ def main() -> None:
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--compile", default="off", help="off, on, or off,on for both")
     args = ap.parse_args()
+    for flag, v in (("--reps", args.reps), ("--stack-reps", args.stack_reps), ("--layers", args.layers)):
+        if v < 1:
+            ap.error(f"{flag} {v}: must be at least 1")
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype)
     modes = [m.strip() for m in args.compile.split(",")]
@@ -169,12 +186,25 @@ def main() -> None:
         # One graph per distinct k: more than dynamo's default limit of recompiles.
         limit = "recompile_limit" if hasattr(torch._dynamo.config, "recompile_limit") else "cache_size_limit"
         setattr(torch._dynamo.config, limit, 4 * args.layers)
-    threads = [int(x) for x in args.threads.split(",")] if device.type == "cpu" else [torch.get_num_threads()]
+
+    def ints(flag: str, text: str) -> list[int]:
+        try:
+            out = [int(x) for x in text.split(",")]
+        except ValueError:
+            ap.error(f"{flag} {text!r}: expected comma-separated integers")
+        if any(v < 1 for v in out):
+            ap.error(f"{flag} {text!r}: every value must be at least 1")
+        return out
+
+    dims = ints("--dims", args.dims)
+    if any(d % 64 for d in dims):
+        ap.error(f"--dims {args.dims!r}: each must be a multiple of 64 (heads of 64)")
+    threads = ints("--threads", args.threads) if device.type == "cpu" else [torch.get_num_threads()]
     for mode in modes:
         for n in threads:
             torch.set_num_threads(n)
-            for d in (int(x) for x in args.dims.split(",")):
-                run(d, args.layers, args.reps, device, dtype, mode == "on")
+            for d in dims:
+                run(d, args.layers, args.reps, args.stack_reps, device, dtype, mode == "on")
 
 
 if __name__ == "__main__":
