@@ -220,10 +220,12 @@ func (c *CosinePower) Validate() error {
 }
 func (c *CosinePower) profile(p float64) float64 {
 	cc := 0.5 * (1 + math.Cos(math.Pi*p))
-	if c.ExponentOrder == 1 {
+	if c.ExponentOrder == 1 || cc == 1 || cc == 0 {
+		// The ends are exact: expm1(log e)/(e−1) can round a ulp off 1, and
+		// a rate past peak_lr would fall outside a group's mapped range.
 		return cc
 	}
-	return math.Expm1(cc*c.logOrder) / (c.ExponentOrder - 1)
+	return math.Min(1, math.Expm1(cc*c.logOrder)/(c.ExponentOrder-1))
 }
 func (c *CosinePower) LR(n int64) float64        { return decayLR(c, n) }
 func (c *CosinePower) withTotal(t int64) decayer { x := *c; x.TotalSteps = t; return &x }

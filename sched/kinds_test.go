@@ -458,3 +458,32 @@ func TestPlateauReportsIncrementalEqualsRebuild(t *testing.T) {
 		}
 	}
 }
+
+// A decay starts at exactly peak_lr and never passes it: the per-group range
+// mapping divides by peak_lr and checks the result against 1.
+func TestDecayNeverAbovePeak(t *testing.T) {
+	var specs []map[string]any
+	for _, e := range []float64{2, 3, 7, 10, 13.5, 100, 1e6} {
+		specs = append(specs, map[string]any{"kind": "cosine_power", "peak_lr": 1.0, "total_steps": 10, "exponent_order": e},
+			map[string]any{"kind": "cosine_power", "peak_lr": 3e-4, "min_lr": 3e-5, "warmup_steps": 7, "total_steps": 1000, "exponent_order": e})
+	}
+	for _, kind := range []string{"cosine", "linear", "polynomial", "rex"} {
+		specs = append(specs, map[string]any{"kind": kind, "peak_lr": 3e-4, "min_lr": 3e-5, "warmup_steps": 7, "total_steps": 1000})
+	}
+	for _, m := range specs {
+		s, err := Parse(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		peak := m["peak_lr"].(float64)
+		w, _ := m["warmup_steps"].(int)
+		if got := s.LR(int64(w)); got != peak {
+			t.Errorf("%v: LR(%d) = %v, want peak_lr %v exactly", m, w, got, peak)
+		}
+		for n := int64(0); n < 1100; n++ {
+			if got := s.LR(n); got > peak {
+				t.Fatalf("%v: LR(%d) = %v above peak_lr %v", m, n, got, peak)
+			}
+		}
+	}
+}

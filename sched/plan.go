@@ -230,14 +230,14 @@ func (r *Replan) Check() error {
 		}
 	case OpNewStage:
 		if r.Spec == nil {
-			return replanErr("spec", nil, "missing: new_stage needs the stage's schedule spec")
+			return replanErr("schedule", nil, "missing: new_stage needs the stage's schedule spec")
 		}
 		for _, k := range []string{"weight_decay", "momentum"} {
 			if v, ok := r.Spec[k]; ok {
-				return specfield.Errorf("new_stage", "spec."+k, v, "a new stage changes the rate only; the %s schedule follows the spec the run was wrapped with", k)
+				return specfield.Errorf("new_stage", "schedule."+k, v, "a new stage changes the rate only; the %s schedule follows the spec the run was wrapped with", k)
 			}
 		}
-		spec, err := parseNested("new_stage", "spec", r.Spec)
+		spec, err := parseNested("new_stage", "schedule", r.Spec)
 		if err != nil {
 			return err
 		}

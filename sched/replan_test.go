@@ -295,8 +295,8 @@ func TestReplanErrors(t *testing.T) {
 		{nil, Replan{Op: OpAnneal, At: 5, Steps: 0}, "steps"},
 		{nil, Replan{Op: OpAnneal, At: 500, Steps: 10, Shape: "exp", MinLR: &zero}, "min_lr"},
 		{nil, Replan{Op: OpAnneal, At: 500, Steps: 10, Shape: "zigzag"}, "shape"},
-		{nil, Replan{Op: OpNewStage, At: 5, Spec: map[string]any{"kind": "cosine", "peak_lr": -1.0, "total_steps": 10}}, "spec.peak_lr"},
-		{nil, Replan{Op: OpNewStage, At: 5}, "spec"},
+		{nil, Replan{Op: OpNewStage, At: 5, Spec: map[string]any{"kind": "cosine", "peak_lr": -1.0, "total_steps": 10}}, "schedule.peak_lr"},
+		{nil, Replan{Op: OpNewStage, At: 5}, "schedule"},
 		{[]Replan{{Op: OpAnneal, At: 500, Steps: 10}}, Replan{Op: OpAnneal, At: 400, Steps: 10}, "at_step"},
 		{[]Replan{{Op: OpAnneal, At: 500, Steps: 10}}, Replan{Op: OpExtend, At: 600, Total: 3000}, "op"},
 		{nil, Replan{Op: OpAnneal, At: -1, Steps: 10}, "at_step"},
@@ -386,7 +386,7 @@ func TestReplanFieldMessages(t *testing.T) {
 		{Replan{Op: OpExtend, At: 10}, `field "total_steps" = 0: missing: extend needs the new total, in updates`},
 		{Replan{Op: OpNewStage, At: 10, Spec: map[string]any{"kind": "cosine", "peak_lr": 1.0, "total_steps": 100,
 			"weight_decay": map[string]any{"start": 0.1}}},
-			`field "spec.weight_decay" = {"start":0.1}: a new stage changes the rate only`},
+			`field "schedule.weight_decay" = {"start":0.1}: a new stage changes the rate only`},
 	} {
 		if err := p.Replan(c.r); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%+v: %v, want %q", c.r, err, c.want)

@@ -112,14 +112,63 @@ def test_load_state_dict_of_a_non_mapping() -> None:
         ("extend", {"total_steps": 200, "mode": 1}, "mode"),
         ("anneal", {"steps": 10, "stepz": 3}, "stepz"),
         ("new_stage", {}, "schedule"),
+        # The Go core names the argument as Python and the wire do, not its own Spec field.
+        ("new_stage", {"schedule": {**COSINE, "total_steps": -3}}, "schedule.total_steps"),
+        ("new_stage", {"schedule": {**COSINE, "momentum": 0.9}}, "schedule.momentum"),
+        ("anneal", {"at_step": 2, "steps": 10}, "at_step"),  # before the 3 updates already applied
     ],
 )
 def test_replan_arguments_name_their_field(op: str, kwargs: dict, field: str) -> None:
     opt = rewarm.wrap(sgd(), COSINE)
+    for _ in range(3):
+        opt.step()
     with pytest.raises(rewarm.SpecError) as ei:
         opt.replan(op, **kwargs)
     assert ei.value.field == field and field in str(ei.value)
     assert opt.lrs_at(50) == rewarm.wrap(sgd(), COSINE).lrs_at(50)  # nothing applied
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"multipliers": [1.0], "groups": [{}]}, "groups"),
+        ({"track_grad_norm": "l3"}, "track_grad_norm"),
+        ({"window": 0}, "window"),
+        ({"groups": [{"multiplier": 1.0, "lr_scale": 2.0}]}, "groups[0].lr_scale"),
+        ({"multipliers": [1.0, 2.0]}, "multipliers"),
+    ],
+)
+def test_wrap_arguments_name_their_field(kwargs: dict, field: str) -> None:
+    with pytest.raises(rewarm.SpecError) as ei:
+        rewarm.wrap(sgd(), COSINE, **kwargs)
+    assert ei.value.field == field
+
+
+def test_conflicting_group_key_names_its_field() -> None:
+    opt = sgd()
+    opt.param_groups[0]["lr_mult"] = 0.5
+    with pytest.raises(rewarm.SpecError) as ei:
+        rewarm.wrap(opt, COSINE, multipliers=[2.0])
+    assert ei.value.field == "multipliers[0].multiplier"
+    opt.param_groups[0]["lr_mult"] = "half"
+    with pytest.raises(rewarm.SpecError) as ei:
+        rewarm.wrap(opt, COSINE)
+    assert ei.value.field == "lr_mult"
+
+
+def test_connect_arguments_name_their_field(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(rewarm.SpecError) as ei:
+        rewarm.connect("grpc")
+    assert ei.value.field == "backend"
+    monkeypatch.delenv("REWARM_SOCKET", raising=False)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    with pytest.raises(rewarm.SpecError) as ei:
+        rewarm.connect("socket")
+    assert ei.value.field == "socket_path"
+    monkeypatch.setenv("REWARM_FAILOVER", "maybe")
+    with pytest.raises(rewarm.SpecError) as ei:
+        rewarm.connect("inprocess")
+    assert ei.value.field == "REWARM_FAILOVER"
 
 
 def test_report_names_the_metric() -> None:

@@ -290,6 +290,14 @@ def test_route_mask_and_valid_mask_contracts() -> None:
     for hidden in (0, -4):
         with pytest.raises(ValueError, match=f"hidden_size={hidden}: must be >= 1"):
             M.MoDLayer(model.layers[0], k=5, tokens=20, hidden_size=hidden)
+    # Sizes must be whole numbers: a float tensor has __index__ but no integer value.
+    for bad_k in (5.0, torch.tensor(4.5), torch.tensor(5.0), True):
+        with pytest.raises(TypeError, match=r"k=.*expected an int"):
+            M.MoDLayer(model.layers[0], k=bad_k, tokens=20, hidden_size=32)  # type: ignore[arg-type]
+    table = list(range(6)) + [5] * 15
+    M.MoDLayer(model.layers[0], k=torch.tensor(5), tokens=20, hidden_size=32, k_by_tokens=table)
+    with pytest.raises(TypeError, match=r"k_by_tokens\[1\]=0.5: expected an int"):
+        M.MoDLayer(model.layers[0], k=5, tokens=20, hidden_size=32, k_by_tokens=[0, 0.5, *table[2:]])
 
 
 def test_any_input_layout_and_an_empty_batch() -> None:

@@ -546,11 +546,11 @@ def connect(
     sidecar or spawns one (see rewarm._launch.connect_or_spawn).
     """
     if backend not in ("auto", "inprocess", "socket"):
-        raise SpecError(f"backend={backend!r}: expected 'auto', 'inprocess' or 'socket'")
+        raise SpecError(f"backend={backend!r}: expected 'auto', 'inprocess' or 'socket'", field="backend")
     if failover is None:
         env = os.environ.get("REWARM_FAILOVER", "1").strip().lower()
         if env not in ("0", "1", "false", "true", "no", "yes", "off", "on", ""):
-            raise SpecError(f"REWARM_FAILOVER={env!r}: expected 1 or 0")
+            raise SpecError(f"REWARM_FAILOVER={env!r}: expected 1 or 0", field="REWARM_FAILOVER")
         failover = env not in ("0", "false", "no", "off")
     path = socket_path if socket_path is not None else os.environ.get("REWARM_SOCKET") or None
     if backend == "socket" and not path and "LOCAL_RANK" in os.environ:
@@ -559,7 +559,10 @@ def connect(
         path = connect_or_spawn()
     if backend == "socket" or (backend == "auto" and path):
         if not path:
-            raise SpecError("backend='socket' needs a socket path: pass socket_path= or set REWARM_SOCKET")
+            raise SpecError(
+                "backend='socket' needs a socket path: pass socket_path= or set REWARM_SOCKET",
+                field="socket_path",
+            )
         if not failover:
             return Client(SocketTransport(path))
         from rewarm._failover import connect_failover

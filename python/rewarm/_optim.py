@@ -88,7 +88,8 @@ def _group_spec(g: GroupLike, i: int = 0) -> GroupSpec:
     unknown = set(g) - {"multiplier", "min_lr", "peak_lr", "wd_mult"}
     if unknown:
         raise SpecError(
-            f"groups[{i}]: unknown keys {sorted(unknown)} (use multiplier, min_lr, peak_lr, wd_mult)"
+            f"groups[{i}]: unknown keys {sorted(unknown)} (use multiplier, min_lr, peak_lr, wd_mult)",
+            field=f"groups[{i}].{sorted(unknown)[0]}",
         )
     return GroupSpec(**{k: _number(v, f"groups[{i}].{k}") for k, v in g.items()})
 
@@ -119,7 +120,9 @@ def _keys_from_args(
         ]
     )
     if len(given) != len(pgs):
-        raise SpecError(f"{arg} has {len(given)} entries but the optimizer has {len(pgs)} param groups")
+        raise SpecError(
+            f"{arg} has {len(given)} entries but the optimizer has {len(pgs)} param groups", field=arg
+        )
     out = []
     for i, ((spec, fields), g) in enumerate(zip(given, pgs, strict=True)):
         keys: dict[str, float] = {}
@@ -130,7 +133,8 @@ def _keys_from_args(
             if key in g and g[key] != v:
                 raise SpecError(
                     f"param_groups[{i}][{key!r}] = {g[key]!r}, but {arg}[{i}] sets {field}={v!r}: "
-                    "give it one way"
+                    "give it one way",
+                    field=f"{arg}[{i}].{field}",
                 )
             keys[key] = float(v)
         out.append(keys)
@@ -196,7 +200,7 @@ def _spec_from_keys(g: Mapping[str, Any], k: int) -> GroupSpec:
                 raise TypeError
             vals[field] = float(v)
         except (TypeError, ValueError, RuntimeError):
-            raise SpecError(f"param group {k}: {key}={v!r:.80}: must be a number") from None
+            raise SpecError(f"param group {k}: {key}={v!r:.80}: must be a number", field=key) from None
     return GroupSpec(**vals)  # type: ignore[arg-type]
 
 
@@ -288,9 +292,11 @@ class RewarmOptimizer(Optimizer):
         if isinstance(optimizer, RewarmOptimizer):
             raise TypeError("this optimizer is already wrapped by rewarm")
         if multipliers is not None and groups is not None:
-            raise SpecError("give multipliers or groups, not both")
+            raise SpecError("give multipliers or groups, not both", field="groups")
         if track_grad_norm not in (None, "l1", "l2"):
-            raise SpecError(f"track_grad_norm={track_grad_norm!r}: expected None, 'l1' or 'l2'")
+            raise SpecError(
+                f"track_grad_norm={track_grad_norm!r}: expected None, 'l1' or 'l2'", field="track_grad_norm"
+            )
         self.optimizer = optimizer
         self._optimizer_state_dict_pre_hooks = OrderedDict()
         self._optimizer_state_dict_post_hooks = OrderedDict()
@@ -306,7 +312,7 @@ class RewarmOptimizer(Optimizer):
             raise TypeError(f"window={window!r}: expected an int")
         self._window = DEFAULT_WINDOW if window is None else window
         if not 1 <= self._window <= MAX_VALUES_PER_CALL:
-            raise SpecError(f"window={window}: must be between 1 and {MAX_VALUES_PER_CALL}")
+            raise SpecError(f"window={window}: must be between 1 and {MAX_VALUES_PER_CALL}", field="window")
         spec = load_spec(schedule)
         self._wrap_keys = _keys_from_args(optimizer.param_groups, multipliers, groups)
         # Written into the groups now, taken back if anything below fails,
@@ -558,7 +564,8 @@ class RewarmOptimizer(Optimizer):
         at = self._n if at_step is None else int_arg(at_step, "at_step")
         if at < self._n:
             raise SpecError(
-                f"at_step={at}: {self._n} updates were already applied; re-plans cannot rewrite them"
+                f"at_step={at}: {self._n} updates were already applied; re-plans cannot rewrite them",
+                field="at_step",
             )
         if op == "new_stage" and "schedule" in args:
             args["schedule"] = load_spec(args["schedule"])

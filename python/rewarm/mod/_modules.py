@@ -17,6 +17,7 @@ so it compiles to one static graph per (batch, sequence, k).
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from typing import Any, Protocol, cast
 
@@ -93,9 +94,9 @@ class MoDLayer(nn.Module):
         k_by_tokens: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
-        for name, v in (("k", k), ("tokens", tokens), ("hidden_size", hidden_size)):
-            if isinstance(v, bool) or not hasattr(v, "__index__"):
-                raise TypeError(f"{name}={v!r}: expected an int")
+        k, tokens, hidden_size = (
+            _int_arg(name, v) for name, v in (("k", k), ("tokens", tokens), ("hidden_size", hidden_size))
+        )
         if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 <= scale < 1:
             raise SpecError(f"scale={scale!r}: must be in [0, 1) (w = scale·tanh(r) + 1 stays positive)")
         if hidden_size < 1:
@@ -127,7 +128,7 @@ class MoDLayer(nn.Module):
                     f"k_by_tokens: {len(k_by_tokens)} entries ending at {k_by_tokens[-1]}; "
                     f"need tokens + 1 = {tokens + 1} ending at k = {k} (the plan's table for this bucket)"
                 )
-            self._k_values = tuple(int(v) for v in k_by_tokens)
+            self._k_values = tuple(_int_arg(f"k_by_tokens[{i}]", v) for i, v in enumerate(k_by_tokens))
             bad = next((i for i, v in enumerate(self._k_values) if not 0 <= v <= min(i, k)), None)
             if bad is not None:
                 raise SpecError(
@@ -236,6 +237,17 @@ class MoDLayer(nn.Module):
         # (a transposed patch embedding, say); then it copies once.
         out = (g * x).reshape(b * s, d).index_copy_(0, flat, kept.reshape(-1, d))
         return out.view(b, s, d)
+
+
+def _int_arg(name: str, v: Any) -> int:
+    """v as an int, refusing bools and anything without an exact integer value
+    (a float, or a float tensor, which has __index__ but fails it)."""
+    if isinstance(v, bool):
+        raise TypeError(f"{name}={v!r}: expected an int")
+    try:
+        return operator.index(v)
+    except TypeError:
+        raise TypeError(f"{name}={v!r}: expected an int") from None
 
 
 def _rows(name: str, t: torch.Tensor, b: int, s: int, dtype: torch.dtype | None = None) -> torch.Tensor:

@@ -133,7 +133,7 @@ func TestCtlFlags(t *testing.T) {
 		{[]string{"anneal", "--at-step", "5", "--steps", "10", "--shape", "bogus"}, 2, `--shape "bogus": must be one of: 1-sqrt, cosine, exp, linear`},
 		{[]string{"extend", "--at-step", "5", "--total", "60", "--mode", "stretch"}, 2, `--mode "stretch": must be "continuous" or "proportional"`},
 		{[]string{"stage", "--at-step", "5", "--spec", "{kind: cosine, peak_lr: -1, total_steps: 10}"}, 2, `--spec: new_stage: `},
-		{[]string{"stage", "--at-step", "5", "--spec", "{kind: constant, peak_lr: 0.1, weight_decay: 0.1}"}, 2, `--spec: new_stage: field "spec.weight_decay"`},
+		{[]string{"stage", "--at-step", "5", "--spec", "{kind: constant, peak_lr: 0.1, weight_decay: 0.1}"}, 2, `--spec: new_stage: field "schedule.weight_decay"`},
 		// Valid requests get as far as the dial.
 		{[]string{"anneal", "--at-step", "5", "--steps", "10", "--min-lr", "0"}, 1, "none.sock"},
 		{[]string{"extend", "--at-step", "5", "--total", "6"}, 1, "none.sock"},
