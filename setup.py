@@ -157,10 +157,30 @@ def build_extension(dest: Path) -> None:
         raise BuildError(f"gopy produced no extension module in {out}")
     for p in keep:
         shutil.copy2(p, dest / p.name)
+        if p.suffix == ".py":
+            _drop_chdir(dest / p.name)
     shutil.rmtree(out, ignore_errors=True)
     (dest / "__init__.py").write_text(
         '"""gopy-generated bindings to rewarm\'s Go dispatcher (built at install time)."""\n'
     )
+
+
+def _drop_chdir(path: Path) -> None:
+    """gopy's wrappers chdir into their folder around the import of the .so.
+    The import is relative (and the .so needs only libc), while the working
+    directory is the whole process's: a thread that opened a relative path
+    during rewarm's first in-process call would land in rewarm/_native, and a
+    failed import left the process there. The two chdir lines become no-ops."""
+    lines = path.read_text().splitlines(keepends=True)
+    out = []
+    for line in lines:
+        if line.strip() in ("os.chdir(currentdir)", "os.chdir(cwd)"):
+            indent = line[: len(line) - len(line.lstrip())]
+            line = f"{indent}pass  # rewarm: no chdir (see setup.py, _drop_chdir)\n"
+        out.append(line)
+    if out == lines and "os.chdir(" in "".join(lines):
+        raise BuildError(f"{path.name}: gopy's chdir lines changed form; update _drop_chdir")
+    path.write_text("".join(out))
 
 
 class BuildPy(build_py):

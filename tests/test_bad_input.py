@@ -188,6 +188,9 @@ def test_report_names_the_metric() -> None:
         ({"rank": 0, "world_size": 0}, "world_size"),
         ({"rank": 0, "world_size": 1, "window": 0}, "window"),
         ({"rank": 0, "world_size": 1, "start_step": 2.5}, "start_step"),
+        ({"rank": 5, "world_size": 2}, "rank"),
+        ({"rank": 0, "world_size": 1, "start_step": 99}, "start_step"),
+        ({"rank": 0, "world_size": 1, "window": 10**9}, "window"),
     ],
 )
 def test_sampler_arguments_name_their_field(kwargs: dict, field: str) -> None:

@@ -391,3 +391,23 @@ def test_a_sidecar_left_running_stops_when_the_script_dies(tmp_path) -> None:
         assert time.monotonic() < deadline, f"the sidecar {pid} outlived its script"
         time.sleep(0.05)
     assert not (tmp_path / "s.sock").exists()
+
+
+def test_loading_the_extension_leaves_the_working_directory_alone(tmp_path) -> None:
+    # The working directory is the whole process's: a thread opening a relative
+    # path while the Go extension loads must not land in rewarm/_native.
+    import subprocess
+    import sys
+
+    script = (
+        "import os, rewarm\n"
+        "calls, chdir = [], os.chdir\n"
+        "os.chdir = lambda p: (calls.append(str(p)), chdir(p))[1]\n"
+        "rewarm.connect('inprocess').close()\n"
+        "print(repr(calls), os.getcwd())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "REWARM_SOCKET"}
+    cmd = [sys.executable, "-P", "-c", script]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["[]", str(tmp_path)]

@@ -70,7 +70,8 @@ def _env_int(name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise SpecError(
-            f"environment variable {name}={raw!r}: expected an int (pass rank= / world_size= to override)"
+            f"environment variable {name}={raw!r}: expected an int (pass rank= / world_size= to override)",
+            field=name,
         ) from None
 
 
@@ -100,7 +101,7 @@ class ReplaySampler(Sampler[list[int]]):
         self.rank, self.world_size, origin = _rank_world(rank, world_size)
         window = int_arg(window, "window", lo=1)
         if window > MAX_WINDOW:
-            raise SpecError(f"window={window}: must be at most {MAX_WINDOW} steps per fetch")
+            raise SpecError(f"window={window}: must be at most {MAX_WINDOW} steps per fetch", field="window")
         start_step = int_arg(start_step, "start_step")
         self._client = shared_client(backend)
         info = self._client.open_sampler(self.spec)
@@ -123,12 +124,15 @@ class ReplaySampler(Sampler[list[int]]):
         if not 0 <= self.rank < self.world_size:
             raise SpecError(
                 f"rank={self.rank}{_origin('rank', origin)}: must be in [0, {self.world_size}) for "
-                f"world_size={self.world_size}{_origin('world_size', origin)}"
+                f"world_size={self.world_size}{_origin('world_size', origin)}",
+                field="rank",
             )
         self.per_rank = self.global_batch_size // self.world_size
         self._window = window
         if not 0 <= start_step <= self.total_steps:
-            raise SpecError(f"start_step={start_step}: must be in [0, {self.total_steps}]")
+            raise SpecError(
+                f"start_step={start_step}: must be in [0, {self.total_steps}]", field="start_step"
+            )
         # Where a new pass starts, and the one-shot position that
         # load_state_dict / set_step give the next iterator only (after it,
         # passes start at _first again, as in a run that was never stopped).

@@ -94,8 +94,9 @@ def _load_native() -> Any:
             from rewarm._native import rewarmgo  # noqa: F401
         except ImportError as exc:
             raise ImportError(
-                "rewarm's in-process extension (rewarm._native) is not built. Install the package with "
-                "`pip install .` (Go and a C compiler are needed at build time), or use backend='socket'."
+                f"rewarm's in-process extension (rewarm._native) is not built or does not load ({exc}). "
+                "Install the package with `pip install .` (Go and a C compiler are needed at build time), "
+                "or use backend='socket'."
             ) from exc
         # gopy v0.5.0 runs a full Go GC after every Python collection; drop it.
         gc.callbacks[:] = [cb for cb in gc.callbacks if getattr(cb, "__name__", "") != "_gopy_gc_cb"]
