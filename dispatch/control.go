@@ -23,13 +23,15 @@ func (d *Dispatcher) postControl(r *pb.PostControl) (*pb.Response, error) {
 	if rp.GetAtStep() < 0 {
 		return nil, fail(pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "at_step", "post_control: at_step = %d: must be >= 0", rp.GetAtStep())
 	}
+	// Posts go one at a time, the check included: two posted at once must
+	// each be checked after the other, as they will be applied.
+	d.postMu.Lock()
+	defer d.postMu.Unlock()
 	// Refuse what no session could apply: check it against each matching
 	// session now, on a copy of its plan.
 	if err := d.checkControl(rp, r.GetTargetName()); err != nil {
 		return nil, err
 	}
-	d.postMu.Lock()
-	defer d.postMu.Unlock()
 	d.mu.Lock()
 	c := &pb.Control{Seq: d.ctlSeq + 1, Replan: proto.Clone(rp).(*pb.Replan), TargetName: r.GetTargetName()}
 	d.mu.Unlock()

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/types/known/structpb"
 
@@ -139,6 +140,34 @@ func TestDispatcherSnapshotRoundTrip(t *testing.T) {
 	for _, bad := range [][]byte{blob[:len(blob)-5], flip(blob, len(blob)/2), []byte("nope")} {
 		if err := New(Options{}).Restore(bad); err == nil || !strings.Contains(err.Error(), "snapshot") {
 			t.Errorf("corrupt snapshot accepted: %v", err)
+		}
+	}
+	// A well-sealed snapshot whose ids or control numbers are inconsistent
+	// (hand-edited, or another build's) is refused: restored, a new session
+	// would take a restored one's id and replace it.
+	c.Handle(&pb.Request{Body: &pb.Request_PostControl{PostControl: &pb.PostControl{Replan: &pb.Replan{
+		AtStep: 60, Op: &pb.Replan_Anneal{Anneal: &pb.Anneal{Steps: 5}}}}}})
+	blob, err = d.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, edit := range map[string]func(*dispatcherState){
+		"next_id below a restored id": func(st *dispatcherState) { st.NextID = 1 },
+		"id used twice":               func(st *dispatcherState) { st.Samplers[0].ID = st.Sessions[0].ID },
+		"id 0":                        func(st *dispatcherState) { st.Sessions[0].ID = 0 },
+		"control past control_seq":    func(st *dispatcherState) { st.CtlSeq = 0 },
+	} {
+		var st dispatcherState
+		if err := unseal(kindSidecar, blob, &st); err != nil {
+			t.Fatal(err)
+		}
+		edit(&st)
+		bad, err := seal(kindSidecar, &st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := New(Options{}).Restore(bad); !errors.Is(err, ErrSnapshot) {
+			t.Errorf("%s: restored (%v)", name, err)
 		}
 	}
 	// A session blob is not a sidecar snapshot.
@@ -384,5 +413,40 @@ func TestOnControlCommitContract(t *testing.T) {
 	got := c.Handle(&pb.Request{Body: &pb.Request_PollControl{PollControl: &pb.PollControl{SessionId: id, Step: 1}}}).GetControls()
 	if len(got.GetControls()) != 1 || got.GetLatestSeq() != 1 {
 		t.Fatalf("committed twice: %v; want one control", got)
+	}
+}
+
+// Two controls posted at once are each checked after the other, in the
+// order they are queued: one at a step before a control queued ahead of it
+// is refused, not queued to be skipped by every client.
+func TestConcurrentPostsAreCheckedInOrder(t *testing.T) {
+	var c *Conn
+	var second chan *pb.Response
+	post := func(at int64) *pb.Response {
+		return c.Handle(&pb.Request{Body: &pb.Request_PostControl{PostControl: &pb.PostControl{Replan: &pb.Replan{
+			AtStep: at, Op: &pb.Replan_Anneal{Anneal: &pb.Anneal{Steps: 5, Shape: "linear"}}}}}})
+	}
+	d := New(Options{OnControl: func(ctl *pb.Control, commit func()) error {
+		if ctl.GetReplan().GetAtStep() == 50 {
+			// The second post arrives while the first is being saved.
+			second = make(chan *pb.Response, 1)
+			go func() { second <- post(40) }()
+			time.Sleep(50 * time.Millisecond) // room for an unlocked check to run
+		}
+		commit()
+		return nil
+	}})
+	c = d.NewConn()
+	c.Handle(&pb.Request{Body: &pb.Request_Hello{Hello: &pb.Hello{ProtocolVersion: ProtocolVersion}}})
+	open(t, c, cosineSpec)
+	if r := post(50); r.GetAck().GetPlanVersion() != 1 {
+		t.Fatalf("first post: %v", r)
+	}
+	r := <-second
+	if e := r.GetError(); e == nil || e.GetField() != "at_step" || !strings.Contains(e.GetMessage(), "previous re-plan's step (50)") {
+		t.Fatalf("a control at step 40 posted while one at 50 was being queued: %v; want it refused naming at_step", r)
+	}
+	if n := len(d.controls); n != 1 {
+		t.Fatalf("%d controls queued, want 1", n)
 	}
 }

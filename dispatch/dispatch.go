@@ -84,8 +84,8 @@ type Dispatcher struct {
 	nextID   uint64
 	controls []*pb.Control
 	ctlSeq   uint64
-	// postMu makes posts one at a time, so controls are numbered and
-	// queued in order.
+	// postMu makes posts one at a time, so controls are checked against
+	// those queued before them, then numbered and queued in order.
 	postMu sync.Mutex
 	// ctlEpoch names this numbering of controls, so a client that resumes
 	// with a number from another sidecar is not taken to have seen ours.

@@ -56,6 +56,17 @@ func (d *Dispatcher) SnapshotWith(c *pb.Control) ([]byte, error) {
 	return seal(kindSidecar, &st)
 }
 
+func restoredIDs(st dispatcherState) []uint64 {
+	var ids []uint64
+	for _, ss := range st.Sessions {
+		ids = append(ids, ss.ID)
+	}
+	for _, sm := range st.Samplers {
+		ids = append(ids, sm.ID)
+	}
+	return ids
+}
+
 // Restore loads a Snapshot into an empty dispatcher. A corrupt or
 // incompatible blob is refused and the dispatcher is left empty.
 func (d *Dispatcher) Restore(blob []byte) error {
@@ -90,6 +101,20 @@ func (d *Dispatcher) Restore(blob []byte) error {
 			return fmt.Errorf("%w: control: %v", ErrSnapshot, err)
 		}
 		controls = append(controls, c)
+	}
+	// Ids come from one counter: a restored id past it, or used twice, would
+	// let a new session or sampler silently replace a restored one.
+	ids := map[uint64]bool{}
+	for _, id := range restoredIDs(st) {
+		if id == 0 || id > st.NextID || ids[id] {
+			return fmt.Errorf("%w: id %d is used twice or lies outside the ids handed out (1..%d)", ErrSnapshot, id, st.NextID)
+		}
+		ids[id] = true
+	}
+	for _, c := range controls {
+		if c.GetSeq() == 0 || c.GetSeq() > st.CtlSeq {
+			return fmt.Errorf("%w: control %d lies outside the numbers handed out (1..%d)", ErrSnapshot, c.GetSeq(), st.CtlSeq)
+		}
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()

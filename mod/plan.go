@@ -413,7 +413,9 @@ func LayerFLOPs(n, d, m int64) float64 {
 	return 2*N*(4*D*D+3*D*M) + 4*N*N*D
 }
 
-// New validates a spec and builds its plan.
+// New validates a spec and builds its plan. Start the spec from Defaults()
+// (hidden and FFN sizes, rounding, schedule), as Parse does: a zero Spec is
+// refused field by field.
 func New(spec Spec) (*Plan, error) {
 	if err := spec.validate(); err != nil {
 		return nil, err

@@ -2,10 +2,10 @@ package replay
 
 import "math/bits"
 
-// Rounds of the Feistel network. With a one-multiply round function, four
+// rounds of the Feistel network. With a one-multiply round function, four
 // rounds fail the rank-correlation test in perm_test.go at n = 2^20 and six
 // pass it; encrypt is unrolled for six.
-const Rounds = 6
+const rounds = 6
 
 // Perm is a keyed pseudo-random permutation of [0, n) in O(1) memory: an
 // alternating (unbalanced) Feistel network on exactly w = bits.Len64(n−1)
@@ -18,7 +18,7 @@ type Perm struct {
 	a, b   uint   // widths of the two halves, a + b = w, a >= b
 	sa, sb uint   // 64 − a, 64 − b: the shifts that keep a or b top bits
 	maskB  uint64 // 2^b − 1
-	keys   [Rounds]uint64
+	keys   [rounds]uint64
 }
 
 // splitmix64 is the finalizer of SplitMix64, used to derive keys.

@@ -105,7 +105,8 @@ func Parse(m map[string]any) (*Sampler, error) {
 	return New(spec)
 }
 
-// New validates a spec and returns a Sampler.
+// New validates a spec and returns a Sampler. Unlike Parse it fills no
+// defaults: set Replay (Seen or All) yourself.
 func New(spec Spec) (*Sampler, error) {
 	if len(spec.Sources) == 0 {
 		return nil, fail("sources", "[]", "give at least one source")

@@ -140,7 +140,8 @@ const (
 )
 
 // Replan is one live change to a session's schedule, effective from update
-// At+1 (after At updates were applied).
+// At+1 (after At updates were applied). Its errors name the wire's fields:
+// At is at_step, Total total_steps, Spec schedule (new_stage's spec).
 type Replan struct {
 	Op    string         `msgpack:"op"`
 	At    int64          `msgpack:"at"`
@@ -154,7 +155,8 @@ type Replan struct {
 
 // Plan is a session's schedule: the config, the re-plans applied to it in
 // order, and the metrics reported to it. The rates are a pure function of
-// these and n.
+// these and n. The fields are for reading: build a Plan with NewPlan and
+// change it with Replan and Report (which rebuild what LR uses).
 type Plan struct {
 	Config  *Config
 	Replans []Replan
@@ -431,7 +433,8 @@ func (p *Plan) LR(n int64) float64 { return p.lr.LR(n) }
 // Phases lists the named phases, re-plans included, in step order.
 func (p *Plan) Phases() []Phase { return append([]Phase(nil), p.phases...) }
 
-// Momentum is the momentum (or beta1) of update n+1, when scheduled.
+// Momentum is the momentum (or beta1) of update n+1, when scheduled. It
+// follows Config: re-plans change only the rate.
 func (p *Plan) Momentum(n int64) (float64, bool) {
 	if ms, ok := p.Config.LR.(MomentumSchedule); ok {
 		if v, on := ms.Momentum(n); on {
@@ -456,10 +459,14 @@ func (p *Plan) WeightDecay(n int64) (float64, bool) {
 // optional absolute min_lr / peak_lr that remap the schedule's [min, peak]
 // range affinely, and a multiplier on the weight decay.
 type Group struct {
+	// Multiplier scales the group's rate: 1 leaves it, 0 zeroes it (there is
+	// no default here; the wire's and Python's default is 1).
 	Multiplier float64
 	MinLR      *float64
 	PeakLR     *float64
-	WDMult     float64
+	// WDMult scales Plan.WeightDecay for the group; sched does not apply it,
+	// its caller does (the dispatcher multiplies).
+	WDMult float64
 }
 
 // GroupRange is the group's absolute [min, peak]: its own ends where set,

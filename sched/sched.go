@@ -30,7 +30,9 @@ type Spec interface {
 	Schedule
 	// Kind is the name the spec is registered under, for example "cosine".
 	Kind() string
-	// Validate checks the fields; Parse calls it after decoding.
+	// Validate checks the fields and prepares what LR needs, filling
+	// defaults and derived fields (WSD's stable steps, say). Parse calls it
+	// after decoding; a Spec built by hand must pass it before LR is called.
 	Validate() error
 }
 

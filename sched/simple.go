@@ -116,9 +116,10 @@ func (s *Exponential) Validate() error {
 	return v.err
 }
 
-// LR uses exp(n·ln γ): math.Pow costs ~100 ns for large n, and the two
-// differ by a few ulps.
+// LR is max(peak_lr·γ^n, min_lr).
 func (s *Exponential) LR(n int64) float64 {
+	// exp(n·ln γ): math.Pow costs ~100 ns for large n, and the two differ
+	// by a few ulps.
 	return math.Max(scaled(s.PeakLR, math.Exp(float64(n)*s.logGamma)), s.MinLR)
 }
 func (s *Exponential) lrRange() (float64, float64) { return s.MinLR, s.PeakLR }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 
 	"github.com/rewarm/rewarm/dispatch"
 	pb "github.com/rewarm/rewarm/proto/rewarmpb"
@@ -105,9 +106,10 @@ func writeBlob(dir string, blob []byte) error {
 	return nil
 }
 
-// LoadSnapshot restores dir's snapshot into d. A missing snapshot is not an
-// error (a first start); a corrupt or incompatible one is, and is left in
-// place for inspection rather than silently reset.
+// LoadSnapshot restores dir's snapshot into d and reports whether there was
+// one. A missing snapshot is not an error (a first start); a corrupt or
+// incompatible one is, and is left in place for inspection rather than
+// silently reset.
 func LoadSnapshot(dir string, d *dispatch.Dispatcher) (bool, error) {
 	path := filepath.Join(dir, SnapshotFile)
 	blob, err := os.ReadFile(path)
@@ -121,4 +123,40 @@ func LoadSnapshot(dir string, d *dispatch.Dispatcher) (bool, error) {
 		return false, fmt.Errorf("%s: %w; move it away to start empty", path, err)
 	}
 	return true, nil
+}
+
+// StateLockFile names the lock file a server holds in its state dir.
+const StateLockFile = "serve.lock"
+
+// Lock takes the state dir for this server, without waiting, and removes
+// temporary files that a server killed mid-write left there. Hold it from
+// before the snapshot is read until after the final one is written: two
+// servers sharing a dir, or one started while another stops, would load a
+// state that the other then overwrites. The returned func releases it.
+func (s *Snapshots) Lock() (release func(), err error) {
+	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
+		return nil, err
+	}
+	path := filepath.Join(s.Dir, StateLockFile)
+	f, err := lockFile(path)
+	if err != nil {
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("another server is using this state dir (%s is held)", path)
+		}
+		return nil, err
+	}
+	// Only the holder writes here, so any temporary file is a dead writer's.
+	for _, pattern := range []string{SnapshotFile + ".tmp-*", SnapshotFile + ".check-*"} {
+		stale, _ := filepath.Glob(filepath.Join(s.Dir, pattern))
+		for _, name := range stale {
+			_ = os.Remove(name)
+		}
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			_ = os.Remove(path) // while held: see lockFile
+			_ = f.Close()
+		})
+	}, nil
 }

@@ -3,6 +3,7 @@ package sidecar
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/rewarm/rewarm/dispatch"
@@ -34,5 +35,37 @@ func TestWriteControlCommitsOnlyWhatIsOnDisk(t *testing.T) {
 	}
 	if st := restored.Status(); st.GetControlSeq() != 1 {
 		t.Fatalf("restored control_seq %d; want the saved control 1", st.GetControlSeq())
+	}
+}
+
+// A state dir is held by one server at a time, from before its snapshot is
+// read to after its final one is written; taking it clears temporary files
+// a killed writer left, and releasing it leaves no lock file behind.
+func TestStateDirLock(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state")
+	s := &Snapshots{Dir: dir}
+	release, err := s.Lock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := (&Snapshots{Dir: dir}).Lock(); err == nil || !strings.Contains(err.Error(), "another server is using this state dir") {
+		t.Fatalf("a second holder: %v", err)
+	}
+	stale := filepath.Join(dir, SnapshotFile+".tmp-123")
+	if err := os.WriteFile(stale, []byte("half a snapshot"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	release()
+	release() // only the first call acts
+	if _, err := os.Stat(filepath.Join(dir, StateLockFile)); !os.IsNotExist(err) {
+		t.Fatalf("lock file left after release: %v", err)
+	}
+	release2, err := s.Lock()
+	if err != nil {
+		t.Fatalf("after release: %v", err)
+	}
+	defer release2()
+	if _, err := os.Stat(stale); !os.IsNotExist(err) {
+		t.Fatalf("a dead writer's temporary file survived the next lock: %v", err)
 	}
 }

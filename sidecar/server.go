@@ -200,8 +200,9 @@ func listenLocked(path string) (*net.UnixListener, error) {
 }
 
 // Serve accepts connections until ctx is cancelled, then closes the listener
-// (removing the socket file), closes open connections and waits for their
-// handlers.
+// (removing the socket file), closes open connections and waits up to 5 s
+// for their handlers (logging any still running). It returns nil once
+// stopped.
 func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	s.mu.Lock()
 	s.conns = map[net.Conn]struct{}{}

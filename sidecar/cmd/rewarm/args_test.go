@@ -9,6 +9,7 @@ import (
 
 	"github.com/rewarm/rewarm/internal/specfile"
 	"github.com/rewarm/rewarm/sched"
+	"github.com/rewarm/rewarm/sidecar"
 )
 
 // runCLI runs the rewarm command line in-process.
@@ -179,6 +180,12 @@ func TestServeRefusesUnusableSettings(t *testing.T) {
 	if err := os.WriteFile(file, []byte("x"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	held := t.TempDir()
+	release, err := (&sidecar.Snapshots{Dir: held}).Lock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
 	for _, c := range []struct {
 		args   []string
 		code   int
@@ -192,6 +199,8 @@ func TestServeRefusesUnusableSettings(t *testing.T) {
 		{[]string{"--snapshot-interval", "0s", "--state-dir", t.TempDir()}, 2, "--snapshot-interval 0s"},
 		// A state dir under a regular file cannot be created.
 		{[]string{"--state-dir", filepath.Join(file, "state")}, 1, "--state-dir " + filepath.Join(file, "state")},
+		// One that another server holds (it may be writing its final snapshot).
+		{[]string{"--state-dir", held}, 1, "another server is using this state dir"},
 	} {
 		stdout, stderr, code := runCLI(append([]string{"serve", "--socket", sock}, c.args...)...)
 		if code != c.code || !strings.Contains(stderr, c.stderr) || strings.Contains(stdout, "READY") {

@@ -210,6 +210,15 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	}
 	d = dispatch.New(opts)
 	if *stateDir != "" {
+		// Held from before the snapshot is read until after the final one is
+		// written: a server that started meanwhile, on this socket or another,
+		// would load an older state and later overwrite this one's.
+		release, err := snaps.Lock()
+		if err != nil {
+			fmt.Fprintf(stderr, "rewarm serve: --state-dir %s: %v\n", *stateDir, err)
+			return 1
+		}
+		defer release()
 		// Found unusable now, not at the first control, whose acknowledgement
 		// promises it is on disk.
 		if err := snaps.Check(); err != nil {
