@@ -29,12 +29,21 @@ import (
 // ProtocolVersion is the wire protocol this build speaks.
 const ProtocolVersion = uint32(pb.ProtocolVersion_PROTOCOL_VERSION_CURRENT)
 
-// Limits on a single GetLR request, so one client cannot make the server
+// Limits on a single request, so one client cannot make the server
 // allocate without bound.
 const (
-	MaxCount        = 1 << 16
-	MaxGroups       = 1 << 12
-	MaxValues       = 1 << 20
+	// MaxCount caps the updates one GetLR or GetBatches request asks for.
+	MaxCount = 1 << 16
+	// MaxGroups caps the param groups of one GetLR request.
+	MaxGroups = 1 << 12
+	// MaxValues caps count × groups of one GetLR reply, and the ids of one
+	// rank's batch.
+	MaxValues = 1 << 20
+)
+
+// Defaults for Options.
+const (
+	// DefaultSessions caps the sessions and samplers held at once.
 	DefaultSessions = 1 << 16
 	// DefaultMaxRequest caps a serialized request on every transport, so a
 	// request the sidecar refuses is refused in-process too.
@@ -46,7 +55,8 @@ const (
 
 // Options configure a Dispatcher. The zero value is usable.
 type Options struct {
-	// Server names this process in HelloReply, for example "rewarm-sidecar/0.1.0".
+	// Server names this process in HelloReply, for example
+	// "rewarm-sidecar/0.1.0" ("rewarm" when empty).
 	Server string
 	// MaxSessions caps open sessions and samplers together (DefaultSessions
 	// when 0).

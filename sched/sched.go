@@ -155,7 +155,9 @@ func Parse(m map[string]any) (Spec, error) {
 }
 
 // Canonical renders a spec as a map with every field present (defaults filled
-// in), so two specs that mean the same schedule compare equal.
+// in), so two specs that differ only in the defaults they spell out compare
+// equal. Specs whose different fields give the same rates (inv_sqrt's
+// timescale 0 and one equal to warmup_steps, say) still differ.
 func Canonical(s Spec) map[string]any {
 	m := specfield.Encode(s)
 	m["kind"] = s.Kind()

@@ -42,7 +42,9 @@ func Dial(path, client string) (*Client, error) {
 	return cl, nil
 }
 
-// Call sends one request and returns its response.
+// Call sends one request and returns its response. It sets req.Id, allows
+// 30 s for the round trip, and returns a server-side refusal inside the
+// Response (its Error body), not as the error, which is for the transport.
 func (c *Client) Call(req *pb.Request) (*pb.Response, error) {
 	c.id++
 	req.Id = c.id

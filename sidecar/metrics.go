@@ -76,7 +76,8 @@ func (c *sessionCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// Attach exports d's sessions.
+// Attach exports d's sessions. Call it once: a second call panics, as
+// registering the same collectors twice does.
 func (m *Metrics) Attach(d *dispatch.Dispatcher) {
 	m.reg.MustRegister(&sessionCollector{
 		d:        d,
@@ -105,7 +106,8 @@ func CheckLoopback(addr string) error {
 }
 
 // Serve exposes /metrics on addr until ctx is done. It returns the bound
-// address (useful with port 0) once listening.
+// address (useful with port 0) once listening. addr must name a loopback
+// host ("127.0.0.1:9090", not ":9090"): the endpoint has no authentication.
 func (m *Metrics) Serve(ctx context.Context, addr string) (string, error) {
 	if err := CheckLoopback(addr); err != nil {
 		return "", err

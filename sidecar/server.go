@@ -32,13 +32,16 @@ const maxDrain = 256 << 20
 // (sun_path is 108 bytes including the terminating NUL).
 const MaxSocketPath = 107
 
-// Server answers framed requests on a listener.
+// Server answers framed requests on a listener. It admits only peers of its
+// own uid (read with SO_PEERCRED); another's first request is answered
+// PERMISSION_DENIED and the connection closed.
 type Server struct {
 	Dispatcher *dispatch.Dispatcher
 	// MaxFrame caps a request's payload (DefaultMaxFrame when 0).
 	MaxFrame uint32
 	// FrameTimeout bounds reading one frame once its first byte arrived, and
-	// writing one reply, so a slow or half-open client cannot pin a handler.
+	// writing one reply, so a slow or half-open client cannot pin a handler
+	// (30 s when 0).
 	FrameTimeout time.Duration
 	// IdleTimeout closes a connection with no request for this long (0: never).
 	IdleTimeout time.Duration
@@ -53,7 +56,8 @@ type Server struct {
 	wg       sync.WaitGroup
 }
 
-// Idle reports how long the server has had no connection (0 while one is open).
+// Idle reports how long the server has had no connection (0 while one is
+// open, and before Serve starts).
 func (s *Server) Idle() time.Duration {
 	s.mu.Lock()
 	defer s.mu.Unlock()
