@@ -437,7 +437,11 @@ func (c *Conn) hello(h *pb.Hello) *pb.Response {
 	}}}
 }
 
-func (d *Dispatcher) add(plan *sched.Plan, name string, step int64, owner uint64) (*pb.Response, error) {
+// add opens a session. A named one takes the control start of its job's
+// first live rank; resuming (a client moving its session over) it also
+// takes that of the job's orphaned sessions, such as those a restarted
+// sidecar restored, while a fresh job ignores a dead one's.
+func (d *Dispatcher) add(plan *sched.Plan, name string, step int64, owner uint64, resuming bool) (*pb.Response, error) {
 	canon, err := structpb.NewStruct(plan.Config.Canonical())
 	if err != nil {
 		return nil, fail(pb.ErrorCode_ERROR_CODE_INTERNAL, "", "encode canonical spec: %v", err)
@@ -451,7 +455,7 @@ func (d *Dispatcher) add(plan *sched.Plan, name string, step int64, owner uint64
 	s := &session{lease: lease{owner: owner}, id: d.nextID, name: name, plan: plan, step: step, ctlStart: d.ctlSeq}
 	if name != "" {
 		for _, o := range d.sessions {
-			if o.owner != 0 && o.name == name {
+			if (o.owner != 0 || resuming) && o.name == name {
 				s.ctlStart = min(s.ctlStart, o.ctlStart)
 			}
 		}
@@ -478,7 +482,7 @@ func (d *Dispatcher) open(r *pb.OpenSession, owner uint64) (*pb.Response, error)
 	if err != nil {
 		return nil, err
 	}
-	return d.add(plan, r.GetName(), 0, owner)
+	return d.add(plan, r.GetName(), 0, owner, false)
 }
 
 func (d *Dispatcher) lookup(id uint64) (*session, error) {
@@ -782,7 +786,9 @@ func (d *Dispatcher) restore(r *pb.RestoreState, owner uint64) (*pb.Response, er
 	if name == "" {
 		name = st.Name
 	}
-	return d.add(plan, name, st.Step, owner)
+	// A client moving its own session over continues its job: one whose
+	// sidecar restarted finds the job's start on the restored session.
+	return d.add(plan, name, st.Step, owner, true)
 }
 
 func (d *Dispatcher) close(r *pb.CloseSession) (*pb.Response, error) {

@@ -47,7 +47,7 @@ func (d *Dispatcher) SnapshotWith(c *pb.Control) ([]byte, error) {
 	d.mu.Unlock()
 	for _, s := range sessions {
 		s.mu.Lock()
-		st.Sessions = append(st.Sessions, savedSession{ID: s.id, State: sessionState{
+		st.Sessions = append(st.Sessions, savedSession{ID: s.id, CtlStart: s.ctlStart, State: sessionState{
 			Spec: s.plan.Config.Canonical(), Replans: s.plan.Replans, Reports: s.plan.Reports, Step: s.step, Name: s.name}})
 		s.mu.Unlock()
 	}
@@ -84,7 +84,7 @@ func (d *Dispatcher) Restore(blob []byte) error {
 		if err != nil {
 			return fmt.Errorf("%w: session %d: %v", ErrSnapshot, ss.ID, err)
 		}
-		sessions[ss.ID] = &session{id: ss.ID, name: ss.State.Name, plan: plan, step: ss.State.Step}
+		sessions[ss.ID] = &session{id: ss.ID, name: ss.State.Name, plan: plan, step: ss.State.Step, ctlStart: ss.CtlStart}
 	}
 	samplers := map[uint64]*samplerEntry{}
 	for _, sm := range st.Samplers {

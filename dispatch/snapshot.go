@@ -110,6 +110,9 @@ type dispatcherState struct {
 type savedSession struct {
 	ID    uint64       `msgpack:"id"`
 	State sessionState `msgpack:"state"`
+	// CtlStart is where the job's controls start (session.ctlStart), for a
+	// client that moves the session over before it ever polled.
+	CtlStart uint64 `msgpack:"control_start,omitempty"`
 }
 
 type savedSampler struct {

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import socket
@@ -411,3 +412,39 @@ def test_loading_the_extension_leaves_the_working_directory_alone(tmp_path) -> N
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["[]", str(tmp_path)]
+
+
+def test_reconnect_attempts_on_a_frozen_sidecar_back_off(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A frozen sidecar accepts connections (the kernel queues them) but never
+    # answers: each reconnect attempt waits for a hello on the training
+    # thread, so after one goes unanswered the attempts come 10 s, then
+    # doubling to 60 s, apart. A listening socket that never accepts stands in.
+    import socket
+
+    from rewarm import _failover
+
+    path = str(tmp_path / "frozen.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(64)
+    monkeypatch.setenv("REWARM_REQUEST_TIMEOUT", "0.05")
+    now = [1000.0]
+    monkeypatch.setattr(_failover.time, "monotonic", lambda: now[0])
+    tries: list[float] = []
+    real = _failover.SocketTransport
+
+    def counted(*args, **kwargs):
+        tries.append(now[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(_failover, "SocketTransport", counted)
+    t = _failover.FailoverTransport(path, None, _failover.hello_bytes("test"))
+    try:
+        while now[0] < 1200:
+            t._side()  # the in-process side answers meanwhile
+            now[0] += 1.0
+        assert not t.on_socket
+        assert [b - a for a, b in itertools.pairwise(tries)] == [10.0, 20.0, 40.0, 60.0, 60.0]
+    finally:
+        t.close()
+        listener.close()

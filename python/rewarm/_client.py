@@ -214,10 +214,16 @@ def _json_default(v: Any) -> Any:
 _LONG_DIGITS = re.compile(r"\d{16}")
 
 
-def same_server(path: str, instance: int) -> Callable[[bytes], None]:
+def same_server(path: str, instance: int, failover: bool = False) -> Callable[[bytes], None]:
     """A check for the hello reply of a reconnect: the same server instance
     is the same sessions; a restarted sidecar is not, and must not be used
-    as if it were (its ids name other sessions, or none)."""
+    as if it were (its ids name other sessions, or none). failover: the
+    caller moves its objects over itself, so the error gives no advice."""
+    advice = (
+        ""
+        if failover
+        else (" (connect with failover=True, the default, to carry on in-process and move them over)")
+    )
 
     def check(reply: bytes) -> None:
         resp = pb.Response.FromString(reply)
@@ -228,8 +234,8 @@ def same_server(path: str, instance: int) -> Callable[[bytes], None]:
             raise ProtocolError(f"handshake: expected a hello reply, got {body}", code="MALFORMED")
         if resp.hello.instance != instance:
             raise TransportError(
-                f"rewarm: the sidecar at {path} restarted: its sessions and samplers are not this client's "
-                "(connect with failover=True, the default, to carry on in-process and move them over)",
+                f"rewarm: the sidecar at {path} restarted: its sessions and samplers are not this client's"
+                + advice,
                 code="UNAVAILABLE",
             )
 

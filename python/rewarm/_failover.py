@@ -23,6 +23,14 @@ from rewarm._errors import ProtocolError, TransportError
 from rewarm._proto import rewarm_pb2 as pb
 from rewarm._transport import InProcessTransport, SocketTransport, request_timeout
 
+# A reconnect attempt's wait for the sidecar's hello: a healthy one answers in
+# well under a millisecond.
+HELLO_TIMEOUT = 0.5
+# Between attempts on a sidecar that accepts connections but does not answer
+# (stopped with SIGSTOP, a hung host): it may be so for long, and each attempt
+# stalls the training thread for up to HELLO_TIMEOUT.
+FROZEN_MAX_BACKOFF = 60.0
+
 log = logging.getLogger("rewarm")
 
 # Request body -> the field that names a session or sampler.
@@ -103,10 +111,12 @@ class FailoverTransport:
 
     def _side(self) -> InProcessTransport | SocketTransport:
         if self._socket is None and time.monotonic() >= self._retry_at:
+            sock = None
             try:
-                # Short: a frozen sidecar must not stall every reconnect attempt
-                # (the run goes on in-process meanwhile); it is set back below.
-                sock = SocketTransport(self.path, timeout=3.0)
+                # Short: a frozen sidecar accepts connections (the kernel queues
+                # them) but never answers, and each try waits this long on the
+                # training thread; it is set back below.
+                sock = SocketTransport(self.path, timeout=min(HELLO_TIMEOUT, request_timeout()))
                 self._greet_on_reconnect(sock, sock.roundtrip(self._hello))
                 sock.set_timeout(request_timeout())
                 self._socket = sock
@@ -120,7 +130,11 @@ class FailoverTransport:
                 self._backoff = self._max_backoff
                 self._retry_at = time.monotonic() + self._backoff
             except (OSError, TransportError):
-                self._backoff = min(self._backoff * 2, self._max_backoff)
+                if sock is None:  # nothing listening: cheap to try again soon
+                    self._backoff = min(self._backoff * 2, self._max_backoff)
+                else:  # connected, no answer: every try costs a hello wait
+                    sock.close()
+                    self._backoff = min(max(self._backoff, self._max_backoff) * 2, FROZEN_MAX_BACKOFF)
                 self._retry_at = time.monotonic() + self._backoff
         if self._socket is not None:
             return self._socket
@@ -145,7 +159,10 @@ class FailoverTransport:
             )
         if resp.WhichOneof("body") != "hello":
             raise TransportError(f"the sidecar at {self.path} refused the handshake", code="UNAVAILABLE")
-        sock.greeting, sock.check_greeting = self._hello, same_server(self.path, resp.hello.instance)
+        sock.greeting, sock.check_greeting = (
+            self._hello,
+            same_server(self.path, resp.hello.instance, failover=True),
+        )
 
     # --- moving objects -------------------------------------------------------
 

@@ -29,7 +29,8 @@ REQUEST_TIMEOUT = 60.0  # seconds a socket request may take, unless REWARM_REQUE
 def request_timeout() -> float:
     """Seconds a socket request may wait for its reply: REWARM_REQUEST_TIMEOUT,
     or 60. After it a client without failover raises; one with failover
-    computes in-process (so a stopped sidecar costs one timeout, once)."""
+    computes in-process (so a stopped sidecar costs one timeout, then up to
+    0.5 s per reconnect attempt, tried at growing intervals up to a minute)."""
     raw = os.environ.get("REWARM_REQUEST_TIMEOUT", "").strip()
     if not raw:
         return REQUEST_TIMEOUT
