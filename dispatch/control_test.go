@@ -114,10 +114,7 @@ func TestDispatcherSnapshotRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d2 := New(Options{})
-	if err := d2.Restore(blob); err != nil {
-		t.Fatal(err)
-	}
+	d2 := restoredFrom(t, blob)
 	c2 := d2.NewConn()
 	c2.Handle(&pb.Request{Body: &pb.Request_Hello{Hello: &pb.Hello{ProtocolVersion: ProtocolVersion}}})
 	a := getLR(c, id, 0, 100).GetLr().GetValues()
@@ -456,14 +453,9 @@ func TestConcurrentPostsAreCheckedInOrder(t *testing.T) {
 // (restore_state) and takes the job's start from the restored session. A
 // fresh job of the same name does not take the earlier job's controls.
 func TestUnpolledJobKeepsItsControlsAcrossARestart(t *testing.T) {
-	greet := func(d *Dispatcher) *Conn {
-		c := d.NewConn()
-		c.Handle(&pb.Request{Body: &pb.Request_Hello{Hello: &pb.Hello{ProtocolVersion: ProtocolVersion}}})
-		return c
-	}
 	st, _ := structpb.NewStruct(cosineSpec)
 	d1 := New(Options{})
-	c1 := greet(d1)
+	c1 := greet(t, d1)
 	id := c1.Handle(&pb.Request{Body: &pb.Request_OpenSession{OpenSession: &pb.OpenSession{Schedule: st, Name: "demo"}}}).GetSession().GetSessionId()
 	if r := c1.Handle(&pb.Request{Body: &pb.Request_PostControl{PostControl: &pb.PostControl{Replan: &pb.Replan{
 		AtStep: 50, Op: &pb.Replan_Anneal{Anneal: &pb.Anneal{Steps: 5}}}}}}); r.GetAck().GetPlanVersion() != 1 {
@@ -474,11 +466,8 @@ func TestUnpolledJobKeepsItsControlsAcrossARestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d2 := New(Options{})
-	if err := d2.Restore(snap); err != nil {
-		t.Fatal(err)
-	}
-	c2 := greet(d2)
+	d2 := restoredFrom(t, snap)
+	c2 := greet(t, d2)
 	moved := c2.Handle(&pb.Request{Body: &pb.Request_RestoreState{RestoreState: &pb.RestoreState{Msgpack: state}}}).GetSession().GetSessionId()
 	poll := func(c *Conn, id uint64) []*pb.Control {
 		return c.Handle(&pb.Request{Body: &pb.Request_PollControl{PollControl: &pb.PollControl{SessionId: id, Step: 11}}}).GetControls().GetControls()
@@ -487,13 +476,20 @@ func TestUnpolledJobKeepsItsControlsAcrossARestart(t *testing.T) {
 		t.Fatalf("the moved session of the unpolled job got %v; want control 1", got)
 	}
 	// Restored again, the job's client never comes back; a new job opens.
-	d3 := New(Options{})
-	if err := d3.Restore(snap); err != nil {
-		t.Fatal(err)
-	}
-	c3 := greet(d3)
+	d3 := restoredFrom(t, snap)
+	c3 := greet(t, d3)
 	fresh := c3.Handle(&pb.Request{Body: &pb.Request_OpenSession{OpenSession: &pb.OpenSession{Schedule: st, Name: "demo"}}}).GetSession().GetSessionId()
 	if got := poll(c3, fresh); len(got) != 0 {
 		t.Fatalf("a fresh job got the earlier job's controls: %v", got)
 	}
+}
+
+// restoredFrom is a new dispatcher restored from a snapshot.
+func restoredFrom(t *testing.T, snap []byte) *Dispatcher {
+	t.Helper()
+	d := New(Options{})
+	if err := d.Restore(snap); err != nil {
+		t.Fatal(err)
+	}
+	return d
 }

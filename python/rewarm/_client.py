@@ -219,11 +219,9 @@ def same_server(path: str, instance: int, failover: bool = False) -> Callable[[b
     is the same sessions; a restarted sidecar is not, and must not be used
     as if it were (its ids name other sessions, or none). failover: the
     caller moves its objects over itself, so the error gives no advice."""
-    advice = (
-        ""
-        if failover
-        else (" (connect with failover=True, the default, to carry on in-process and move them over)")
-    )
+    advice = ""
+    if not failover:
+        advice = " (connect with failover=True, the default, to carry on in-process and move them over)"
 
     def check(reply: bytes) -> None:
         resp = pb.Response.FromString(reply)
