@@ -116,6 +116,31 @@ func TestGetLRRejects(t *testing.T) {
 	}
 }
 
+// A cyclic schedule may run from a min_lr above its peak_lr (torch's CyclicLR
+// takes base_lr > max_lr); a group's absolute range has nothing to map onto
+// then, so it is refused, while a multiplier still applies.
+func TestGroupRangeOnInvertedSchedule(t *testing.T) {
+	c := greeted(t)
+	id := open(t, c, map[string]any{"kind": "cyclic", "peak_lr": 0.1, "min_lr": 0.2, "step_size_up": 4.0})
+	for i, g := range []*pb.Group{
+		{Multiplier: 1, WdMult: 1, MinLr: proto.Float64(0.01), PeakLr: proto.Float64(0.1)},
+		{Multiplier: 1, WdMult: 1, PeakLr: proto.Float64(0.5)},
+	} {
+		r := c.Handle(&pb.Request{Body: &pb.Request_GetLr{GetLr: &pb.GetLR{SessionId: id, Count: 1, Groups: []*pb.Group{g}}}})
+		want := "groups[0].min_lr"
+		if g.MinLr == nil {
+			want = "groups[0].peak_lr"
+		}
+		if e := r.GetError(); e.GetCode() != pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT || e.GetField() != want || !strings.Contains(e.GetMessage(), "inverted") {
+			t.Errorf("group %d: got %v, want a refusal on %s", i, r, want)
+		}
+	}
+	// torch's CyclicLR at its first step is base_lr: 0.2 here, times 3.
+	if r := getLR(c, id, 0, 1, 3); len(r.GetLr().GetValues()) != 1 || math.Abs(r.GetLr().GetValues()[0]-0.6) > 1e-15 {
+		t.Fatalf("multiplier on an inverted cyclic: %v", r)
+	}
+}
+
 func TestOpenRejectsBadSpecWithField(t *testing.T) {
 	c := greeted(t)
 	st, _ := structpb.NewStruct(map[string]any{"kind": "cosine", "peak_lr": 1.0, "total_steps": 10.0, "warmup_steps": 20.0})

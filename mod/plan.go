@@ -21,15 +21,32 @@ import (
 
 // Schedule picks the routed layers and their ratios.
 type Schedule struct {
-	Kind     string    `spec:"kind"`
-	Shift    float64   `spec:"shift"`
-	MaxRatio float64   `spec:"max_ratio"`
-	MinRatio float64   `spec:"min_ratio"`
-	Denom    *float64  `spec:"denom"`
-	Ratio    float64   `spec:"ratio"`
-	Layers   []int64   `spec:"layers"`
-	Preset   string    `spec:"preset"`
-	Ratios   []float64 `spec:"ratios"`
+	// Kind is prd (the default), shifted_linear, constant, interleave or
+	// explicit.
+	Kind string `spec:"kind"`
+	// Shift is shift in R_raw (prd, shifted_linear); default 0.5, finite, >= 0.
+	Shift float64 `spec:"shift"`
+	// MaxRatio is the largest R_raw at which a layer routes (prd,
+	// shifted_linear); default 0.85, in [0, 1].
+	MaxRatio float64 `spec:"max_ratio"`
+	// MinRatio is the least R of a routed layer (prd, shifted_linear); default
+	// 0.15, in [0, 1], at most MaxRatio.
+	MinRatio float64 `spec:"min_ratio"`
+	// Denom is denom in R_raw (prd, shifted_linear), finite, > 0; absent,
+	// L − 1 (1 when L = 1).
+	Denom *float64 `spec:"denom"`
+	// Ratio is R of every routed layer (constant; interleave, which routes
+	// the odd layers); default 0.5, in [0, 1].
+	Ratio float64 `spec:"ratio"`
+	// Layers are constant's routed layers, each in [0, L), none twice;
+	// give layers or preset.
+	Layers []int64 `spec:"layers"`
+	// Preset is constant's deep_all (layers 2..L−2) or deep_all_include_last
+	// (2..L−1).
+	Preset string `spec:"preset"`
+	// Ratios are explicit's R by layer, one per layer, each in [0, 1]; a
+	// layer routes iff its ratio is below 1.
+	Ratios []float64 `spec:"ratios"`
 }
 
 // Rounding turns N·R into an integer k. With a multiple m > 1 it aligns k
@@ -37,24 +54,42 @@ type Schedule struct {
 // take a k > 0 to 0 (or T+k below T), it uses the first multiple above T
 // (T = 0 for align "k"). min_k and max_k clamp last, and k never exceeds N.
 type Rounding struct {
-	Mode      string `spec:"mode"`      // floor (p-MoD), nearest, ceil
-	Precision string `spec:"precision"` // float32 (p-MoD's torch arithmetic) or float64
-	Multiple  int64  `spec:"multiple"`  // align to a multiple (1: none)
-	Align     string `spec:"align"`     // "k" or "t_plus_k"
-	MinK      *int64 `spec:"min_k"`
-	MaxK      *int64 `spec:"max_k"`
+	// Mode is floor (the default, as p-MoD), nearest or ceil.
+	Mode string `spec:"mode"`
+	// Precision is float32 (the default: p-MoD's torch arithmetic) or
+	// float64.
+	Precision string `spec:"precision"`
+	// Multiple is m; default 1 (no alignment), 1 to 2^20.
+	Multiple int64 `spec:"multiple"`
+	// Align is k (the default) or t_plus_k.
+	Align string `spec:"align"`
+	// MinK is the least k, >= 0; absent, no lower clamp.
+	MinK *int64 `spec:"min_k"`
+	// MaxK is the largest k, >= 0 and at least MinK; absent, only N bounds k.
+	MaxK *int64 `spec:"max_k"`
 }
 
 // Spec is a plan request.
 type Spec struct {
-	NumLayers  int64    `spec:"num_layers,required"`
-	Tokens     int64    `spec:"tokens"`
-	Buckets    []int64  `spec:"buckets"`
-	TextTokens int64    `spec:"text_tokens"`
-	HiddenSize int64    `spec:"hidden_size"`
-	FFNSize    int64    `spec:"ffn_size"`
-	Schedule   Schedule `spec:"schedule"`
-	Rounding   Rounding `spec:"rounding"`
+	// NumLayers is L, the decoder layers; required, 1 to 4096.
+	NumLayers int64 `spec:"num_layers,required"`
+	// Tokens is N, a routable-token count to plan a bucket for; default 0
+	// (none), >= 0. Give tokens, buckets or both.
+	Tokens int64 `spec:"tokens"`
+	// Buckets are routable-token counts to plan, each >= 1, strictly
+	// increasing; tokens joins them, and at most MaxBuckets in all.
+	Buckets []int64 `spec:"buckets"`
+	// TextTokens is T, the tokens every layer keeps (not routable); default
+	// 0, >= 0.
+	TextTokens int64 `spec:"text_tokens"`
+	// HiddenSize is d of the FLOPs count; default 4096, >= 1.
+	HiddenSize int64 `spec:"hidden_size"`
+	// FFNSize is m of the FLOPs count; default 11008, >= 1.
+	FFNSize int64 `spec:"ffn_size"`
+	// Schedule picks the routed layers; default kind prd.
+	Schedule Schedule `spec:"schedule"`
+	// Rounding turns N·R into k; default floor in float32, unaligned.
+	Rounding Rounding `spec:"rounding"`
 	// PerSample asks for each routed layer's k at every routable count
 	// 0..N (Layer.KByTokens), so a batch that pads samples with fewer
 	// routable tokens to the bucket keeps k_b = K(N_b) of each, as p-MoD's
@@ -191,6 +226,9 @@ func (s *Spec) validate() error {
 		if b < 1 || (i > 0 && b <= s.Buckets[i-1]) {
 			return fail(fmt.Sprintf("buckets[%d]", i), b, "buckets must be positive and increasing")
 		}
+	}
+	if n := len(s.Buckets); s.Tokens > 0 && n == MaxBuckets && !slices.Contains(s.Buckets, s.Tokens) {
+		return fail("tokens", s.Tokens, "would be bucket %d: at most %d buckets (each is a compiled graph)", n+1, MaxBuckets)
 	}
 	if s.TextTokens < 0 {
 		return fail("text_tokens", s.TextTokens, "must be >= 0")

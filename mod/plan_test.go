@@ -300,6 +300,16 @@ func manyBuckets(n int) []any {
 	return out
 }
 
+func TestMaxBucketsCountsTokens(t *testing.T) {
+	p, err := Parse(map[string]any{"num_layers": 4, "buckets": manyBuckets(MaxBuckets), "tokens": 7})
+	if err != nil {
+		t.Fatalf("tokens among the buckets: %v", err)
+	}
+	if len(p.Buckets) != MaxBuckets {
+		t.Fatalf("%d buckets, want %d", len(p.Buckets), MaxBuckets)
+	}
+}
+
 func TestBadPlanSpecs(t *testing.T) {
 	cases := []struct {
 		m     map[string]any
@@ -331,6 +341,8 @@ func TestBadPlanSpecs(t *testing.T) {
 		{map[string]any{"num_layers": 4096, "buckets": nearBuckets(1<<44, 256), "per_sample": true, "schedule": map[string]any{"kind": "explicit", "ratios": halves(4096)}}, "per_sample"},
 		{map[string]any{"num_layers": 4, "tokens": 8, "rounding": map[string]any{"multiple": 1<<20 + 1}}, "rounding.multiple"},
 		{map[string]any{"num_layers": 4, "buckets": manyBuckets(MaxBuckets + 1)}, "buckets"},
+		// tokens adds a bucket of its own when it is not among them.
+		{map[string]any{"num_layers": 4, "buckets": manyBuckets(MaxBuckets), "tokens": MaxBuckets + 1}, "tokens"},
 	}
 	for _, c := range cases {
 		_, err := Parse(c.m)

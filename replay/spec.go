@@ -50,8 +50,12 @@ const (
 
 // Source is one dataset, in torch ConcatDataset order.
 type Source struct {
+	// Name names the source in mixtures and replay mappings; required, not
+	// empty, unique.
 	Name string `spec:"name,required"`
-	Size int64  `spec:"size,required"`
+	// Size is the number of samples; required, >= 1, with all sources
+	// together below 2^63.
+	Size int64 `spec:"size,required"`
 }
 
 // Stage is a run of steps with one mixture. A proportion is a number, or
@@ -59,21 +63,40 @@ type Source struct {
 // (end). Replay is "seen" or "all" for every earlier-used source, or a
 // mapping from source name to mode.
 type Stage struct {
-	Name    string         `spec:"name"`
-	Steps   int64          `spec:"steps,required"`
+	// Name labels the stage; optional. It changes no sample, only the spec
+	// hash.
+	Name string `spec:"name"`
+	// Steps is the stage's length; required, >= 1, and at most
+	// MaxStageSamples/global_batch_size.
+	Steps int64 `spec:"steps,required"`
+	// Mixture maps source names to proportions (finite, >= 0; >= 1/B at both
+	// ends if over two sources are used); required, sums to 1 unless normalize.
 	Mixture map[string]any `spec:"mixture,required"`
-	Replay  any            `spec:"replay"`
+	// Replay overrides the spec's replay mode for this stage; absent, the
+	// spec's.
+	Replay any `spec:"replay"`
 }
 
 // Spec is a replay sampler spec.
 type Spec struct {
-	Sources         []Source `spec:"sources,required"`
-	GlobalBatchSize int64    `spec:"global_batch_size,required"`
-	Seed            int64    `spec:"seed"`
-	Stages          []Stage  `spec:"stages,required"`
-	Replay          string   `spec:"replay"`
-	Stratified      bool     `spec:"stratified"`
-	Normalize       bool     `spec:"normalize"`
+	// Sources are the datasets, their samples numbered in this order;
+	// required, at least one.
+	Sources []Source `spec:"sources,required"`
+	// GlobalBatchSize is B; required, 1 to MaxGlobalBatch.
+	GlobalBatchSize int64 `spec:"global_batch_size,required"`
+	// Seed keys every permutation; default 0, any value.
+	Seed int64 `spec:"seed"`
+	// Stages are the stages in order; required, at least one.
+	Stages []Stage `spec:"stages,required"`
+	// Replay is the mode, Seen or All, of each stage without its own; Parse's
+	// default is Seen.
+	Replay string `spec:"replay"`
+	// Stratified deals each rank an even share (floor or ceil) of every
+	// source's slots, instead of slicing one shuffled batch; default false.
+	Stratified bool `spec:"stratified"`
+	// Normalize rescales each stage's proportions to sum to 1; default false
+	// (they must sum to 1 within 1e-9).
+	Normalize bool `spec:"normalize"`
 }
 
 func fail(field string, value any, format string, args ...any) error {

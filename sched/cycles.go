@@ -15,16 +15,28 @@ type MomentumSchedule interface {
 // T − 1. Momentum moves inversely between base_momentum and max_momentum.
 // torch raises past T; here later updates keep the final values.
 type OneCycle struct {
-	PeakLR         float64 `spec:"peak_lr,required"`
-	TotalSteps     int64   `spec:"total_steps,required"`
-	PctStart       float64 `spec:"pct_start"`
-	AnnealStrategy string  `spec:"anneal_strategy"`
-	DivFactor      float64 `spec:"div_factor"`
+	// PeakLR is the top rate (torch's max_lr); required, finite, >= 0.
+	PeakLR float64 `spec:"peak_lr,required"`
+	// TotalSteps is T; required, >= 1.
+	TotalSteps int64 `spec:"total_steps,required"`
+	// PctStart is the fraction of T spent rising; default 0.3, in [0, 1],
+	// and pct_start·T must not be 1.
+	PctStart float64 `spec:"pct_start"`
+	// AnnealStrategy is cos (the default) or linear.
+	AnnealStrategy string `spec:"anneal_strategy"`
+	// DivFactor sets the initial rate; default 25, finite, > 0.
+	DivFactor float64 `spec:"div_factor"`
+	// FinalDivFactor sets the final rate; default 1e4, finite, > 0.
 	FinalDivFactor float64 `spec:"final_div_factor"`
-	ThreePhase     bool    `spec:"three_phase"`
-	CycleMomentum  bool    `spec:"cycle_momentum"`
-	BaseMomentum   float64 `spec:"base_momentum"`
-	MaxMomentum    float64 `spec:"max_momentum"`
+	// ThreePhase selects the three-phase form; default false.
+	ThreePhase bool `spec:"three_phase"`
+	// CycleMomentum schedules momentum as well; default true.
+	CycleMomentum bool `spec:"cycle_momentum"`
+	// BaseMomentum is the momentum at peak_lr; default 0.85, in [0, 1).
+	BaseMomentum float64 `spec:"base_momentum"`
+	// MaxMomentum is the momentum at the initial and final rates; default
+	// 0.95, in [0, 1).
+	MaxMomentum float64 `spec:"max_momentum"`
 
 	phases []cyclePhase
 }
@@ -126,15 +138,25 @@ func (o *OneCycle) Phases() []Phase {
 // exp_range scales it by gamma^n. Momentum moves inversely between
 // base_momentum and max_momentum when cycle_momentum is set.
 type Cyclic struct {
-	MinLR         float64 `spec:"min_lr,required"`
-	PeakLR        float64 `spec:"peak_lr,required"`
-	StepSizeUp    int64   `spec:"step_size_up"`
-	StepSizeDown  *int64  `spec:"step_size_down"`
-	Mode          string  `spec:"mode"`
-	Gamma         float64 `spec:"gamma"`
-	CycleMomentum bool    `spec:"cycle_momentum"`
-	BaseMomentum  float64 `spec:"base_momentum"`
-	MaxMomentum   float64 `spec:"max_momentum"`
+	// MinLR is the low end of the triangle (torch's base_lr); required,
+	// finite, >= 0.
+	MinLR float64 `spec:"min_lr,required"`
+	// PeakLR is the high end (torch's max_lr); required, finite, >= 0.
+	PeakLR float64 `spec:"peak_lr,required"`
+	// StepSizeUp is the number of rising updates per cycle; default 2000, >= 1.
+	StepSizeUp int64 `spec:"step_size_up"`
+	// StepSizeDown is the number of falling updates, >= 1; absent, step_size_up.
+	StepSizeDown *int64 `spec:"step_size_down"`
+	// Mode is triangular (the default), triangular2 or exp_range.
+	Mode string `spec:"mode"`
+	// Gamma is exp_range's factor per update; default 1, finite, > 0.
+	Gamma float64 `spec:"gamma"`
+	// CycleMomentum schedules momentum as well; default true.
+	CycleMomentum bool `spec:"cycle_momentum"`
+	// BaseMomentum is the momentum at peak_lr; default 0.8, in [0, 1).
+	BaseMomentum float64 `spec:"base_momentum"`
+	// MaxMomentum is the momentum at min_lr; default 0.9, in [0, 1).
+	MaxMomentum float64 `spec:"max_momentum"`
 }
 
 func (c *Cyclic) Kind() string { return "cyclic" }
@@ -205,14 +227,22 @@ func (c *Cyclic) Phases() []Phase             { return []Phase{{"cycle", 0}} }
 // runs before the first cycle. torch's CosineAnnealingWarmRestarts(T_0,
 // T_mult, eta_min) is {cycle_steps: T_0, cycle_mul: T_mult, min_lr: eta_min}.
 type SGDR struct {
+	// PeakLR is the first cycle's peak; required, finite, >= 0.
 	PeakLR float64 `spec:"peak_lr,required"`
-	MinLR  float64 `spec:"min_lr"`
+	// MinLR is the floor; default 0, at most PeakLR.
+	MinLR float64 `spec:"min_lr"`
+	// Warmup rises to PeakLR over warmup_steps (default none).
 	Warmup
-	CycleSteps int64   `spec:"cycle_steps,required"`
-	CycleMul   float64 `spec:"cycle_mul"`
+	// CycleSteps is the first cycle's length; required, >= 1.
+	CycleSteps int64 `spec:"cycle_steps,required"`
+	// CycleMul multiplies each cycle's length; default 1, finite, >= 1.
+	CycleMul float64 `spec:"cycle_mul"`
+	// CycleDecay multiplies each cycle's peak; default 1, in (0, 1].
 	CycleDecay float64 `spec:"cycle_decay"`
-	CycleLimit int64   `spec:"cycle_limit"`
-	KDecay     float64 `spec:"k_decay"`
+	// CycleLimit is the number of cycles; default 0 (unlimited), >= 0.
+	CycleLimit int64 `spec:"cycle_limit"`
+	// KDecay is k; default 1, finite, > 0.
+	KDecay float64 `spec:"k_decay"`
 }
 
 func (s *SGDR) Kind() string { return "sgdr" }

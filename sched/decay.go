@@ -2,22 +2,26 @@ package sched
 
 import "math"
 
-// decay is the frame shared by the warmup-then-decay kinds (cosine, linear,
-// polynomial, rex, cosine_power): linear warmup for n < W, then
+// Decay is the frame shared by the warmup-then-decay kinds (Cosine, Linear,
+// Polynomial, Rex, CosinePower), which embed it: linear warmup for n < W, then
 //
 //	min_lr + (peak_lr − min_lr)·g(p),  p = (n − W)/(T − W),  W ≤ n ≤ T
 //
 // with a kind-specific profile g falling from g(0)=1 to g(1)=0, and min_lr for
 // n > T. Update W+1 is the first at peak_lr and LR(T) = min_lr: update T+1 is
 // the first at the floor. With W == T there is no decay phase: LR(T) = peak_lr.
-type decay struct {
+type Decay struct {
+	// PeakLR is the rate at the top of the decay; required, finite, >= 0.
 	PeakLR float64 `spec:"peak_lr,required"`
-	MinLR  float64 `spec:"min_lr"`
+	// MinLR is the floor, reached at update T+1; default 0, at most PeakLR.
+	MinLR float64 `spec:"min_lr"`
+	// Warmup rises to PeakLR over warmup_steps (default none), at most T.
 	Warmup
+	// TotalSteps is T, the warmup included; required, >= 1.
 	TotalSteps int64 `spec:"total_steps,required"`
 }
 
-func (d *decay) check(c *checks) {
+func (d *Decay) check(c *checks) {
 	c.rate("peak_lr", d.PeakLR)
 	c.rate("min_lr", d.MinLR)
 	d.Warmup.check(c)
@@ -30,10 +34,10 @@ func (d *decay) check(c *checks) {
 	}
 }
 
-func (d *decay) base() *decay                { return d }
-func (d *decay) lrRange() (float64, float64) { return d.MinLR, d.PeakLR }
-func (d *decay) floor() float64              { return d.MinLR }
-func (d *decay) Phases() []Phase {
+func (d *Decay) base() *Decay                { return d }
+func (d *Decay) lrRange() (float64, float64) { return d.MinLR, d.PeakLR }
+func (d *Decay) floor() float64              { return d.MinLR }
+func (d *Decay) Phases() []Phase {
 	ph := []Phase{}
 	if d.WarmupSteps > 0 {
 		ph = append(ph, Phase{"warmup", 0})
@@ -44,7 +48,7 @@ func (d *decay) Phases() []Phase {
 // decayer is a kind built on decay.
 type decayer interface {
 	Spec
-	base() *decay
+	base() *Decay
 	Phases() []Phase
 	profile(p float64) float64
 	withTotal(total int64) decayer
@@ -91,7 +95,7 @@ func extendDecay(k decayer, at, total int64, mode string) (Schedule, error) {
 // Cosine is linear warmup then half-cosine decay: g(p) = ½(1 + cos πp).
 // torch's CosineAnnealingLR(T_max=T, eta_min=m) is {peak_lr: base, min_lr: m,
 // total_steps: T} with no warmup, over its first T updates.
-type Cosine struct{ decay }
+type Cosine struct{ Decay }
 
 func (c *Cosine) Kind() string              { return "cosine" }
 func (c *Cosine) Validate() error           { v := checks{kind: c.Kind()}; c.check(&v); return v.err }
@@ -106,7 +110,7 @@ func (c *Cosine) extend(at, total int64, mode string) (Schedule, error) {
 // LinearLR(start_factor=1, end_factor=e, total_iters=T) is {peak_lr: base,
 // min_lr: e·base, total_steps: T}; a rising LinearLR is a warmup with
 // min_lr = peak_lr.
-type Linear struct{ decay }
+type Linear struct{ Decay }
 
 func (c *Linear) Kind() string              { return "linear" }
 func (c *Linear) Validate() error           { v := checks{kind: c.Kind()}; c.check(&v); return v.err }
@@ -121,7 +125,8 @@ func (c *Linear) extend(at, total int64, mode string) (Schedule, error) {
 // min_lr). torch's PolynomialLR(total_iters=T, power=a) is {peak_lr: base,
 // total_steps: T, power: a}.
 type Polynomial struct {
-	decay
+	Decay
+	// Power is the exponent of g; default 1 (linear decay), finite, > 0.
 	Power float64 `spec:"power"`
 }
 
@@ -147,9 +152,12 @@ func (c *Polynomial) extend(at, total int64, mode string) (Schedule, error) {
 // profile every k updates of the decay phase and held in between; LR(T) is
 // still min_lr, so the last block may be shorter than k.
 type Rex struct {
-	decay
-	Beta     float64 `spec:"beta"`
-	Sampling int64   `spec:"sampling"`
+	Decay
+	// Beta is β; default 0.5, in (0, 1].
+	Beta float64 `spec:"beta"`
+	// Sampling is k, the updates each sampled rate is held for; default 1
+	// (every update), >= 1.
+	Sampling int64 `spec:"sampling"`
 }
 
 func (c *Rex) Kind() string { return "rex" }
@@ -202,7 +210,8 @@ func (c *Rex) extend(at, total int64, mode string) (Schedule, error) {
 // epochs (so its curve starts at epoch 1); this closed form is the
 // continuous-time curve it approximates.
 type CosinePower struct {
-	decay
+	Decay
+	// ExponentOrder is e; default 10, finite, >= 1.
 	ExponentOrder float64 `spec:"exponent_order"`
 
 	logOrder float64

@@ -27,16 +27,30 @@ import (
 // at min_lr except the inv_sqrt cooldown; here no phase is floored (const_lr
 // >= min_lr is required instead, so the floor never binds).
 type Infinite struct {
-	PeakLR  float64 `spec:"peak_lr,required"`
+	// PeakLR is the warmup's target and the cooldown's start; required,
+	// finite, >= 0.
+	PeakLR float64 `spec:"peak_lr,required"`
+	// ConstLR is the rate of the constant phase; required, finite, at least
+	// MinLR and at most PeakLR.
 	ConstLR float64 `spec:"const_lr,required"`
-	MinLR   float64 `spec:"min_lr"`
+	// MinLR is the floor the anneal reaches; default 0, at most ConstLR; > 0
+	// for an exp anneal with constant_steps set and anneal_steps > 0.
+	MinLR float64 `spec:"min_lr"`
+	// Warmup rises to PeakLR over W = warmup_steps (default none).
 	Warmup
-	CooldownSteps int64   `spec:"cooldown_steps"`
-	CooldownShape string  `spec:"cooldown_shape"`
-	Timescale     float64 `spec:"timescale"`
-	ConstantSteps *int64  `spec:"constant_steps"`
-	AnnealSteps   int64   `spec:"anneal_steps"`
-	AnnealShape   string  `spec:"anneal_shape"`
+	// CooldownSteps is C; default 0 (no cooldown), >= 0.
+	CooldownSteps int64 `spec:"cooldown_steps"`
+	// CooldownShape is cosine (the default) or inv_sqrt.
+	CooldownShape string `spec:"cooldown_shape"`
+	// Timescale is α of the inv_sqrt cooldown; default 10, finite, > 0.
+	Timescale float64 `spec:"timescale"`
+	// ConstantSteps is K, >= 0; absent, the constant phase never ends and no
+	// anneal is scheduled.
+	ConstantSteps *int64 `spec:"constant_steps"`
+	// AnnealSteps is A; default 0, >= 0.
+	AnnealSteps int64 `spec:"anneal_steps"`
+	// AnnealShape is exp (the default), linear, cosine or 1-sqrt.
+	AnnealShape string `spec:"anneal_shape"`
 
 	annealF annealFunc
 }

@@ -14,11 +14,19 @@ import (
 // then end. Shapes: constant (always start), linear, cosine (½(1 − cos πp)
 // rising from start to end, as Megatron's weight-decay increment).
 type ValueSchedule struct {
-	Start float64  `spec:"start,required"`
-	End   *float64 `spec:"end"`
-	Shape string   `spec:"shape"`
-	Begin int64    `spec:"begin"`
-	Steps int64    `spec:"steps"`
+	// Start is the value until step begin; required, finite, >= 0, and below
+	// 1 for momentum.
+	Start float64 `spec:"start,required"`
+	// End is the value from step begin+steps on, in Start's range; absent,
+	// the value stays Start. With shape constant it must equal Start.
+	End *float64 `spec:"end"`
+	// Shape is linear (the default), cosine or constant.
+	Shape string `spec:"shape"`
+	// Begin is the step the change starts at; default 0, >= 0.
+	Begin int64 `spec:"begin"`
+	// Steps is the length of the change; default 0, >= 0, and >= 1 when a
+	// linear or cosine shape moves from Start to a different End.
+	Steps int64 `spec:"steps"`
 
 	momentum bool // values must be below 1 (SGD momentum, Adam's beta1)
 }

@@ -18,16 +18,29 @@ type Report struct {
 // update s+1 onwards, so the rate stays a pure function of the reports and
 // n. A NaN metric never counts as an improvement, as in torch.
 type Plateau struct {
+	// PeakLR is the rate before any reduction; required, finite, >= 0.
 	PeakLR float64 `spec:"peak_lr,required"`
-	MinLR  float64 `spec:"min_lr"`
+	// MinLR is the floor of the reductions; default 0, at most PeakLR.
+	MinLR float64 `spec:"min_lr"`
+	// Warmup rises to the current rate over warmup_steps (default none).
 	Warmup
-	Mode          string  `spec:"mode"`
-	Factor        float64 `spec:"factor"`
-	Patience      int64   `spec:"patience"`
-	Threshold     float64 `spec:"threshold"`
-	ThresholdMode string  `spec:"threshold_mode"`
-	Cooldown      int64   `spec:"cooldown"`
-	Eps           float64 `spec:"eps"`
+	// Mode is min (the default: lower metrics are better) or max.
+	Mode string `spec:"mode"`
+	// Factor multiplies the rate at each reduction; default 0.1, in (0, 1).
+	Factor float64 `spec:"factor"`
+	// Patience is the number of reports without improvement that are
+	// tolerated; default 10, >= 0.
+	Patience int64 `spec:"patience"`
+	// Threshold is the margin by which a metric must beat the best to count
+	// as an improvement; default 1e-4, finite, >= 0.
+	Threshold float64 `spec:"threshold"`
+	// ThresholdMode is rel (the default: relative to the best metric) or abs.
+	ThresholdMode string `spec:"threshold_mode"`
+	// Cooldown is the number of reports ignored after a reduction; default 0,
+	// >= 0.
+	Cooldown int64 `spec:"cooldown"`
+	// Eps skips a reduction of eps or less; default 1e-8, finite, >= 0.
+	Eps float64 `spec:"eps"`
 
 	unreported Schedule
 }

@@ -17,7 +17,8 @@ import (
 // al. 2023, "When, Why and How Much? Adaptive Learning Rate Scheduling by
 // Refinement"), following the authors' closed form:
 //
-//  1. clean: drop non-finite norms, then the first and last two points;
+//  1. clean: drop NaN and +Inf norms, then, with more than four left, the
+//     first and last two points;
 //  2. resample linearly onto a grid of R points (R = total_steps, at least
 //     10,000 and at most 2^20; the table is interpolated for other steps);
 //  3. median-filter with width 2·⌊⌊σR⌋/2⌋+1 (σ = filter_width, 0.1 by
@@ -35,12 +36,21 @@ import (
 // and its values are kept in the canonical spec, so a snapshot restores the
 // same schedule even if the file changes.
 type Refined struct {
-	PeakLR        float64   `spec:"peak_lr,required"`
-	Norm          string    `spec:"norm"`
-	GradNorms     []float64 `spec:"grad_norms"`
-	GradNormsFile *string   `spec:"grad_norms_file"`
-	TotalSteps    *int64    `spec:"total_steps"`
-	FilterWidth   float64   `spec:"filter_width"`
+	// PeakLR is the rate where s = 1; required, finite, >= 0.
+	PeakLR float64 `spec:"peak_lr,required"`
+	// Norm is l2 (the default) or l1.
+	Norm string `spec:"norm"`
+	// GradNorms are the observed norms, each > 0 (NaN and +Inf are dropped),
+	// at least one finite. Give them or grad_norms_file, not both.
+	GradNorms []float64 `spec:"grad_norms"`
+	// GradNormsFile is a file of norms; Validate reads it into GradNorms and
+	// clears it.
+	GradNormsFile *string `spec:"grad_norms_file"`
+	// TotalSteps is T, >= 2; absent, the number of norms given (which must
+	// then be at least 2).
+	TotalSteps *int64 `spec:"total_steps"`
+	// FilterWidth is σ; default 0.1, in [0, 0.5).
+	FilterWidth float64 `spec:"filter_width"`
 
 	table []float64
 	total int64
@@ -83,7 +93,7 @@ func (r *Refined) Validate() error {
 	clean := cleanNorms(r.GradNorms)
 	if len(clean) < 1 {
 		return specfield.Errorf(r.Kind(), "grad_norms", fmt.Sprintf("%d values", len(r.GradNorms)),
-			"need at least 1 finite norm after dropping the first and last two")
+			"need at least 1 finite norm (NaN and +Inf are dropped)")
 	}
 	r.total = int64(len(r.GradNorms)) // the run the norms came from
 	if r.TotalSteps == nil && r.total < 2 {

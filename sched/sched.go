@@ -7,6 +7,31 @@
 // Specs arrive as loosely typed maps (JSON, YAML, or a protobuf Struct) with a
 // "kind" key; Parse picks the kind, decodes the fields strictly and validates
 // them, so every error names the field and the value at fault.
+//
+// # Sessions and re-plans
+//
+// A training run's whole schedule is a Plan: the Config it was wrapped with
+// (ParseConfig: the rate's spec, plus optional weight_decay and momentum
+// schedules), the re-plans made since, and the metrics reported. Plan.LR(n)
+// is again a pure function of these and n, so a restarted process rebuilds
+// the same rates from the same lists (NewPlan).
+//
+// Plan.Replan changes the future and never the past. Each re-plan takes
+// effect from update At+1 and must come at or after the previous one:
+//
+//   - extend (OpExtend) moves the end of the run to Total updates. In
+//     continuous mode the rate at At is kept and the rest of the decay is
+//     stretched to reach the floor at Total; in proportional mode the fraction
+//     of the run done is kept and the schedule is rebuilt for the rest, so the
+//     rate may jump.
+//   - anneal (OpAnneal) branches off whatever runs: from the rate at At to
+//     MinLR (by default the floor of the stage in force) over Steps updates,
+//     in Shape.
+//   - new_stage (OpNewStage) starts another schedule (Spec) at At, in its own
+//     time, counting its updates from 0: a re-warm for a new stage of data.
+//
+// Plan.Report feeds a metric to a plateau schedule. Plan.GroupLR maps the
+// base rate to each optimizer param group's rate.
 package sched
 
 import (

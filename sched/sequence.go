@@ -11,7 +11,11 @@ import (
 // Part is one piece of a Sequence: a schedule run in its own local time for
 // Steps updates (the last part may leave Steps out and run on).
 type Part struct {
-	Steps    *int64         `spec:"steps"`
+	// Steps is the part's length in updates, >= 1; required on every part
+	// but the last, which runs on whether or not it is given.
+	Steps *int64 `spec:"steps"`
+	// Schedule is the part's spec, with its kind; required. Validate
+	// replaces it with its canonical form.
 	Schedule map[string]any `spec:"schedule,required"`
 }
 
@@ -19,6 +23,7 @@ type Part struct {
 // i starts at the sum of the earlier parts' steps and is evaluated at
 // n − start. After the last boundary the last part runs on.
 type Sequence struct {
+	// Parts are the pieces in order; required, at least one.
 	Parts []Part `spec:"parts,required"`
 
 	starts []int64
@@ -71,8 +76,12 @@ func (s *Sequence) Phases() []Phase             { return partsPhases(s.starts, s
 
 // Stage is one continual pre-training stage: Steps updates of a schedule.
 type Stage struct {
-	Name     string         `spec:"name"`
-	Steps    int64          `spec:"steps,required"`
+	// Name labels the stage's phases; default "stage i", counting from 0.
+	Name string `spec:"name"`
+	// Steps is the stage's length in updates; required, >= 1.
+	Steps int64 `spec:"steps,required"`
+	// Schedule holds the stage's own fields, laid over the defaults; it may
+	// be left out. Validate replaces it with the canonical merged spec.
 	Schedule map[string]any `spec:"schedule"`
 }
 
@@ -85,8 +94,11 @@ type Stage struct {
 // jumps back to const_lr and anneals before its end. After the last stage
 // its schedule runs on.
 type Stages struct {
+	// Defaults are the fields every stage's schedule starts from; optional.
+	// Validate merges them into each stage and clears them.
 	Defaults map[string]any `spec:"defaults"`
-	Stages   []Stage        `spec:"stages,required"`
+	// Stages are the stages in order; required, at least one.
+	Stages []Stage `spec:"stages,required"`
 
 	seq Sequence
 }

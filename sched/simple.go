@@ -8,7 +8,9 @@ import (
 // Constant holds peak_lr after an optional linear warmup (HF "constant" and
 // "constant_with_warmup").
 type Constant struct {
+	// PeakLR is the rate held; required, finite, >= 0.
 	PeakLR float64 `spec:"peak_lr,required"`
+	// Warmup rises to PeakLR over warmup_steps (default none).
 	Warmup
 }
 
@@ -38,9 +40,12 @@ func warmupPhases(w int64, main string) []Phase {
 // Step multiplies peak_lr by gamma every step_size updates:
 // peak·γ^⌊n/step_size⌋, as torch's StepLR(step_size, gamma).
 type Step struct {
-	PeakLR   float64 `spec:"peak_lr,required"`
-	StepSize int64   `spec:"step_size,required"`
-	Gamma    float64 `spec:"gamma"`
+	// PeakLR is the rate of the first step_size updates; required, finite, >= 0.
+	PeakLR float64 `spec:"peak_lr,required"`
+	// StepSize is the number of updates between multiplications; required, >= 1.
+	StepSize int64 `spec:"step_size,required"`
+	// Gamma is γ; default 0.1, finite, > 0.
+	Gamma float64 `spec:"gamma"`
 }
 
 func (s *Step) Kind() string { return "step" }
@@ -58,9 +63,13 @@ func (s *Step) Phases() []Phase             { return []Phase{{"step", 0}} }
 // MultiStep multiplies peak_lr by gamma at each milestone:
 // peak·γ^(number of milestones <= n), as torch's MultiStepLR.
 type MultiStep struct {
-	PeakLR     float64 `spec:"peak_lr,required"`
+	// PeakLR is the rate before the first milestone; required, finite, >= 0.
+	PeakLR float64 `spec:"peak_lr,required"`
+	// Milestones are the steps n from which one more γ applies; required,
+	// each >= 1, strictly increasing.
 	Milestones []int64 `spec:"milestones,required"`
-	Gamma      float64 `spec:"gamma"`
+	// Gamma is γ; default 0.1, finite, > 0.
+	Gamma float64 `spec:"gamma"`
 }
 
 func (s *MultiStep) Kind() string { return "multistep" }
@@ -96,9 +105,12 @@ func (s *MultiStep) Phases() []Phase {
 
 // Exponential is peak_lr·γ^n (torch's ExponentialLR), floored at min_lr.
 type Exponential struct {
+	// PeakLR is the rate of the first update; required, finite, >= 0.
 	PeakLR float64 `spec:"peak_lr,required"`
-	Gamma  float64 `spec:"gamma,required"`
-	MinLR  float64 `spec:"min_lr"`
+	// Gamma is γ; required, finite, > 0.
+	Gamma float64 `spec:"gamma,required"`
+	// MinLR is the floor; default 0, at most PeakLR.
+	MinLR float64 `spec:"min_lr"`
 
 	logGamma float64
 }
@@ -132,15 +144,23 @@ func (s *Exponential) Phases() []Phase             { return []Phase{{"decay", 0}
 //	hf:       peak / √((n + τ − W)/τ),  τ = timescale (default W, or 10,000 when W = 0)
 //	megatron: peak·√max(W,1) / √max(n,1)
 //
-// Both are floored at min_lr; with total_steps set, updates after it use
-// min_lr (Megatron's lr_decay_steps).
+// Both are floored at min_lr; with total_steps = T set, LR(n) = min_lr for
+// n > T, so update T+2 is the first at min_lr (Megatron's lr_decay_steps).
 type InvSqrt struct {
+	// PeakLR is the rate at the end of the warmup; required, finite, >= 0.
 	PeakLR float64 `spec:"peak_lr,required"`
-	MinLR  float64 `spec:"min_lr"`
+	// MinLR is the floor; default 0, at most PeakLR.
+	MinLR float64 `spec:"min_lr"`
+	// Warmup rises to PeakLR over W = warmup_steps (default none).
 	Warmup
-	Form       string  `spec:"form"`
-	Timescale  float64 `spec:"timescale"`
-	TotalSteps *int64  `spec:"total_steps"`
+	// Form is hf (the default) or megatron.
+	Form string `spec:"form"`
+	// Timescale is τ of the hf form; default 0 (τ = W, or 10,000 when W = 0),
+	// finite, >= 0. The megatron form ignores it.
+	Timescale float64 `spec:"timescale"`
+	// TotalSteps, when set, puts every LR(n) with n > total_steps at MinLR;
+	// absent, no cut-off. At least warmup_steps.
+	TotalSteps *int64 `spec:"total_steps"`
 }
 
 func (s *InvSqrt) Kind() string { return "inv_sqrt" }

@@ -4,7 +4,9 @@ package sched
 // warmup_start_lr + (target − warmup_start_lr)·n/W, so update W+1 is the first
 // at the target rate.
 type Warmup struct {
-	WarmupSteps   int64   `spec:"warmup_steps"`
+	// WarmupSteps is W; default 0 (no warmup), >= 0.
+	WarmupSteps int64 `spec:"warmup_steps"`
+	// WarmupStartLR is the rate of the first update; default 0, finite, >= 0.
 	WarmupStartLR float64 `spec:"warmup_start_lr"`
 }
 

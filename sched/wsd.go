@@ -15,16 +15,29 @@ import "math"
 // decay is (r^p − r)/(1 − r) with r = exp_rate (0.5 gives Megatron's
 // 2·0.5^p − 1); power is 1 − p^power.
 type WSD struct {
+	// PeakLR is the rate of the stable phase; required, finite, >= 0.
 	PeakLR float64 `spec:"peak_lr,required"`
-	MinLR  float64 `spec:"min_lr"`
+	// MinLR is the floor, reached at update W+S+D+1; default 0, at most PeakLR.
+	MinLR float64 `spec:"min_lr"`
+	// Warmup rises to PeakLR over W = warmup_steps (default none), in
+	// WarmupShape.
 	Warmup
-	WarmupShape string  `spec:"warmup_shape"`
-	StableSteps *int64  `spec:"stable_steps"`
-	DecaySteps  int64   `spec:"decay_steps,required"`
-	TotalSteps  *int64  `spec:"total_steps"`
-	DecayShape  string  `spec:"decay_shape"`
-	Power       float64 `spec:"power"`
-	ExpRate     float64 `spec:"exp_rate"`
+	// WarmupShape is rise; default linear, one of linear, cosine, 1-sqrt.
+	WarmupShape string `spec:"warmup_shape"`
+	// StableSteps is S, >= 0; absent, total_steps − W − D. Validate fills it.
+	StableSteps *int64 `spec:"stable_steps"`
+	// DecaySteps is D; required, >= 0.
+	DecaySteps int64 `spec:"decay_steps,required"`
+	// TotalSteps is W+S+D, so at least W+D; give it or stable_steps (or both,
+	// if they agree). Validate fills it.
+	TotalSteps *int64 `spec:"total_steps"`
+	// DecayShape is fall; default 1-sqrt, one of linear, cosine, 1-sqrt,
+	// square, power, exp.
+	DecayShape string `spec:"decay_shape"`
+	// Power is the exponent of decay_shape power; default 0.5, finite, > 0.
+	Power float64 `spec:"power"`
+	// ExpRate is r of decay_shape exp; default 0.5, in (0, 1).
+	ExpRate float64 `spec:"exp_rate"`
 
 	rise func(float64) float64
 	fall func(p, param float64) float64

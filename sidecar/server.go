@@ -120,7 +120,10 @@ func (l *Listener) Close() error {
 }
 
 // Listen creates a Unix socket at path with mode 0600 (no chmod race: the
-// umask is set around bind). A stale socket file left by a dead server is
+// umask is set around bind). The umask is the process's: a file or directory
+// another goroutine creates during that bind loses its group, other and
+// execute bits, so a program that embeds the server should call Listen before
+// it starts such work. A stale socket file left by a dead server is
 // removed; a live one is an error. The check and the bind run under an
 // exclusive lock on path + ".serve.lock" (not ".lock", which the Python
 // spawner holds while it starts a server), held until the listener is closed: two
