@@ -13,6 +13,7 @@ Both use the Go toolchain and the tool versions pinned in go.mod.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -30,7 +31,24 @@ from distutils.command.build_scripts import build_scripts
 ROOT = Path(__file__).resolve().parent
 BIN_STAGING = Path("build") / "rewarm-bin" / "rewarm"
 GOPY_PACKAGE = "github.com/rewarm/rewarm/pybind/rewarmgo"
-MIN_GO = (1, 26)
+
+
+def _go_version(text: str) -> tuple[int, int, int] | None:
+    """(major, minor, patch) of a Go version such as 1.26.8, 1.27 or 1.27rc1."""
+    m = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", text)
+    return (int(m[1]), int(m[2]), int(m[3] or 0)) if m else None
+
+
+def _min_go() -> tuple[int, int, int]:
+    """The go line of go.mod: with GOTOOLCHAIN=local an older Go refuses the module."""
+    for line in (ROOT / "go.mod").read_text().splitlines():
+        if line.startswith("go ") and (v := _go_version(line[3:].strip())):
+            return v
+    return (1, 26, 0)
+
+
+MIN_GO = _min_go()
+MIN_GO_TEXT = ".".join(map(str, MIN_GO))
 
 
 class BuildError(SystemExit):
@@ -51,16 +69,16 @@ def _require_tools() -> None:
     if go is None:
         raise BuildError(
             "the Go toolchain is not on PATH. rewarm's core is written in Go: install Go "
-            f"{MIN_GO[0]}.{MIN_GO[1]} or newer (https://go.dev/doc/install) and run `pip install .` again."
+            f"{MIN_GO_TEXT} or newer (https://go.dev/doc/install) and run `pip install .` again."
         )
     out = subprocess.run([go, "env", "GOVERSION"], capture_output=True, text=True, env=_go_env())
     ver = out.stdout.strip().removeprefix("go")
-    try:
-        major, minor = (int(x) for x in ver.split(".")[:2])
-    except ValueError:
-        major, minor = MIN_GO
-    if (major, minor) < MIN_GO:
-        raise BuildError(f"Go {ver} is too old; rewarm needs Go {MIN_GO[0]}.{MIN_GO[1]} or newer.")
+    have = _go_version(ver)
+    if have is not None and have < MIN_GO:
+        raise BuildError(
+            f"Go {ver} is too old; rewarm needs Go {MIN_GO_TEXT} or newer (go.mod's go line; "
+            "GOTOOLCHAIN=auto would download it)."
+        )
     if shutil.which(os.environ.get("CC", "cc")) is None and shutil.which("gcc") is None:
         raise BuildError(
             "no C compiler found (cc or gcc). The in-process extension is built with cgo: "

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -257,6 +258,87 @@ func TestStratifiedBalanceOverSteps(t *testing.T) {
 				t.Errorf("old %.2f, world %d: replay samples per rank %v, want %d each", c.old, c.world, per, want)
 				break
 			}
+		}
+	}
+}
+
+// With two sources the stratified deal keeps every rank's running count of
+// each within one of every other rank's, at every step, also when the
+// quotas change from step to step (B·p not whole, a ramp). Rotating one rank
+// per step left 100, 200, 100, 200 replay samples on 4 ranks when the replay
+// quota alternated 1, 2.
+func TestStratifiedBalanceWithVaryingQuotas(t *testing.T) {
+	for _, c := range []struct {
+		B, world int
+		old      any
+	}{
+		{24, 4, 0.0625}, {10, 5, 0.12}, {1000, 8, 0.0125}, {48, 6, 0.07},
+		{40, 4, map[string]any{"start": 0.02, "end": 0.3}},
+	} {
+		const steps = 400
+		s := mustParse(t, map[string]any{"sources": srcs("old", 1000000, "new", 1000000), "global_batch_size": c.B, "seed": 5,
+			"stratified": true, "stages": []any{map[string]any{"steps": steps, "mixture": map[string]any{"old": c.old, "new": map[string]any{
+				"start": 1 - start(c.old), "end": 1 - end(c.old)}}}}})
+		counts := [2][]int{make([]int, c.world), make([]int, c.world)}
+		for step := int64(0); step < steps; step++ {
+			for r := 0; r < c.world; r++ {
+				for _, id := range batch(t, s, step, r, c.world) {
+					counts[sourceOf(s, id)][r]++
+				}
+			}
+			for src, per := range counts {
+				if slices.Max(per)-slices.Min(per) > 1 {
+					t.Fatalf("B=%d world=%d old=%v: after step %d, source %d per rank %v", c.B, c.world, c.old, step, src, per)
+				}
+			}
+		}
+	}
+}
+
+func start(p any) float64 {
+	if m, ok := p.(map[string]any); ok {
+		return m["start"].(float64)
+	}
+	return p.(float64)
+}
+
+func end(p any) float64 {
+	if m, ok := p.(map[string]any); ok {
+		return m["end"].(float64)
+	}
+	return p.(float64)
+}
+
+// A source whose share in a stage rounds to no sample was not read there:
+// the next stage reads it fresh, exactly as if the stage had not listed it
+// (it was refused as "seen" with nothing read).
+func TestZeroSampleSourceStaysUnread(t *testing.T) {
+	stage1 := map[string]any{"steps": 30, "mixture": map[string]any{"old": 0.25, "new": 0.75}}
+	with := mustParse(t, map[string]any{"sources": srcs("old", 1000, "new", 1000), "global_batch_size": 8, "seed": 2,
+		"stages": []any{map[string]any{"steps": 10, "mixture": map[string]any{"old": 0.005, "new": 0.995}}, stage1}})
+	without := mustParse(t, map[string]any{"sources": srcs("old", 1000, "new", 1000), "global_batch_size": 8, "seed": 2,
+		"stages": []any{map[string]any{"steps": 10, "mixture": map[string]any{"new": 1.0}}, stage1}})
+	for step := int64(0); step < 40; step++ {
+		if a, b := batch(t, with, step, 0, 1), batch(t, without, step, 0, 1); !slices.Equal(a, b) {
+			t.Fatalf("step %d: %v with a 0-sample entry, %v without", step, a, b)
+		}
+	}
+}
+
+// The hash names what decides the batches: renaming a stage keeps it (a
+// checkpoint resumes), a changed stage length, seed or mixture does not.
+func TestHashIgnoresStageNames(t *testing.T) {
+	mk := func(name string, steps int, seed int, old float64) string {
+		return mustParse(t, map[string]any{"sources": srcs("old", 1000, "new", 1000), "global_batch_size": 8, "seed": seed,
+			"stages": []any{map[string]any{"name": name, "steps": steps, "mixture": map[string]any{"old": old, "new": 1 - old}}}}).Hash()
+	}
+	base := mk("warm", 10, 1, 0.25)
+	if mk("continual", 10, 1, 0.25) != base || mk("", 10, 1, 0.25) != base {
+		t.Fatal("renaming a stage changed the hash")
+	}
+	for _, other := range []string{mk("warm", 11, 1, 0.25), mk("warm", 10, 2, 0.25), mk("warm", 10, 1, 0.5)} {
+		if other == base {
+			t.Fatal("a change to the batches kept the hash")
 		}
 	}
 }

@@ -305,13 +305,22 @@ func (s *Sampler) Batch(step int64, rank, world int, out []int64) error {
 	seed := uint64(s.spec.Seed)
 	var mine []int32
 	if s.spec.Stratified {
-		// Deal the source-major list round robin: each rank gets floor or
-		// ceil of q_s/world from every source; then shuffle within the rank.
-		// The deal starts one rank further each step, so the ⌈q/R⌉ remainders
-		// of a source rotate over the ranks instead of piling on rank 0.
+		// Deal the source-major list round robin, slot g to rank g − o mod
+		// world: each rank gets floor or ceil of q_s/world from every source;
+		// then shuffle within the rank. The rotation o keeps the ⌈q/R⌉
+		// remainders from piling on the same ranks. With two sources it
+		// continues the first one's deal from the previous step (its stage
+		// draw d goes to rank d mod world), so each rank's running count of
+		// it, and so of the other, stays within one of every other rank's
+		// whatever the quotas do; otherwise it moves one rank per step.
+		R := int64(world)
+		o := step % R
+		if len(sp.active) == 2 {
+			p := sp.active[0]
+			o = ((starts[p]-lo[p])%R + R) % R
+		}
 		mine = make([]int32, 0, per)
-		first := (int64(rank) + step) % int64(world)
-		for g := first; g < B; g += int64(world) {
+		for g := (int64(rank) + o) % R; g < B; g += R {
 			mine = append(mine, int32(g))
 		}
 		shuffle(key(seed, saltRank, uint64(step), uint64(rank), uint64(world)), mine)

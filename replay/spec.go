@@ -23,6 +23,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strings"
 
@@ -63,8 +64,8 @@ type Source struct {
 // (end). Replay is "seen" or "all" for every earlier-used source, or a
 // mapping from source name to mode.
 type Stage struct {
-	// Name labels the stage; optional. It changes no sample, only the spec
-	// hash.
+	// Name labels the stage; optional. It changes no sample and is left out
+	// of the spec hash.
 	Name string `spec:"name"`
 	// Steps is the stage's length; required, >= 1, and at most
 	// MaxStageSamples/global_batch_size.
@@ -236,7 +237,9 @@ func New(spec Spec) (*Sampler, error) {
 		sp.counts = make([]int64, K)
 		quotasAt(&sp, B, sp.steps, sp.counts)
 		for _, s := range sp.active {
-			used[s] = true
+			// A source whose share rounded to no sample at all is still
+			// unread: a later stage reads it fresh.
+			used[s] = used[s] || sp.counts[s] > 0
 			if sp.mode[s] != Seen {
 				fresh[s] += sp.counts[s]
 			}
@@ -244,7 +247,14 @@ func New(spec Spec) (*Sampler, error) {
 		stages[k] = sp
 		begin += st.Steps
 	}
-	canon, _ := json.Marshal(specfield.Encode(&spec))
+	// Stage names label stages and change no sample: a checkpoint resumes
+	// under a renamed stage.
+	hashed := spec
+	hashed.Stages = slices.Clone(spec.Stages)
+	for i := range hashed.Stages {
+		hashed.Stages[i].Name = ""
+	}
+	canon, _ := json.Marshal(specfield.Encode(&hashed))
 	sum := sha256.Sum256(canon)
 	return &Sampler{spec: spec, stages: stages, offsets: offsets, total: begin, hash: hex.EncodeToString(sum[:8])}, nil
 }

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 import torch
@@ -611,6 +612,73 @@ def test_grad_norms_survive_a_checkpoint() -> None:
     rewarm.refined_spec(opt2.grad_norms, peak_lr=0.1)  # a whole run's norms
 
 
+@pytest.mark.parametrize("scheduled_wd", [False, True])  # step()'s fast path, and its slow one
+def test_grad_norms_hold_one_entry_per_update(scheduled_wd: bool) -> None:
+    # grad_norms[k] is update k+1's: NaN where no parameter had a gradient, so the
+    # list keeps lining up with the updates (a refined schedule drops NaN norms).
+    p = torch.nn.Parameter(torch.zeros(4))
+    spec = {**SPEC, "weight_decay": {"start": 0.0}} if scheduled_wd else SPEC
+    opt = rewarm.wrap(torch.optim.SGD([p], lr=0.0), schedule=spec, track_grad_norm="l1")
+    for k in range(6):
+        if k % 2:
+            p.grad = torch.full((4,), float(k))
+        else:
+            opt.zero_grad()  # no gradient at all for this update
+        opt.step()
+    assert opt.steps_applied == len(opt.grad_norms) == 6
+    assert [math.isnan(x) for x in opt.grad_norms[::2]] == [True] * 3
+    assert opt.grad_norms[1::2] == [4.0, 12.0, 20.0]  # |(k, k, k, k)|_1
+    norms = opt.grad_norms * 2
+    assert rewarm.preview(rewarm.refined_spec(norms, peak_lr=0.1), [0])["lr"][0] > 0
+
+
+def test_the_grad_norm_is_taken_per_device_and_combined() -> None:
+    # torch's foreach ops take one device's tensors only: the norm is taken per
+    # device and the parts combined on the first gradient's device. A meta
+    # tensor stands in for a second device.
+    from rewarm._optim import _norms_by_device, _total_norm
+
+    torch.manual_seed(0)
+    cpu = [torch.randn(3), torch.randn(2, 2), torch.randn(()), torch.randn(5)]
+    flat = torch.cat([g.reshape(-1) for g in cpu])
+    for ord in (1.0, 2.0, math.inf):
+        want = torch.linalg.vector_norm(flat, ord).item()
+        assert _total_norm(cpu, ord).item() == pytest.approx(want, rel=1e-6)
+        assert _norms_by_device(cpu, ord)[torch.device("cpu")].item() == pytest.approx(want, rel=1e-6)
+    meta = [torch.empty(4, device="meta"), torch.empty(2, 3, device="meta")]
+    mixed = [cpu[0], meta[0], cpu[1], cpu[2], meta[1], cpu[3]]
+    for ord in (1.0, 2.0, math.inf):
+        parts = _norms_by_device(mixed, ord)
+        assert list(parts) == [torch.device("cpu"), torch.device("meta")]
+        assert parts[torch.device("cpu")].item() == pytest.approx(
+            torch.linalg.vector_norm(flat, ord).item(), rel=1e-6
+        )
+        assert parts[torch.device("meta")].shape == ()
+        total = _total_norm(mixed[1:], ord)  # the CPU part is moved to the first device, meta
+        assert total.device.type == "meta" and total.shape == ()
+
+
+def test_track_grad_norm_with_gradients_on_two_devices_counts_the_update() -> None:
+    # A model split over devices: the update is applied, so it is counted, and the
+    # norm that cannot be read (a meta tensor has no data) is recorded as NaN.
+    import warnings
+
+    a = torch.nn.Parameter(torch.zeros(2))
+    b = torch.nn.Parameter(torch.zeros(2, device="meta"))
+    opt = rewarm.wrap(torch.optim.SGD([a, b], lr=0.0), schedule=SPEC, track_grad_norm="l2")
+    a.grad, b.grad = torch.ones(2), torch.ones(2, device="meta")
+    with pytest.warns(RuntimeWarning, match="gradient norm could not be computed"):
+        opt.step()
+    assert opt.steps_applied == 1 and opt.get_last_lr() == pytest.approx([ref(0)])
+    assert a.tolist() == pytest.approx([-ref(0)] * 2)
+    assert opt.param_groups[0]["lr"] == pytest.approx(ref(1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # warned once
+        opt.step()
+    assert opt.steps_applied == 2 and len(opt.grad_norms) == 2
+    assert all(math.isnan(x) for x in opt.grad_norms)
+
+
 def test_group_keys_changed_mid_run_apply_from_the_next_update() -> None:
     a, b = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
     sgd = torch.optim.SGD([{"params": [a]}, {"params": [b], "lr_mult": 1.0}], lr=0.0, momentum=0.9)
@@ -765,10 +833,10 @@ def test_step_hooks_get_the_wrapper_and_see_the_update_counted() -> None:
     saved: dict[int, bytes] = {}
 
     def pre(o, args, kwargs):
-        seen.append(("pre", o is opt, o.steps_applied))
+        seen.append(("pre", o is opt and args == (opt,) and kwargs == {}, o.steps_applied))
 
     def post(o, args, kwargs):
-        seen.append(("post", o is opt, o.steps_applied))
+        seen.append(("post", o is opt and args == (opt,) and kwargs == {}, o.steps_applied))
         assert o.get_last_lr() == pytest.approx([ref(o.steps_applied - 1), 0.1 * ref(o.steps_applied - 1)])
         buf = io.BytesIO()
         torch.save({"model": model.state_dict(), "opt": o.state_dict()}, buf)  # a checkpoint hook
@@ -788,14 +856,92 @@ def test_step_hooks_get_the_wrapper_and_see_the_update_counted() -> None:
     opt2.load_state_dict(ck["opt"])
     assert opt2.steps_applied == 5
     assert train(model2, opt2, 3) == full[5:8]
-    # A pre-hook may replace the arguments, as torch's do.
+    # A pre-hook may replace the arguments, as torch's do; args without the
+    # optimizer in front (rewarm's earlier form) are still taken as step()'s own,
+    # and later hooks get them with the optimizer in front.
     calls = []
-    opt2.register_step_pre_hook(lambda o, args, kwargs: ((), {"closure": lambda: calls.append(1) or 0.0}))
+    later: list[tuple[tuple, dict]] = []
+    closure = lambda: calls.append(1) or 0.0  # noqa: E731
+    opt2.register_step_pre_hook(lambda o, args, kwargs: ((), {"closure": closure}))
+    opt2.register_step_post_hook(lambda o, args, kwargs: later.append((args, kwargs)))
     opt2.step()
-    assert calls == [1] and opt2.steps_applied == 9
+    assert calls == [1] and opt2.steps_applied == 9 and later == [((opt2,), {"closure": closure})]
     opt2.register_step_pre_hook(lambda o, args, kwargs: "no")
     with pytest.raises(RuntimeError, match="pre-hook must return None or"):
         opt2.step()
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_a_torch_style_step_hook_works_on_the_wrapper_as_on_torch(compiled: bool) -> None:
+    # torch calls hook(opt, args, kwargs) with args = (opt, *step's args), and a
+    # pre-hook's new args start with the optimizer too.
+    def run(wrapped: bool) -> tuple[list[float], list[float], list[Any]]:
+        p = torch.nn.Parameter(torch.zeros(1))
+        opt: torch.optim.Optimizer = torch.optim.SGD([p], lr=0.1)
+        if wrapped:
+            opt = rewarm.wrap(opt, schedule={"kind": "constant", "peak_lr": 0.1})
+        seen: list[Any] = []
+
+        def closure() -> torch.Tensor:
+            seen.append("closure")
+            p.grad = torch.ones(1)
+            return torch.tensor(3.0)
+
+        def name(a: Any) -> str:
+            return "opt" if a is opt else "closure" if a is closure else repr(a)
+
+        opt.register_step_pre_hook(
+            lambda o, args, kwargs: seen.append(("pre", name(o), [name(a) for a in args]))
+        )
+        opt.register_step_pre_hook(lambda o, args, kwargs: ((args[0], closure), kwargs))
+        opt.register_step_post_hook(
+            lambda o, args, kwargs: seen.append(("post", [name(a) for a in args], kwargs))
+        )
+        step = torch.compile(opt.step, backend="eager") if compiled else opt.step
+        losses = [float(step()), float(step(closure))]
+        return losses, [p.item()], seen
+
+    torch._dynamo.reset()
+    once = [("pre", "opt", ["opt"]), "closure", ("post", ["opt", "closure"], {})]
+    again = [("pre", "opt", ["opt", "closure"]), "closure", ("post", ["opt", "closure"], {})]
+    expected = ([3.0, 3.0], [pytest.approx(-0.2)], once + again)
+    assert run(wrapped=False) == expected
+    assert run(wrapped=True) == expected
+    torch._dynamo.reset()
+
+
+def test_a_groupspec_sets_only_the_fields_it_gives() -> None:
+    # GroupSpec(multiplier=...) leaves wd_mult out: nothing is written into a
+    # no-decay group's wd_mult 0 (nor refused), as with a dict that leaves the
+    # key out; the fields it does give are written and checked.
+    spec = {**SPEC, "weight_decay": {"start": 0.1}}
+    a, b = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
+
+    def inner() -> torch.optim.Optimizer:
+        return torch.optim.AdamW([{"params": [a]}, {"params": [b], "wd_mult": 0.0}], lr=0.0)
+
+    for groups in (
+        [rewarm.GroupSpec(multiplier=0.5), rewarm.GroupSpec(multiplier=2.0)],
+        [{"multiplier": 0.5}, {"multiplier": 2.0}],
+    ):
+        opt = rewarm.wrap(inner(), schedule=spec, groups=groups)
+        assert [(g.get("lr_mult"), g.get("wd_mult")) for g in opt.param_groups] == [(0.5, None), (2.0, 0.0)]
+        assert opt.lrs_at(0) == pytest.approx([0.5 * ref(0), 2.0 * ref(0)], rel=1e-12)
+        assert opt.weight_decay_at(0) == pytest.approx([0.1, 0.0])
+    opt = rewarm.wrap(inner(), schedule=spec, groups=[rewarm.GroupSpec(peak_lr=0.2), rewarm.GroupSpec()])
+    assert [{k: v for k, v in g.items() if k in ("lr_mult", "wd_mult", "rewarm_min_lr", "rewarm_peak_lr")}
+            for g in opt.param_groups] == [{"rewarm_peak_lr": 0.2}, {"wd_mult": 0.0}]  # fmt: skip
+    with pytest.raises(
+        ValueError, match=r"param_groups\[1\]\['wd_mult'\] = 0.0, but groups\[1\] sets wd_mult=0.5"
+    ):
+        rewarm.wrap(inner(), schedule=spec, groups=[rewarm.GroupSpec(), rewarm.GroupSpec(wd_mult=0.5)])
+    # A field given at the value the wire defaults to is still given.
+    with pytest.raises(
+        ValueError, match=r"param_groups\[1\]\['wd_mult'\] = 0.0, but groups\[1\] sets wd_mult=1.0"
+    ):
+        rewarm.wrap(inner(), schedule=spec, groups=[rewarm.GroupSpec(), rewarm.GroupSpec(wd_mult=1.0)])
+    opt = rewarm.wrap(inner(), schedule=spec, groups=[rewarm.GroupSpec(multiplier=1.0), rewarm.GroupSpec()])
+    assert opt.param_groups[0]["lr_mult"] == 1.0
 
 
 def test_a_tensor_group_key_changed_in_place_applies_from_the_next_update() -> None:

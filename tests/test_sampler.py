@@ -57,6 +57,26 @@ def test_iteration_state_and_resume() -> None:
         other.load_state_dict(state)
 
 
+def test_a_renamed_stage_resumes_and_an_appended_one_points_to_set_step() -> None:
+    s = rewarm.ReplaySampler(SPEC, rank=0, world_size=2)
+    it = iter(s)
+    for _ in range(23):
+        next(it)
+    state = s.state_dict()
+    rest = list(it)
+    renamed = {**SPEC, "stages": [{**st, "name": f"stage {i}"} for i, st in enumerate(SPEC["stages"])]}
+    t = rewarm.ReplaySampler(renamed, rank=0, world_size=2)
+    t.load_state_dict(state)
+    assert list(t) == rest
+    more = {**SPEC, "stages": [*SPEC["stages"], {"steps": 5, "mixture": {"pile": 1.0}}]}
+    u = rewarm.ReplaySampler(more, rank=0, world_size=2)
+    with pytest.raises(rewarm.SpecError, match=r"set_step\(23\) instead") as refused:
+        u.load_state_dict(state)
+    assert refused.value.field == "spec_hash"
+    u.set_step(23)
+    assert list(u)[: len(rest)] == rest
+
+
 def test_quotas_and_seen_replay() -> None:
     s = rewarm.ReplaySampler(SPEC, rank=0, world_size=1)
     assert s.quotas(5) == {"pile": 12, "slimpajama": 0}

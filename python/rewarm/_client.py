@@ -44,15 +44,20 @@ class SessionInfo:
 class GroupSpec:
     """How one param group derives its values from the schedule (see Group in
     proto/rewarm.proto): ``multiplier x`` the rate, remapped to the group's own
-    [min_lr, peak_lr] when either is set; ``wd_mult x`` the weight decay."""
+    [min_lr, peak_lr] when either is set; ``wd_mult x`` the weight decay.
+    A field left as None is not given: the group's own key applies (wrap),
+    or 1 for the multipliers (on the wire)."""
 
-    multiplier: float = 1.0
+    multiplier: float | None = None
     min_lr: float | None = None
     peak_lr: float | None = None
-    wd_mult: float = 1.0
+    wd_mult: float | None = None
 
     def to_proto(self) -> pb.Group:
-        g = pb.Group(multiplier=self.multiplier, wd_mult=self.wd_mult)
+        g = pb.Group(
+            multiplier=1.0 if self.multiplier is None else self.multiplier,
+            wd_mult=1.0 if self.wd_mult is None else self.wd_mult,
+        )
         if self.min_lr is not None:
             g.min_lr = self.min_lr
         if self.peak_lr is not None:
@@ -564,7 +569,8 @@ def connect(
     if backend == "socket" or (backend == "auto" and path):
         if not path:
             raise SpecError(
-                "backend='socket' needs a socket path: pass socket_path= or set REWARM_SOCKET",
+                "backend='socket' needs a socket path: set REWARM_SOCKET (or pass socket_path= to "
+                "rewarm.connect()); under torchrun one is found or started per node",
                 field="socket_path",
             )
         if not failover:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import math
 import numbers
 import os
 import re
@@ -94,6 +95,14 @@ def _group_spec(g: GroupLike, i: int = 0) -> GroupSpec:
     return GroupSpec(**{k: _number(v, f"groups[{i}].{k}") for k, v in g.items()})
 
 
+def _given_fields(spec: GroupSpec) -> set[str]:
+    """The fields of a GroupSpec that were given (not None).
+    GroupSpec(multiplier=2.0) sets the multiplier only: it neither writes a
+    wd_mult into the group nor clashes with the group's own (a no-decay
+    group's wd_mult 0), just as a dict that leaves the key out."""
+    return {f.name for f in dataclasses.fields(spec) if getattr(spec, f.name) is not None}
+
+
 def _keys_from_args(
     pgs: Sequence[Mapping[str, Any]],
     multipliers: Sequence[float] | None,
@@ -115,7 +124,7 @@ def _keys_from_args(
         ]
         if multipliers is not None
         else [
-            (_group_spec(g, i), {f for _, f in GROUP_KEYS} if isinstance(g, GroupSpec) else set(g))
+            (_group_spec(g, i), _given_fields(g) if isinstance(g, GroupSpec) else set(g))
             for i, g in enumerate(groups or ())
         ]
     )
@@ -224,6 +233,31 @@ def _unshare(groups: Sequence[dict[str, Any]], key: str) -> None:
             if id(v) in seen:
                 g[key] = v = v.clone()
             seen.add(id(v))
+
+
+def _norms_by_device(grads: Sequence[torch.Tensor], ord: float) -> dict[torch.device, torch.Tensor]:
+    """The ord-norm of the gradients on each device, left on that device (in
+    the order the devices first appear). torch's foreach ops take the tensors
+    of one device only, and a model split over GPUs or offloaded to the CPU
+    (HF device_map="auto", pipeline stages) has its gradients on several."""
+    by_device: dict[torch.device, list[torch.Tensor]] = {}
+    for t in grads:
+        by_device.setdefault(t.device, []).append(t)
+    return {
+        device: torch.linalg.vector_norm(torch.stack(torch._foreach_norm(ts, ord)), ord)
+        for device, ts in by_device.items()
+    }
+
+
+def _total_norm(grads: Sequence[torch.Tensor], ord: float) -> torch.Tensor:
+    """The ord-norm of all the gradients taken as one vector, on the first
+    gradient's device: each device's norm, combined there with the same ord
+    (the largest of them for ord=inf)."""
+    parts = list(_norms_by_device(grads, ord).values())
+    if len(parts) == 1:
+        return parts[0]
+    device = parts[0].device
+    return torch.linalg.vector_norm(torch.stack([t.to(device) for t in parts]), ord)
 
 
 def _norms_from_state(raw: Any) -> list[float]:
@@ -343,7 +377,8 @@ class RewarmOptimizer(Optimizer):
             self._rates_only = True  # neither momentum nor weight decay is scheduled
             self._inprocess = self._client.kind == "inprocess"
             self._norm_ord = {"l1": 1.0, "l2": 2.0}.get(track_grad_norm or "")
-            self.grad_norms: list[float] = []
+            self.grad_norms: list[float] = []  # one per update counted (see _record_grad_norm)
+            self._warned_norm = False
             self._ctl_seq = 0  # the newest `rewarm ctl` control seen
             self._ctl_epoch = 0  # the sidecar numbering it belongs to (0: not seen yet)
             self._polled_at = -1
@@ -705,20 +740,27 @@ class RewarmOptimizer(Optimizer):
             return self._traced_step(closure)
         if self._step_pre_hooks or self._step_post_hooks:
             args, kwargs = self._run_pre_hooks(closure)
-            loss = self._step(*args, **kwargs)
+            loss = self._step(*args[1:], **kwargs)
             self._run_post_hooks(args, kwargs)
             return loss
         return self._step(closure)
 
     def _run_pre_hooks(self, closure: Callable[[], float] | None) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        args: tuple[Any, ...] = () if closure is None else (closure,)
+        """Run the step pre-hooks as torch's Optimizer does: ``hook(self, args,
+        kwargs)`` with ``args = (self, *step's positional args)``, and a hook
+        may return ``(new_args, new_kwargs)`` to replace them. Returned args
+        that do not start with this optimizer (rewarm's earlier form, e.g.
+        ``((), {"closure": f})``) get it put in front."""
+        args: tuple[Any, ...] = (self,) if closure is None else (self, closure)
         kwargs: dict[str, Any] = {}
         for pre in list(self._step_pre_hooks.values()):
             out = pre(self, args, kwargs)
             if out is not None:
                 if not (isinstance(out, tuple) and len(out) == 2):
                     raise RuntimeError(f"a step pre-hook must return None or (args, kwargs), got {out!r:.80}")
-                args, kwargs = out
+                args, kwargs = tuple(out[0]), out[1]
+                if not args or args[0] is not self:
+                    args = (self, *args)
         return args, kwargs
 
     def _run_post_hooks(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -751,10 +793,10 @@ class RewarmOptimizer(Optimizer):
                 return self._slow_step(closure)
             k += 1  # noqa: SIM113 - enumerate() costs more here
         loss = inner.step() if closure is None else inner.step(closure)
-        if self._norm_ord is not None:
-            self._record_grad_norm()
         self._last_lrs = row
         self._n += 1
+        if self._norm_ord is not None:
+            self._record_grad_norm()
         if self._rows is not rows:  # a step hook re-planned or reported
             self._show(self._n)
         else:
@@ -774,7 +816,7 @@ class RewarmOptimizer(Optimizer):
         # (and do not cause a recompile per update). Step hooks run eagerly too.
         args, kwargs = self._run_pre_hooks_eager(closure)
         loss = self._step_between(
-            kwargs.get("closure", args[0] if args else None), self._begin_update_eager, self._end_update_eager
+            _closure_arg(*args[1:], **kwargs), self._begin_update_eager, self._end_update_eager
         )
         self._run_post_hooks_eager(args, kwargs)
         return loss
@@ -847,10 +889,10 @@ class RewarmOptimizer(Optimizer):
 
     def _end_update(self) -> None:
         """Count the update just made and show the next one's values."""
-        if self._norm_ord is not None:
-            self._record_grad_norm()
         self._last_lrs = self._used
         self._n += 1
+        if self._norm_ord is not None:
+            self._record_grad_norm()
         i = self._n - self._cache_start
         if not 0 <= i < len(self._rows):
             self._fill(self._n)
@@ -880,12 +922,26 @@ class RewarmOptimizer(Optimizer):
                 _set_value(g, "weight_decay", wd)
 
     def _record_grad_norm(self) -> None:
-        grads = [p.grad for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
-        if not grads:
-            return
+        """Append the total gradient norm of the update just counted, so that
+        grad_norms[k] is update k+1's: NaN when no parameter had a gradient or
+        the norm could not be read (a refined schedule drops NaN norms). It
+        runs after the update is applied and counted, so it must not raise."""
         assert self._norm_ord is not None
-        per = torch._foreach_norm(grads, self._norm_ord)
-        self.grad_norms.append(float(torch.linalg.vector_norm(torch.stack(per), self._norm_ord)))
+        grads = [p.grad for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
+        norm = math.nan
+        if grads:
+            try:
+                norm = float(_total_norm(grads, self._norm_ord))
+            except Exception as exc:
+                if not self._warned_norm:
+                    self._warned_norm = True
+                    warnings.warn(
+                        f"rewarm: the gradient norm could not be computed ({type(exc).__name__}: "
+                        f"{str(exc)[:200]}); grad_norms records NaN for such updates",
+                        RuntimeWarning,
+                        stacklevel=2,
+                    )
+        self.grad_norms.append(norm)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.optimizer.zero_grad(set_to_none=set_to_none)
@@ -913,7 +969,11 @@ class RewarmOptimizer(Optimizer):
 
     def register_step_pre_hook(self, hook: Callable[..., Any]) -> RemovableHandle:
         """``hook(optimizer, args, kwargs) -> None | (args, kwargs)`` runs before
-        each step(), with this wrapper as the optimizer (torch's convention)."""
+        each step(), as torch runs its optimizers' hooks: ``optimizer`` is this
+        wrapper and ``args`` is ``(optimizer, *step's positional args)`` (the
+        closure, if given, is ``args[1]``). Returned args replace them and
+        should start with the optimizer too; args without it (rewarm's earlier
+        form) are taken as step()'s own."""
         handle = RemovableHandle(self._step_pre_hooks)
         self._step_pre_hooks[handle.id] = hook
         return handle
@@ -921,7 +981,8 @@ class RewarmOptimizer(Optimizer):
     def register_step_post_hook(self, hook: Callable[..., Any]) -> RemovableHandle:
         """``hook(optimizer, args, kwargs)`` runs after each step(), once the
         update is counted: steps_applied, get_last_lr() and state_dict() are
-        those after it."""
+        those after it. ``args`` and ``kwargs`` are those the step ran with
+        (``args[0]`` is this wrapper), as in torch."""
         handle = RemovableHandle(self._step_post_hooks)
         self._step_post_hooks[handle.id] = hook
         return handle
@@ -1107,6 +1168,11 @@ class RewarmOptimizer(Optimizer):
         )
 
 
+def _closure_arg(closure: Callable[[], float] | None = None) -> Callable[[], float] | None:
+    """The closure among step()'s arguments, bound as step() binds them."""
+    return closure
+
+
 def _reshow(ref: weakref.ref[RewarmOptimizer]) -> None:
     opt = ref()
     if opt is not None and not opt._closed:
@@ -1185,7 +1251,8 @@ def wrap(
     $REWARM_SOCKET when set, else in-process), ``"inprocess"`` or ``"socket"``.
     groups: per-param-group ``{"multiplier", "min_lr", "peak_lr", "wd_mult"}``.
     track_grad_norm: record the total gradient norm of every update in
-    ``wrapped.grad_norms`` (for a ``refined`` schedule of the next run).
+    ``wrapped.grad_norms``, one per update counted (NaN for an update where no
+    parameter had a gradient), for a ``refined`` schedule of the next run.
     """
     return RewarmOptimizer(
         optimizer,

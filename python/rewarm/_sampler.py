@@ -259,19 +259,24 @@ class ReplaySampler(Sampler[list[int]]):
             raise SpecError(f"replay sampler state: expected a mapping, got {type(state).__name__}")
         if state.get("version") != STATE_VERSION:
             raise SpecError(
-                f"replay sampler state version {state.get('version')!r}: expected {STATE_VERSION}"
+                f"replay sampler state version {state.get('version')!r}: expected {STATE_VERSION}",
+                field="version",
             )
         if state.get("spec_hash") != self.spec_hash:
             raise SpecError(
                 f"replay sampler state is for spec {state.get('spec_hash')!r}, this sampler's spec is "
                 f"{self.spec_hash!r}: resuming would read different batches; build the sampler from the "
-                "checkpoint's spec"
+                "checkpoint's spec. If the spec changed only after the checkpoint's step (a stage appended), "
+                f"the batches up to it are the same: call set_step({state.get('step')!r}) instead",
+                field="spec_hash",
             )
         if "step" not in state:
-            raise SpecError("replay sampler state: no 'step'")
+            raise SpecError("replay sampler state: no 'step'", field="step")
         step = int_arg(state["step"], "step")
         if not step <= self.total_steps:
-            raise SpecError(f"replay sampler state step {step} is outside the plan (0..{self.total_steps})")
+            raise SpecError(
+                f"replay sampler state step {step} is outside the plan (0..{self.total_steps})", field="step"
+            )
         # A pass the loop left resumes as the next pass, from the start, like
         # an uninterrupted run; one whose last batch was taken inside the loop
         # gives its (empty) rest first; otherwise the next iterator (only)

@@ -145,6 +145,12 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	snapEvery := durationVar(fs, "snapshot-interval", 30*time.Second, "how often to snapshot when --state-dir is set, a `duration`")
 	metricsAddr := fs.String("metrics-addr", "", "serve Prometheus metrics on this loopback address (off by default)")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, "usage: rewarm serve --socket PATH [flags]\n\n"+
+			"Runs the sidecar: the dispatcher behind a Unix socket (mode 0600, same uid only). It prints\n"+
+			"READY PATH when listening and removes the socket on SIGTERM or SIGINT. See docs/sidecar.md.\n\n")
+		fs.PrintDefaults()
+	}
 	if _, code := parseArgs(fs, args, 0, "only flags"); code >= 0 {
 		return code
 	}

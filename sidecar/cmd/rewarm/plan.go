@@ -25,7 +25,7 @@ import (
 func planFlags(name string, args []string, stderr io.Writer, extra func(*flag.FlagSet)) (*mod.Plan, int) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	file := fs.String("spec", "", "plan spec file (.yaml/.json) instead of the flags below")
+	file := fs.String("spec", "", "plan spec file (.yaml/.json) instead of the other plan flags")
 	layers := fs.Int64("layers", 32, "number of decoder layers")
 	tokens := fs.String("tokens", "576", "routable tokens N (comma-separated for several buckets)")
 	bucketArg := fs.String("buckets", "", "comma-separated routable-token buckets (the same as a list in --tokens)")
@@ -47,6 +47,16 @@ func planFlags(name string, args []string, stderr io.Writer, extra func(*flag.Fl
 	align := fs.String("align", "k", "k or t_plus_k")
 	hidden := fs.Int64("hidden-size", 4096, "d, for the FLOPs estimate")
 	ffn := fs.Int64("ffn-size", 11008, "MLP width, for the FLOPs estimate")
+	fs.Usage = func() {
+		what := "Prints the MoD plan's table: per layer whether it routes, its ratio, k and KV capacity, then the summary"
+		if name == "plot-plan" {
+			what = "Draws the MoD plan's ratio per layer (PNG or SVG, -o)"
+		}
+		fmt.Fprintf(stderr, "usage: rewarm %s [--layers L] [--tokens N] [--schedule KIND ...] | --spec FILE\n\n%s.\n"+
+			"The flags build a plan spec (see docs/mod.md): --routed-layers is the spec's schedule.layers,\n"+
+			"--rounding its rounding.mode.\n\n", name, what)
+		fs.PrintDefaults()
+	}
 	planFlag := map[string]bool{}
 	fs.VisitAll(func(f *flag.Flag) { planFlag[f.Name] = f.Name != "spec" })
 	if extra != nil {
