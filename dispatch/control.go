@@ -205,9 +205,14 @@ func (d *Dispatcher) Status() *pb.Status {
 	}
 	out := &pb.Status{Server: d.opts.Server, ControlSeq: d.ctlSeq}
 	sessions := make([]*session, len(ids))
+	orphaned := make([]float64, len(ids)) // the lease is d.mu's
+	now := d.now()
 	sort.Slice(ids, func(a, b int) bool { return ids[a] < ids[b] })
 	for i, id := range ids {
 		sessions[i] = d.sessions[id]
+		if l := sessions[i].lease; l.owner == 0 {
+			orphaned[i] = max(now.Sub(l.orphaned).Seconds(), 1e-3)
+		}
 	}
 	sort.Slice(sids, func(a, b int) bool { return sids[a] < sids[b] })
 	samplers := make([]*samplerEntry, len(sids))
@@ -217,10 +222,10 @@ func (d *Dispatcher) Status() *pb.Status {
 		steps[i] = samplers[i].step
 	}
 	d.mu.Unlock()
-	for _, s := range sessions {
+	for i, s := range sessions {
 		s.mu.Lock()
 		st := &pb.SessionStatus{SessionId: s.id, Name: s.name, Kind: s.plan.Config.LR.Kind(), Step: s.step,
-			Lr: s.plan.LR(s.step), PlanVersion: version(s.plan)}
+			Lr: s.plan.LR(s.step), PlanVersion: version(s.plan), OrphanedSeconds: orphaned[i]}
 		for _, ph := range s.plan.Phases() {
 			st.Phases = append(st.Phases, &pb.Phase{Name: ph.Name, Start: ph.Start})
 		}

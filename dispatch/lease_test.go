@@ -118,6 +118,38 @@ func TestRestoredObjectsAreOrphansUntilUsed(t *testing.T) {
 }
 
 // Status reads each sampler's last step while GetBatches writes it.
+// Status says how long no client has held each session: 0 while one does,
+// the time since its connection closed after that, and 0 again once a
+// client takes it back.
+func TestStatusShowsOrphanedSessions(t *testing.T) {
+	d, now := clocked(Options{OrphanTTL: time.Hour})
+	a, b := greet(t, d), greet(t, d)
+	sa := open(t, a, cosineSpec)
+	open(t, b, cosineSpec)
+	orphaned := func() []float64 {
+		var out []float64
+		for _, s := range d.Status().GetSessions() {
+			out = append(out, s.GetOrphanedSeconds())
+		}
+		return out
+	}
+	if o := orphaned(); len(o) != 2 || o[0] != 0 || o[1] != 0 {
+		t.Fatalf("both held: %v", o)
+	}
+	a.Close()
+	*now = now.Add(90 * time.Second)
+	if o := orphaned(); o[0] != 90 || o[1] != 0 {
+		t.Fatalf("a closed 90 s ago: %v, want [90 0]", o)
+	}
+	c := greet(t, d)
+	if r := getLR(c, sa, 0, 1); r.GetLr() == nil {
+		t.Fatal(r)
+	}
+	if o := orphaned(); o[0] != 0 {
+		t.Fatalf("taken back: %v", o)
+	}
+}
+
 func TestStatusRacesNoGetBatches(t *testing.T) {
 	d := New(Options{})
 	c, s := greet(t, d), greet(t, d)

@@ -2930,12 +2930,16 @@ type SessionStatus struct {
 	Name      string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
 	Kind      string                 `protobuf:"bytes,3,opt,name=kind,proto3" json:"kind,omitempty"`
 	// The last step a client asked about, and the base LR there.
-	Step          int64    `protobuf:"varint,4,opt,name=step,proto3" json:"step,omitempty"`
-	Lr            float64  `protobuf:"fixed64,5,opt,name=lr,proto3" json:"lr,omitempty"`
-	PlanVersion   uint64   `protobuf:"varint,6,opt,name=plan_version,json=planVersion,proto3" json:"plan_version,omitempty"`
-	Phases        []*Phase `protobuf:"bytes,7,rep,name=phases,proto3" json:"phases,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Step        int64    `protobuf:"varint,4,opt,name=step,proto3" json:"step,omitempty"`
+	Lr          float64  `protobuf:"fixed64,5,opt,name=lr,proto3" json:"lr,omitempty"`
+	PlanVersion uint64   `protobuf:"varint,6,opt,name=plan_version,json=planVersion,proto3" json:"plan_version,omitempty"`
+	Phases      []*Phase `protobuf:"bytes,7,rep,name=phases,proto3" json:"phases,omitempty"`
+	// How long no client has held the session, in seconds: its connection
+	// closed (the process may have exited) or the sidecar restarted from a
+	// snapshot. It is kept for --orphan-ttl; 0 while a client holds it.
+	OrphanedSeconds float64 `protobuf:"fixed64,8,opt,name=orphaned_seconds,json=orphanedSeconds,proto3" json:"orphaned_seconds,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *SessionStatus) Reset() {
@@ -3015,6 +3019,13 @@ func (x *SessionStatus) GetPhases() []*Phase {
 		return x.Phases
 	}
 	return nil
+}
+
+func (x *SessionStatus) GetOrphanedSeconds() float64 {
+	if x != nil {
+		return x.OrphanedSeconds
+	}
+	return 0
 }
 
 type SamplerStatus struct {
@@ -3640,7 +3651,7 @@ const file_rewarm_proto_rawDesc = "" +
 	"\abuckets\x18\x01 \x03(\v2\x14.rewarm.v1.ModBucketR\abuckets\x12\x1f\n" +
 	"\vtext_tokens\x18\x02 \x01(\x03R\n" +
 	"textTokens\"\v\n" +
-	"\tGetStatus\"\xc7\x01\n" +
+	"\tGetStatus\"\xf2\x01\n" +
 	"\rSessionStatus\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\x04R\tsessionId\x12\x12\n" +
@@ -3649,7 +3660,8 @@ const file_rewarm_proto_rawDesc = "" +
 	"\x04step\x18\x04 \x01(\x03R\x04step\x12\x0e\n" +
 	"\x02lr\x18\x05 \x01(\x01R\x02lr\x12!\n" +
 	"\fplan_version\x18\x06 \x01(\x04R\vplanVersion\x12(\n" +
-	"\x06phases\x18\a \x03(\v2\x10.rewarm.v1.PhaseR\x06phases\"\xbb\x01\n" +
+	"\x06phases\x18\a \x03(\v2\x10.rewarm.v1.PhaseR\x06phases\x12)\n" +
+	"\x10orphaned_seconds\x18\b \x01(\x01R\x0forphanedSeconds\"\xbb\x01\n" +
 	"\rSamplerStatus\x12\x1d\n" +
 	"\n" +
 	"sampler_id\x18\x01 \x01(\x04R\tsamplerId\x12\x1b\n" +

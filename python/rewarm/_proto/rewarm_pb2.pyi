@@ -461,7 +461,7 @@ class GetStatus(_message.Message):
     def __init__(self) -> None: ...
 
 class SessionStatus(_message.Message):
-    __slots__ = ("session_id", "name", "kind", "step", "lr", "plan_version", "phases")
+    __slots__ = ("session_id", "name", "kind", "step", "lr", "plan_version", "phases", "orphaned_seconds")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -469,6 +469,7 @@ class SessionStatus(_message.Message):
     LR_FIELD_NUMBER: _ClassVar[int]
     PLAN_VERSION_FIELD_NUMBER: _ClassVar[int]
     PHASES_FIELD_NUMBER: _ClassVar[int]
+    ORPHANED_SECONDS_FIELD_NUMBER: _ClassVar[int]
     session_id: int
     name: str
     kind: str
@@ -476,7 +477,8 @@ class SessionStatus(_message.Message):
     lr: float
     plan_version: int
     phases: _containers.RepeatedCompositeFieldContainer[Phase]
-    def __init__(self, session_id: _Optional[int] = ..., name: _Optional[str] = ..., kind: _Optional[str] = ..., step: _Optional[int] = ..., lr: _Optional[float] = ..., plan_version: _Optional[int] = ..., phases: _Optional[_Iterable[_Union[Phase, _Mapping]]] = ...) -> None: ...
+    orphaned_seconds: float
+    def __init__(self, session_id: _Optional[int] = ..., name: _Optional[str] = ..., kind: _Optional[str] = ..., step: _Optional[int] = ..., lr: _Optional[float] = ..., plan_version: _Optional[int] = ..., phases: _Optional[_Iterable[_Union[Phase, _Mapping]]] = ..., orphaned_seconds: _Optional[float] = ...) -> None: ...
 
 class SamplerStatus(_message.Message):
     __slots__ = ("sampler_id", "spec_hash", "step", "total_steps", "source_names", "quotas")

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/rewarm/rewarm/internal/specfile"
+	pb "github.com/rewarm/rewarm/proto/rewarmpb"
 	"github.com/rewarm/rewarm/sched"
 	"github.com/rewarm/rewarm/sidecar"
 )
@@ -227,6 +228,40 @@ func TestHelpCommands(t *testing.T) {
 	}
 	if stdout, _, code := runCLI("version"); code != 0 || !strings.Contains(stdout, "protocol") {
 		t.Errorf("version: exit %d, %q", code, stdout)
+	}
+}
+
+// serve, plan and plot-plan --help say what the command does, not only
+// its flags.
+func TestHelpHasASynopsis(t *testing.T) {
+	for cmd, want := range map[string]string{
+		"serve":     "usage: rewarm serve --socket PATH",
+		"plan":      "Prints the MoD plan's table",
+		"plot-plan": "Draws the MoD plan's ratio per layer",
+	} {
+		if _, stderr, code := runCLI("help", cmd); code != 0 || !strings.Contains(stderr, want) {
+			t.Errorf("help %s: exit %d, %q; want %q", cmd, code, stderr, want)
+		}
+	}
+}
+
+// ctl status marks a session no client holds, and a control posted only to
+// such sessions gets a note saying it waits for their job to come back.
+func TestCtlShowsUnheldSessions(t *testing.T) {
+	st := &pb.Status{Sessions: []*pb.SessionStatus{
+		{SessionId: 1, Name: "dead", OrphanedSeconds: 125.2},
+		{SessionId: 2, Name: "live"},
+	}}
+	var out bytes.Buffer
+	printStatus(&out, st)
+	lines := strings.Split(out.String(), "\n")
+	if !strings.HasSuffix(lines[1], "no client for 2m5s") || strings.Contains(lines[2], "no client") {
+		t.Errorf("status:\n%s", out.String())
+	}
+	for target, noted := range map[string]bool{"dead": true, "live": false, "": false, "other": false} {
+		if note := unheldTargets(st, target); (note != "") != noted {
+			t.Errorf("--name %q: note %q, want one: %v", target, note, noted)
+		}
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"strings"
+	"time"
 
 	"google.golang.org/protobuf/types/known/structpb"
 
@@ -80,6 +81,11 @@ func ctl(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "queued control %d: %s at step %d; rank 0 applies it when it polls\n",
 		resp.GetAck().GetPlanVersion(), rest[0], at)
+	if st, err := c.Call(&pb.Request{Body: &pb.Request_GetStatus{GetStatus: &pb.GetStatus{}}}); err == nil {
+		if note := unheldTargets(st.GetStatus(), req.GetPostControl().GetTargetName()); note != "" {
+			fmt.Fprintln(stderr, "rewarm ctl: note: "+note)
+		}
+	}
 	return 0
 }
 
@@ -205,6 +211,27 @@ func flagError(cmd string, err error) string {
 	return err.Error()
 }
 
+// unheldTargets says so when no client holds any session a control goes
+// to: a job that exited leaves its sessions for --orphan-ttl, and its
+// controls then wait for a client that may never come back.
+func unheldTargets(st *pb.Status, target string) string {
+	n := 0
+	for _, s := range st.GetSessions() {
+		if target != "" && s.GetName() != target {
+			continue
+		}
+		if s.GetOrphanedSeconds() == 0 {
+			return ""
+		}
+		n++
+	}
+	if n == 0 {
+		return ""
+	}
+	return fmt.Sprintf("no client holds the %d session(s) it goes to (see rewarm ctl status): it is applied only if "+
+		"their job reconnects (a restart, a failover) before --orphan-ttl frees them", n)
+}
+
 func printStatus(w io.Writer, st *pb.Status) {
 	fmt.Fprintf(w, "%s, %d sessions, %d samplers, %d controls posted\n", st.GetServer(), len(st.GetSessions()),
 		len(st.GetSamplers()), st.GetControlSeq())
@@ -213,8 +240,12 @@ func printStatus(w io.Writer, st *pb.Status) {
 		for _, p := range s.GetPhases() {
 			phases = append(phases, fmt.Sprintf("%s@%d", p.GetName(), p.GetStart()))
 		}
-		fmt.Fprintf(w, "session %d %q  kind %s  step %d  lr %.6g  plan v%d  [%s]\n", s.GetSessionId(), s.GetName(),
-			s.GetKind(), s.GetStep(), s.GetLr(), s.GetPlanVersion(), strings.Join(phases, ", "))
+		orphan := ""
+		if o := s.GetOrphanedSeconds(); o > 0 {
+			orphan = fmt.Sprintf("  no client for %s", time.Duration(o*float64(time.Second)).Round(time.Second))
+		}
+		fmt.Fprintf(w, "session %d %q  kind %s  step %d  lr %.6g  plan v%d  [%s]%s\n", s.GetSessionId(), s.GetName(),
+			s.GetKind(), s.GetStep(), s.GetLr(), s.GetPlanVersion(), strings.Join(phases, ", "), orphan)
 	}
 	for _, s := range st.GetSamplers() {
 		var mix []string
