@@ -193,8 +193,9 @@ def test_resume_with_a_different_schedule_is_refused() -> None:
     sd = opt.state_dict()
     inner = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     other = rewarm.wrap(inner, schedule={**SPEC, "total_steps": 80})
-    with pytest.raises(ValueError, match="total_steps: 40 -> 80"):
+    with pytest.raises(rewarm.SpecError, match="total_steps: 40 -> 80") as refused:
         other.load_state_dict(sd)
+    assert refused.value.field == "schedule.total_steps"
     with pytest.raises(ValueError, match="not a rewarm optimizer state dict"):
         other.load_state_dict(inner.state_dict())
 

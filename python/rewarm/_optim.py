@@ -1024,12 +1024,15 @@ class RewarmOptimizer(Optimizer):
         info = self._client.restore_state(bytes(state["session"]), name=self._name)
         if info.schedule != self._schedule:
             self._client.close_session(info.session_id)
+            differ = [k for k in sorted(set(info.schedule) | set(self._schedule))
+                      if info.schedule.get(k) != self._schedule.get(k)]  # fmt: skip
             raise SpecError(
                 "the checkpoint's schedule differs from this optimizer's: "
                 + _diff(info.schedule, self._schedule)
                 + ". Wrap the optimizer with the checkpoint's schedule (state['rewarm']['schedule']) to "
                 "resume it, then re-plan (for example replan('extend', total_steps=...)) to change it "
-                "without a jump."
+                "without a jump.",
+                field=f"schedule.{differ[0]}" if differ else "schedule",
             )
         return info, norms
 

@@ -508,7 +508,7 @@ def _stage_steps(text: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="rewarm demo", description="The continual pre-training study on CPU.")
     ap.add_argument("--quick", action="store_true", help="a smaller study (at most 3 minutes on 2 cores)")
-    ap.add_argument("--out", default="results", help="results folder")
+    ap.add_argument("--out", default="results", help="results folder (default: results)")
     ap.add_argument("--steps", type=_stage_steps, help="steps per stage, >= 2 (overrides the preset)")
     ap.add_argument(
         "--backend",

@@ -22,9 +22,9 @@ import (
 const ctlUsage = `usage: rewarm ctl [--socket PATH] COMMAND [flags]
 
   status                                      each session's step, LR, plan; each sampler's mixture
-  anneal --at-step S --steps L [--shape cosine] [--min-lr X]
-  extend --at-step S --total N [--mode continuous|proportional]
-  stage  --at-step S --spec FILE|'{...}'      start a new stage (a schedule spec)
+  anneal --at-step S --steps L [--shape cosine] [--min-lr X] [--name JOB]
+  extend --at-step S --total N [--mode continuous|proportional] [--name JOB]
+  stage  --at-step S --spec FILE|'{...}' [--name JOB]   start a new stage (a schedule spec)
 
 Re-plans are queued in the sidecar; the job's rank 0 picks them up, broadcasts
 them, and every rank switches at --at-step. --name limits one to sessions of
