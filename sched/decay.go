@@ -42,7 +42,13 @@ func (d *Decay) Phases() []Phase {
 	if d.WarmupSteps > 0 {
 		ph = append(ph, Phase{"warmup", 0})
 	}
-	return append(ph, Phase{"decay", d.WarmupSteps}, Phase{"floor", d.TotalSteps + 1})
+	// The floor starts at the first n whose rate is min_lr: T, as WSD's and
+	// the infinite schedule's do (T+1 when W == T, where LR(T) is the peak).
+	floor := d.TotalSteps
+	if d.WarmupSteps == d.TotalSteps {
+		floor++
+	}
+	return append(ph, Phase{"decay", d.WarmupSteps}, Phase{"floor", floor})
 }
 
 // decayer is a kind built on decay.

@@ -487,3 +487,38 @@ func TestDecayNeverAbovePeak(t *testing.T) {
 		}
 	}
 }
+
+// Every kind's floor phase starts at the first n whose rate is min_lr, so the
+// same run length gives the same floor label whatever the kind (cosine put it
+// one step later than wsd and infinite).
+func TestFloorPhaseStartsAtTheFirstFloorRate(t *testing.T) {
+	for _, m := range []map[string]any{
+		{"kind": "cosine", "peak_lr": 1.0, "min_lr": 0.1, "warmup_steps": 10, "total_steps": 100},
+		{"kind": "linear", "peak_lr": 1.0, "min_lr": 0.1, "total_steps": 100},
+		{"kind": "polynomial", "peak_lr": 1.0, "min_lr": 0.1, "total_steps": 100, "power": 2.0},
+		{"kind": "rex", "peak_lr": 1.0, "min_lr": 0.1, "total_steps": 100},
+		{"kind": "cosine_power", "peak_lr": 1.0, "min_lr": 0.1, "total_steps": 100},
+		{"kind": "cosine", "peak_lr": 1.0, "min_lr": 0.1, "warmup_steps": 100, "total_steps": 100},
+		{"kind": "wsd", "peak_lr": 1.0, "min_lr": 0.1, "warmup_steps": 10, "stable_steps": 40, "decay_steps": 50},
+		{"kind": "infinite", "peak_lr": 1.0, "const_lr": 0.5, "min_lr": 0.1, "cooldown_steps": 20, "constant_steps": 30, "anneal_steps": 50},
+	} {
+		s := mustParse(t, m)
+		// The first n from which every rate is min_lr (a warmup from 0 passes
+		// through it on the way up).
+		first := int64(0)
+		for n := int64(0); n < 300; n++ {
+			if s.LR(n) != 0.1 {
+				first = n + 1
+			}
+		}
+		var floor int64 = -1
+		for _, ph := range phasesOf(s) {
+			if ph.Name == "floor" {
+				floor = ph.Start
+			}
+		}
+		if floor != first {
+			t.Errorf("%v: floor phase at %d, first rate at min_lr at %d", m, floor, first)
+		}
+	}
+}
