@@ -295,6 +295,36 @@ func TestStratifiedBalanceWithVaryingQuotas(t *testing.T) {
 	}
 }
 
+// The deal goes on across stages too: with 20 short stages of the same two
+// sources each stage's leftover replay sample went to the same low ranks
+// (20, 20, 20, 0 on 4 ranks) when every stage started the deal afresh.
+func TestStratifiedBalanceAcrossStages(t *testing.T) {
+	var stages []any
+	for i := 0; i < 20; i++ {
+		old := 0.125
+		if i%3 == 2 {
+			old = 0.3
+		}
+		stages = append(stages, map[string]any{"steps": 3, "mixture": map[string]any{"old": old, "new": 1 - old}})
+	}
+	s := mustParse(t, map[string]any{"sources": srcs("old", 100000, "new", 100000), "global_batch_size": 8, "seed": 1,
+		"stratified": true, "replay": "all", "stages": stages})
+	const world = 4
+	counts := [2][]int{make([]int, world), make([]int, world)}
+	for step := int64(0); step < s.TotalSteps(); step++ {
+		for r := 0; r < world; r++ {
+			for _, id := range batch(t, s, step, r, world) {
+				counts[sourceOf(s, id)][r]++
+			}
+		}
+		for src, per := range counts {
+			if slices.Max(per)-slices.Min(per) > 1 {
+				t.Fatalf("after step %d, source %d per rank %v", step, src, per)
+			}
+		}
+	}
+}
+
 func start(p any) float64 {
 	if m, ok := p.(map[string]any); ok {
 		return m["start"].(float64)

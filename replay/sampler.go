@@ -309,15 +309,15 @@ func (s *Sampler) Batch(step int64, rank, world int, out []int64) error {
 		// world: each rank gets floor or ceil of q_s/world from every source;
 		// then shuffle within the rank. The rotation o keeps the ⌈q/R⌉
 		// remainders from piling on the same ranks. With two sources it
-		// continues the first one's deal from the previous step (its stage
-		// draw d goes to rank d mod world), so each rank's running count of
-		// it, and so of the other, stays within one of every other rank's
-		// whatever the quotas do; otherwise it moves one rank per step.
+		// continues the first one's deal from the previous step and stage
+		// (its d-th draw goes to rank d mod world), so each rank's running
+		// count of it, and so of the other, stays within one of every other
+		// rank's whatever the quotas do; otherwise it moves one rank per step.
 		R := int64(world)
 		o := step % R
 		if len(sp.active) == 2 {
 			p := sp.active[0]
-			o = ((starts[p]-lo[p])%R + R) % R
+			o = ((starts[p]-lo[p]-sp.dealt0%R)%R + R) % R
 		}
 		mine = make([]int32, 0, per)
 		for g := (int64(rank) + o) % R; g < B; g += R {

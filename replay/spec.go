@@ -109,15 +109,18 @@ type proportion struct{ start, end float64 }
 
 // stagePlan is a validated stage.
 type stagePlan struct {
-	name    string
-	begin   int64 // first global step
-	steps   int64
-	props   []proportion // by source index; zero for absent sources
-	active  []int        // sources with a non-zero proportion somewhere in the stage
-	mode    []string     // "new", Seen or All, by source
-	fresh0  []int64      // stream position of each source at the stage start
-	counts  []int64      // samples each source gets over the whole stage
-	seenLen []int64      // for Seen sources: positions available (= fresh0)
+	name   string
+	begin  int64 // first global step
+	steps  int64
+	props  []proportion // by source index; zero for absent sources
+	active []int        // sources with a non-zero proportion somewhere in the stage
+	mode   []string     // "new", Seen or All, by source
+	fresh0 []int64      // stream position of each source at the stage start
+	counts []int64      // samples each source gets over the whole stage
+	// dealt0 counts the draws of the first active source in the earlier
+	// stratified stages with two sources: the deal goes on from there.
+	dealt0  int64
+	seenLen []int64 // for Seen sources: positions available (= fresh0)
 }
 
 // Parse validates a spec map and returns a Sampler.
@@ -169,6 +172,7 @@ func New(spec Spec) (*Sampler, error) {
 	B := spec.GlobalBatchSize
 	fresh := make([]int64, K) // stream position per source
 	used := make([]bool, K)
+	var dealt int64 // see stagePlan.dealt0
 	var begin int64
 	stages := make([]stagePlan, len(spec.Stages))
 	for k, st := range spec.Stages {
@@ -236,6 +240,10 @@ func New(spec Spec) (*Sampler, error) {
 		}
 		sp.counts = make([]int64, K)
 		quotasAt(&sp, B, sp.steps, sp.counts)
+		sp.dealt0 = dealt
+		if len(sp.active) == 2 {
+			dealt += sp.counts[sp.active[0]]
+		}
 		for _, s := range sp.active {
 			// A source whose share rounded to no sample at all is still
 			// unread: a later stage reads it fresh.

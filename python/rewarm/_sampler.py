@@ -266,7 +266,7 @@ class ReplaySampler(Sampler[list[int]]):
             raise SpecError(
                 f"replay sampler state is for spec {state.get('spec_hash')!r}, this sampler's spec is "
                 f"{self.spec_hash!r}: resuming would read different batches; build the sampler from the "
-                "checkpoint's spec. If the spec changed only after the checkpoint's step (a stage appended), "
+                "checkpoint's spec. If the only change is stages appended after the checkpoint's step, "
                 f"the batches up to it are the same: call set_step({state.get('step')!r}) instead",
                 field="spec_hash",
             )

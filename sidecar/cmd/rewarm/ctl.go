@@ -228,8 +228,8 @@ func unheldTargets(st *pb.Status, target string) string {
 	if n == 0 {
 		return ""
 	}
-	return fmt.Sprintf("no client holds the %d session(s) it goes to (see rewarm ctl status): it is applied only if "+
-		"their job reconnects (a restart, a failover) before --orphan-ttl frees them", n)
+	return fmt.Sprintf("no client holds the %d session(s) it goes to (see rewarm ctl status): it is applied when "+
+		"their job connects again (after an idle close, a failover or a restart), if that comes before --orphan-ttl frees them", n)
 }
 
 func printStatus(w io.Writer, st *pb.Status) {
