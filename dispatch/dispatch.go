@@ -567,14 +567,15 @@ func (d *Dispatcher) getLR(r *pb.GetLR) (*pb.Response, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	plan := s.plan
+	// An inverted range (cyclic's min_lr above its peak_lr, a onecycle with
+	// div_factor·final_div_factor < 1) has no affine map onto a group's
+	// [min, peak] that keeps the schedule's shape.
+	schedLo, schedHi := plan.GroupRange(sched.Group{})
 	for i, g := range groups {
 		if g.MinLR == nil && g.PeakLR == nil {
 			continue
 		}
-		// An inverted range (cyclic's min_lr above its peak_lr, a onecycle
-		// with div_factor·final_div_factor < 1) has no affine map onto a
-		// group's [min, peak] that keeps the schedule's shape.
-		if lo, hi := plan.GroupRange(sched.Group{}); lo > hi {
+		if schedLo > schedHi {
 			name := "min_lr"
 			if g.MinLR == nil {
 				name = "peak_lr"
@@ -582,7 +583,7 @@ func (d *Dispatcher) getLR(r *pb.GetLR) (*pb.Response, error) {
 			field := fmt.Sprintf("groups[%d].%s", i, name)
 			return nil, fail(pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, field,
 				"get_lr: %s: the schedule's range is inverted (its low end %g is above its peak %g), so no group range maps onto it; scale the group with a multiplier instead",
-				field, lo, hi)
+				field, schedLo, schedHi)
 		}
 		// One end given: the other is the schedule's, and the two must not cross.
 		if (g.MinLR == nil) == (g.PeakLR == nil) {
