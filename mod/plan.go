@@ -50,7 +50,8 @@ type Schedule struct {
 }
 
 // Rounding turns N·R into an integer k. With a multiple m > 1 it aligns k
-// (align "k") or T+k (align "t_plus_k") by the same mode; where that would
+// (align "k") or T+k (align "t_plus_k") by the same mode (nearest rounds
+// the unrounded N·R or T+N·R once, to the nearest multiple); where that would
 // take a k > 0 to 0 (or T+k below T), it uses the first multiple above T
 // (T = 0 for align "k"). min_k and max_k clamp last, and k never exceeds N.
 type Rounding struct {
@@ -418,7 +419,10 @@ func (r *Rounding) K(n int64, ratio float64, text int64) int64 {
 		v := base + k
 		switch r.Mode {
 		case "nearest":
-			v = (v + m/2) / m * m
+			// From the unrounded product: rounding to an integer first
+			// could move a value just below half way onto it (95.6 → 96,
+			// half way between 64 and 128) and pick the farther multiple.
+			v = int64(math.Floor((float64(base)+x)/float64(m)+0.5)) * m
 		case "ceil":
 			v = (v + m - 1) / m * m
 		default:

@@ -194,6 +194,14 @@ func TestPlanProperties(t *testing.T) {
 							if m > 1 && l.K < int64(n) && v%int64(m) != 0 {
 								t.Fatalf("L=%d n=%d %s m=%d %s: k=%d not aligned", L, n, mode, m, align, l.K)
 							}
+							// nearest: the multiple nearest the unrounded T+N·R (where
+							// neither N nor the keep-some fallback decided it).
+							base := v - l.K
+							if mode == "nearest" && m > 1 && l.K < int64(n) && v-int64(m) > base {
+								if d := math.Abs(float64(v) - (float64(base) + l.Ratio*float64(n))); d > float64(m)/2+1e-3 {
+									t.Fatalf("L=%d n=%d m=%d %s: layer %d k=%d lies %.2f from T+N·R", L, n, m, align, l.Index, l.K, d)
+								}
+							}
 						}
 					}
 				}
@@ -408,6 +416,7 @@ func TestRoundingModes(t *testing.T) {
 		{576, 0.15, 64, map[string]int64{"floor": 64, "nearest": 64, "ceil": 128}},  // 86 is nearer 64 than 128
 		{100, 0.96, 64, map[string]int64{"floor": 64, "nearest": 100, "ceil": 100}}, // 96 is half way: 128, capped at N
 		{576, 0.17, 64, map[string]int64{"floor": 64, "nearest": 128, "ceil": 128}}, // 97.92: past half way
+		{200, 0.478, 64, map[string]int64{"floor": 64, "nearest": 64, "ceil": 128}}, // 95.6: nearer 64 (96 would be half way)
 		// A k > 0 rounded to 0 would drop every routable token: the first multiple instead.
 		{576, 0.15, 128, map[string]int64{"floor": 128, "nearest": 128, "ceil": 128}}, // 86 -> 0 -> 128
 		{10, 0.05, 8, map[string]int64{"floor": 0, "nearest": 8, "ceil": 8}},          // 0.5: floor keeps none
