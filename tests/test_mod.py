@@ -315,6 +315,35 @@ def test_any_input_layout_and_an_empty_batch() -> None:
     assert layer(x[:0], pos, route_mask=mask[:0]).shape == (0, ids.shape[1], 32)
 
 
+def test_a_layer_that_keeps_nothing_does_not_run_its_block() -> None:
+    # k = 0 with every token routable (a small bucket at the 0.15 floor: 5·0.15
+    # truncates to 0) leaves no token for the block; HF's attention cannot
+    # reshape an empty sequence, so the block must not see one.
+    class NoEmpty(torch.nn.Module):
+        def __init__(self, block: torch.nn.Module) -> None:
+            super().__init__()
+            self.block = block
+
+        def forward_halves(self, x: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            if x.shape[1] == 0:
+                raise RuntimeError("cannot reshape tensor of 0 elements")
+            return self.block.forward_halves(x, positions)
+
+    assert M.plan(num_layers=32, tokens=5).layers[31].k == 0
+    model = _model()
+    layer = M.MoDLayer(NoEmpty(model.layers[1]), k=0, tokens=5, hidden_size=32)
+    torch.nn.init.normal_(layer.router.weight, std=0.1)
+    x, pos = torch.randn(2, 5, 32), torch.arange(5)
+    w = 0.2 * torch.tanh(layer.router(x)) + 1
+    torch.testing.assert_close(layer(x, pos, route_mask=torch.ones(5, dtype=torch.bool)), w.unsqueeze(-1) * x)
+    # One non-routable token: the block runs on it alone.
+    layer = M.MoDLayer(NoEmpty(model.layers[1]), k=0, tokens=4, hidden_size=32)
+    mask = torch.tensor([False, True, True, True, True])
+    a, f = model.layers[1].forward_halves(x[:, :1], pos[:1].expand(2, 1))
+    out = layer(x, pos, route_mask=mask)
+    torch.testing.assert_close(out[:, 0], (x[:, 0] + a[:, 0]) + f[:, 0])
+
+
 def test_plan_arguments_name_themselves() -> None:
     want = re.escape('"schedule" = \'prd\': expected a mapping such as {"kind"')
     with pytest.raises(rewarm.SpecError, match=want):

@@ -194,6 +194,10 @@ class MoDLayer(nn.Module):
         )
         r = self.router(x)
         w = tanh_norm(r, self.scale)
+        if others + self.k == 0:
+            # Every token is routable and none is kept: each becomes w·x, and
+            # the block, which need not take an empty sequence, is not run.
+            return w.unsqueeze(-1) * x
         # The non-routable positions, then the routable ones, each in order
         # (False sorts first, stably).
         order = torch.sort(route_mask.to(torch.int8), dim=1, stable=True).indices
