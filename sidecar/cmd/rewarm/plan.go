@@ -215,6 +215,25 @@ func planCmd(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// bucketColors tells the buckets' bars apart (matplotlib's tab10).
+var bucketColors = []color.Color{
+	color.RGBA{31, 119, 180, 255}, color.RGBA{255, 127, 14, 255}, color.RGBA{44, 160, 44, 255},
+	color.RGBA{214, 39, 40, 255}, color.RGBA{148, 103, 189, 255}, color.RGBA{140, 86, 75, 255},
+	color.RGBA{227, 119, 194, 255}, color.RGBA{127, 127, 127, 255}, color.RGBA{188, 189, 34, 255},
+	color.RGBA{23, 190, 207, 255},
+}
+
+// plotWidth is plot-plan's image width; about 7 inches of it hold the data.
+const plotWidth = 8 * vg.Inch
+
+// barWidth fits a layer's group of bars, one per bucket, into 80% of the
+// layer's share of the data width, so neighbouring layers never overlap;
+// 6 points at most.
+func barWidth(layers, buckets int) vg.Length {
+	slot := (plotWidth - vg.Inch) / vg.Length(layers)
+	return min(vg.Points(6), 0.8*slot/vg.Length(buckets))
+}
+
 // plotPlan draws the planned ratio R per layer, and for each bucket the
 // share of its routable tokens kept after rounding (k / N).
 func plotPlan(args []string, stderr io.Writer) int {
@@ -225,27 +244,36 @@ func plotPlan(args []string, stderr io.Writer) int {
 	if code >= 0 {
 		return code
 	}
+	if len(p.Buckets) > len(bucketColors) {
+		fmt.Fprintf(stderr, "rewarm plot-plan: %d buckets: the plot tells at most %d apart (rewarm plan prints them all)\n",
+			len(p.Buckets), len(bucketColors))
+		return 2
+	}
 	pl := plot.New()
 	pl.Title.Text = fmt.Sprintf("rewarm: %s MoD plan, %d layers", p.Spec.Schedule.Kind, p.Spec.NumLayers)
 	pl.X.Label.Text = "layer"
 	pl.Y.Label.Text = "ratio"
-	w := vg.Points(6)
-	palette := []color.Color{color.RGBA{31, 119, 180, 255}, color.RGBA{255, 127, 14, 255}, color.RGBA{44, 160, 44, 255}}
+	w := barWidth(len(p.Buckets[0].Layers), len(p.Buckets))
 	for i, b := range p.Buckets {
 		vals := make(plotter.Values, len(b.Layers))
+		var kept int64
 		for j, l := range b.Layers {
 			vals[j] = float64(l.K) / float64(b.Tokens)
+			kept += l.K
 		}
 		bars, err := plotter.NewBarChart(vals, w)
 		if err != nil {
 			fmt.Fprintf(stderr, "rewarm plot-plan: %v\n", err)
 			return 1
 		}
-		bars.Color = palette[i%len(palette)]
+		bars.Color = bucketColors[i]
 		bars.LineStyle.Width = 0
 		bars.Offset = vg.Length(i)*w - vg.Length(len(p.Buckets)-1)*w/2
 		pl.Add(bars)
-		pl.Legend.Add(fmt.Sprintf("k / N, N=%d (mean ratio %.4f)", b.Tokens, b.Summary.MeanRatio), bars)
+		// The bars' own mean, after rounding: the summary's mean_ratio is
+		// the planned R's.
+		mean := float64(kept) / float64(int64(len(b.Layers))*b.Tokens)
+		pl.Legend.Add(fmt.Sprintf("k / N, N=%d (mean %.4f)", b.Tokens, mean), bars)
 	}
 	ratios := make(plotter.XYs, len(p.Buckets[0].Layers))
 	for j, l := range p.Buckets[0].Layers {
@@ -264,7 +292,7 @@ func plotPlan(args []string, stderr io.Writer) int {
 	if !imagePath("plot-plan", *out, stderr) {
 		return 2
 	}
-	if err := pl.Save(8*vg.Inch, 4*vg.Inch, *out); err != nil {
+	if err := pl.Save(plotWidth, 4*vg.Inch, *out); err != nil {
 		fmt.Fprintf(stderr, "rewarm plot-plan: %v\n", err)
 		return 1
 	}

@@ -2,8 +2,11 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -112,7 +115,7 @@ func TestPlotPlanFormats(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"<svg", "planned ratio R", "k / N, N=576", "k / N, N=2880"} {
+	for _, want := range []string{"<svg", "planned ratio R", "k / N, N=576 (mean", "k / N, N=2880 (mean"} {
 		if !bytes.Contains(b, []byte(want)) {
 			t.Errorf("the SVG lacks %q", want)
 		}
@@ -150,5 +153,100 @@ func TestPlanSpecFile(t *testing.T) {
 	var errb bytes.Buffer
 	if code := plotPlan([]string{"--spec", f, "-o", filepath.Join(dir, "p.svg")}, &errb); code != 0 {
 		t.Errorf("plot-plan --spec -o: exit %d, %s", code, errb.String())
+	}
+}
+
+// svgBars reads plot-plan's bars from its SVG: each filled rectangle that
+// stands on the x axis, as its x interval, by fill colour.
+func svgBars(t *testing.T, svg []byte) map[string][][2]float64 {
+	t.Helper()
+	re := regexp.MustCompile(`<path d="M([\d.]+),([\d.]+)L[\d.]+,([\d.]+)L([\d.]+),[\d.]+L[\d.]+,[\d.]+Z" style="fill:(#[0-9A-F]+)"`)
+	type rect struct {
+		x0, x1, y0, y1 float64
+		fill           string
+	}
+	var rects []rect
+	bottoms := map[float64]int{}
+	for _, m := range re.FindAllSubmatch(svg, -1) {
+		f := func(i int) float64 { v, _ := strconv.ParseFloat(string(m[i]), 64); return v }
+		r := rect{f(1), f(4), f(2), f(3), string(m[5])}
+		if r.fill == "#FFFFFF" {
+			continue
+		}
+		rects = append(rects, r)
+		bottoms[r.y0]++
+		bottoms[r.y1]++
+	}
+	var axis float64 // the edge most bars share: the x axis
+	for b, n := range bottoms {
+		if n > bottoms[axis] {
+			axis = b
+		}
+	}
+	out := map[string][][2]float64{}
+	for _, r := range rects {
+		if r.y0 == axis || r.y1 == axis {
+			out[r.fill] = append(out[r.fill], [2]float64{r.x0, r.x1})
+		}
+	}
+	return out
+}
+
+// Each bucket's bars have their own colour, no bar overlaps another even
+// with many layers, and the legend gives the bars' own mean k / N (which
+// rounding to a multiple moves away from the planned R's mean).
+func TestPlotPlanBarsStayApart(t *testing.T) {
+	dir := t.TempDir()
+	for _, c := range []struct {
+		layers  int
+		buckets string
+	}{{80, "576,2880"}, {32, "64,576,1152,2880"}, {128, "576,1152,2880"}} {
+		svg := filepath.Join(dir, "p.svg")
+		var errb bytes.Buffer
+		if code := plotPlan([]string{"--layers", strconv.Itoa(c.layers), "--tokens", c.buckets, "-o", svg}, &errb); code != 0 {
+			t.Fatalf("%+v: code %d: %s", c, code, errb.String())
+		}
+		b, _ := os.ReadFile(svg)
+		bars := svgBars(t, b)
+		nb := len(strings.Split(c.buckets, ","))
+		if len(bars) != nb {
+			t.Fatalf("%+v: %d bar colours, want %d", c, len(bars), nb)
+		}
+		var all [][2]float64
+		for _, xs := range bars {
+			if len(xs) != c.layers {
+				t.Fatalf("%+v: %d bars of a colour, want one per layer", c, len(xs))
+			}
+			all = append(all, xs...)
+		}
+		sort.Slice(all, func(i, j int) bool { return all[i][0] < all[j][0] })
+		for i := 1; i < len(all); i++ {
+			if all[i][0] < all[i-1][1]-1e-3 {
+				t.Fatalf("%+v: bars [%v] and [%v] overlap", c, all[i-1], all[i])
+			}
+		}
+	}
+	// With m = 128 the bars' mean k / N is not the planned mean ratio.
+	args := []string{"--layers", "32", "--tokens", "576", "--multiple", "128"}
+	ks, _, _ := planKs(t, args...)
+	var sum int64
+	for _, k := range ks[0] {
+		sum += k
+	}
+	svg := filepath.Join(dir, "m.svg")
+	var errb bytes.Buffer
+	if code := plotPlan(append(args, "-o", svg), &errb); code != 0 {
+		t.Fatalf("code %d: %s", code, errb.String())
+	}
+	b, _ := os.ReadFile(svg)
+	want := fmt.Sprintf("k / N, N=576 (mean %.4f)", float64(sum)/(32*576))
+	if !bytes.Contains(b, []byte(want)) || strings.Contains(want, "0.5375") {
+		t.Errorf("the legend lacks %q", want)
+	}
+	// More buckets than colours: refused, pointing at rewarm plan.
+	errb.Reset()
+	if code := plotPlan([]string{"--tokens", "1,2,3,4,5,6,7,8,9,10,11", "-o", svg}, &errb); code != 2 ||
+		!strings.Contains(errb.String(), "11 buckets") || !strings.Contains(errb.String(), "rewarm plan") {
+		t.Errorf("11 buckets: code %d, %q", code, errb.String())
 	}
 }
