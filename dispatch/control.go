@@ -2,6 +2,8 @@ package dispatch
 
 import (
 	"errors"
+	"fmt"
+	"math"
 	"sort"
 	"strconv"
 	"strings"
@@ -113,6 +115,26 @@ func (d *Dispatcher) checkControl(rp *pb.Replan, target string) error {
 			open = strings.Join(names, ", ")
 		}
 		return fail(pb.ErrorCode_ERROR_CODE_NOT_FOUND, "target_name", "post_control: no open session is named %q (open: %s)", target, open)
+	}
+	// A control for a step every receiver has passed would be queued and
+	// then skipped by each client (a warning in the job's log at best): an
+	// --at-step 250 meant as 2500 would never anneal.
+	least, leastName := int64(math.MaxInt64), ""
+	for _, s := range sessions {
+		s.mu.Lock()
+		if s.step < least {
+			least, leastName = s.step, s.name
+		}
+		s.mu.Unlock()
+	}
+	if r.At < least {
+		who := "the job"
+		if leastName != "" {
+			who = fmt.Sprintf("job %q", leastName)
+		}
+		return fail(pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "at_step",
+			"post_control: at_step %d has passed: %s is at step %d (each session it would go to is past it)",
+			r.At, who, least)
 	}
 	for _, s := range sessions {
 		s.mu.Lock()

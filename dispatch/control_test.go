@@ -493,3 +493,52 @@ func restoredFrom(t *testing.T, snap []byte) *Dispatcher {
 	}
 	return d
 }
+
+// A control for a step that every receiving session has passed is refused
+// when posted, naming at_step: queued, each client would skip it.
+func TestControlForAPassedStepIsRefused(t *testing.T) {
+	d := New(Options{Server: "srv"})
+	hello := &pb.Request{Body: &pb.Request_Hello{Hello: &pb.Hello{ProtocolVersion: ProtocolVersion}}}
+	job := d.NewConn()
+	job.Handle(hello)
+	st, err := structpb.NewStruct(cosineSpec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	openNamed := func(c *Conn, name string) uint64 {
+		r := c.Handle(&pb.Request{Body: &pb.Request_OpenSession{OpenSession: &pb.OpenSession{Schedule: st, Name: name}}})
+		if r.GetSession() == nil {
+			t.Fatalf("open %s: %v", name, r)
+		}
+		return r.GetSession().GetSessionId()
+	}
+	id := openNamed(job, "a")
+	getLR(job, id, 30, 4)
+	post := func(at int64, target string) *pb.Response {
+		return job.Handle(&pb.Request{Body: &pb.Request_PostControl{PostControl: &pb.PostControl{TargetName: target, Replan: &pb.Replan{
+			AtStep: at, Op: &pb.Replan_Anneal{Anneal: &pb.Anneal{Steps: 5, Shape: "linear"}}}}}})
+	}
+	r := post(20, "")
+	if e := r.GetError(); e.GetField() != "at_step" || !strings.Contains(e.GetMessage(), `job "a" is at step 30`) {
+		t.Fatalf("at 20, job at 30: %v", r)
+	}
+	if r := post(30, ""); r.GetAck() == nil {
+		t.Fatalf("at 30, job at 30: %v", r)
+	}
+	// The polled step counts too.
+	job.Handle(&pb.Request{Body: &pb.Request_PollControl{PollControl: &pb.PollControl{SessionId: id, Step: 41, AfterSeq: 1}}})
+	if r := post(40, "a"); r.GetError().GetField() != "at_step" {
+		t.Fatalf("at 40, job at 41: %v", r)
+	}
+	// A second job, just started, could still apply it; sent to a alone it
+	// is refused.
+	other := d.NewConn()
+	other.Handle(hello)
+	openNamed(other, "b")
+	if r := post(40, ""); r.GetAck() == nil {
+		t.Fatalf("at 40 with job b at 0: %v", r)
+	}
+	if r := post(40, "a"); r.GetError().GetField() != "at_step" {
+		t.Fatalf("at 40 for a alone: %v", r)
+	}
+}
