@@ -313,7 +313,11 @@ func (s *SGDR) Phases() []Phase {
 	for i := 1; i < 8 && (s.CycleLimit == 0 || int64(i) <= s.CycleLimit); i++ {
 		start += length
 		length *= s.CycleMul
-		ph = append(ph, Phase{"restart", int64(math.Ceil(start))})
+		name := "restart"
+		if int64(i) == s.CycleLimit { // the cycles are over: min_lr from here
+			name = "floor"
+		}
+		ph = append(ph, Phase{name, int64(math.Ceil(start))})
 	}
 	return ph
 }

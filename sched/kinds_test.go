@@ -501,6 +501,9 @@ func TestFloorPhaseStartsAtTheFirstFloorRate(t *testing.T) {
 		{"kind": "cosine", "peak_lr": 1.0, "min_lr": 0.1, "warmup_steps": 100, "total_steps": 100},
 		{"kind": "wsd", "peak_lr": 1.0, "min_lr": 0.1, "warmup_steps": 10, "stable_steps": 40, "decay_steps": 50},
 		{"kind": "infinite", "peak_lr": 1.0, "const_lr": 0.5, "min_lr": 0.1, "cooldown_steps": 20, "constant_steps": 30, "anneal_steps": 50},
+		// SGDR holds min_lr after its last cycle (it labelled that a restart).
+		{"kind": "sgdr", "peak_lr": 1.0, "min_lr": 0.1, "cycle_steps": 10, "cycle_limit": 1},
+		{"kind": "sgdr", "peak_lr": 1.0, "min_lr": 0.1, "warmup_steps": 5, "cycle_steps": 10, "cycle_mul": 1.5, "cycle_limit": 3},
 	} {
 		s := mustParse(t, m)
 		// The first n from which every rate is min_lr (a warmup from 0 passes
