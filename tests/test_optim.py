@@ -200,6 +200,30 @@ def test_resume_with_a_different_schedule_is_refused() -> None:
         other.load_state_dict(inner.state_dict())
 
 
+def test_a_refused_schedule_names_its_first_difference_not_whole_lists() -> None:
+    # A refined schedule carries thousands of norms, a stages spec its stage
+    # list: the refusal names the first item that differs, not both lists.
+    def wrap(spec: dict) -> rewarm.RewarmOptimizer:
+        return rewarm.wrap(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0), schedule=spec)
+
+    norms = [1.0 + i / 1024 for i in range(5000)]
+    was = wrap({"kind": "refined", "peak_lr": 1.0, "grad_norms": norms})
+    now = wrap({"kind": "refined", "peak_lr": 1.0, "grad_norms": [*norms[:3], 9.0, *norms[4:]]})
+    with pytest.raises(rewarm.SpecError, match=r"grad_norms\[3\]: 1.0029296875 -> 9(\.0)?\. ") as refused:
+        now.load_state_dict(was.state_dict())
+    assert refused.value.field == "schedule.grad_norms[3]" and len(str(refused.value)) < 400
+    now = wrap({"kind": "refined", "peak_lr": 1.0, "grad_norms": [*norms, 1.0]})
+    with pytest.raises(rewarm.SpecError, match=r"grad_norms: 5000 items -> 5001 items") as refused:
+        now.load_state_dict(was.state_dict())
+    assert refused.value.field == "schedule.grad_norms"
+    cosine = {"kind": "cosine", "peak_lr": 1.0}
+    was = wrap({"kind": "stages", "defaults": cosine, "stages": [{"steps": 10}, {"steps": 10}]})
+    now = wrap({"kind": "stages", "defaults": cosine, "stages": [{"steps": 10}, {"steps": 12}]})
+    with pytest.raises(rewarm.SpecError, match=r"stages\[1\]\.[a-z.]*total_steps: 10 -> 12\.") as refused:
+        now.load_state_dict(was.state_dict())
+    assert refused.value.field.startswith("schedule.stages[1].") and len(str(refused.value)) < 400
+
+
 def test_multipliers_argument_and_new_groups() -> None:
     a = torch.nn.Parameter(torch.zeros(1))
     b = torch.nn.Parameter(torch.zeros(1))

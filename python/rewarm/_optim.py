@@ -1024,15 +1024,14 @@ class RewarmOptimizer(Optimizer):
         info = self._client.restore_state(bytes(state["session"]), name=self._name)
         if info.schedule != self._schedule:
             self._client.close_session(info.session_id)
-            differ = [k for k in sorted(set(info.schedule) | set(self._schedule))
-                      if info.schedule.get(k) != self._schedule.get(k)]  # fmt: skip
+            diffs = _diffs(info.schedule, self._schedule)
             raise SpecError(
                 "the checkpoint's schedule differs from this optimizer's: "
-                + _diff(info.schedule, self._schedule)
+                + "; ".join(f"{path}: {_short(was)} -> {_short(now)}" for path, was, now in diffs)
                 + ". Wrap the optimizer with the checkpoint's schedule (state['rewarm']['schedule']) to "
                 "resume it, then re-plan (for example replan('extend', total_steps=...)) to change it "
                 "without a jump.",
-                field=f"schedule.{differ[0]}" if differ else "schedule",
+                field=f"schedule.{diffs[0][0]}" if diffs else "schedule",
             )
         return info, norms
 
@@ -1182,12 +1181,46 @@ def _reshow(ref: weakref.ref[RewarmOptimizer]) -> None:
         opt._show(opt._n)
 
 
-def _diff(a: Mapping[str, Any], b: Mapping[str, Any]) -> str:
-    keys = sorted(set(a) | set(b))
-    parts = [
-        f"{k}: {a.get(k, '(absent)')!r} -> {b.get(k, '(absent)')!r}" for k in keys if a.get(k) != b.get(k)
-    ]
-    return "; ".join(parts)
+class _Said(str):
+    """Text shown as is in a difference: '(absent)', '3 items'."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+_ABSENT = _Said("(absent)")
+
+
+def _diffs(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
+    """Per top-level key that differs, the first difference inside it as
+    (path, a's value, b's value): 'stages[1].steps', not both stage lists,
+    and 'grad_norms[0]', not 5000 norms twice."""
+    out = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k, _ABSENT), b.get(k, _ABSENT)
+        if va != vb:
+            out.append(_first_diff(k, va, vb))
+    return out
+
+
+def _first_diff(path: str, a: Any, b: Any) -> tuple[str, Any, Any]:
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        for k in sorted(set(a) | set(b), key=str):
+            va, vb = a.get(k, _ABSENT), b.get(k, _ABSENT)
+            if va != vb:
+                return _first_diff(f"{path}.{k}", va, vb)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        for i, (va, vb) in enumerate(zip(a, b, strict=False)):  # a length difference is told after
+            if va != vb:
+                return _first_diff(f"{path}[{i}]", va, vb)
+        if len(a) != len(b):
+            return path, _Said(f"{len(a)} items"), _Said(f"{len(b)} items")
+    return path, a, b
+
+
+def _short(v: Any) -> str:
+    r = repr(v)
+    return r if len(r) <= 80 else r[:77] + "..."
 
 
 class RewarmLRScheduler(LRScheduler):
