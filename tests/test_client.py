@@ -367,6 +367,136 @@ def test_a_stopped_sidecar_costs_one_request_timeout(tmp_path, monkeypatch: pyte
         sidecar.stop()
 
 
+def _wait_stopped(pid: int) -> None:
+    """Until the kernel reports pid stopped (SIGSTOP lands once one of its
+    threads takes it)."""
+    stat = Path(f"/proc/{pid}/stat")
+    deadline = time.monotonic() + 10
+    while stat.read_text().rsplit(")", 1)[1].split()[0] != "T":
+        assert time.monotonic() < deadline, "the sidecar did not stop"
+        time.sleep(0.001)
+
+
+@pytest.mark.parametrize("failover", [False, True])
+def test_a_child_forked_mid_request_does_not_wait_on_the_parents_lock(tmp_path, failover: bool) -> None:
+    # Another thread is inside a request (the sidecar is stopped, so it
+    # stays there) when the process forks, as a DataLoader worker does: the
+    # child inherits the client's lock held, by a thread it does not have.
+    import signal
+    import threading
+
+    sidecar = rewarm.Sidecar(str(tmp_path / "s.sock"))
+    client = rewarm.connect("socket", socket_path=sidecar.path, failover=failover)
+    try:
+        sid = client.open_session(SPEC).session_id
+        want = client.get_lr(sid, 0, count=4)
+        sidecar.proc.send_signal(signal.SIGSTOP)
+        _wait_stopped(sidecar.proc.pid)
+        inflight = threading.Thread(target=lambda: client.get_lr(sid, 0, count=4), daemon=True)
+        inflight.start()
+        time.sleep(0.3)  # the thread is waiting for its reply, holding the lock
+        pid = os.fork()
+        if pid == 0:  # the child: 20 s to get its answer, or SIGALRM ends it
+            signal.alarm(20)
+            try:
+                os._exit(0 if client.get_lr(sid, 0, count=4) == want else 3)
+            except BaseException:
+                os._exit(4)
+        time.sleep(0.5)
+        sidecar.proc.send_signal(signal.SIGCONT)  # the child's request waits for it too
+        _, status = os.waitpid(pid, 0)
+        inflight.join(10)
+        assert os.waitstatus_to_exitcode(status) == 0, "the child hung (-14) or failed"
+    finally:
+        sidecar.proc.send_signal(signal.SIGCONT)
+        client.close()
+        sidecar.stop()
+
+
+def test_a_failover_client_shared_by_threads_keeps_each_session(tmp_path, monkeypatch) -> None:
+    # Thread B recreates its session in-process after a sidecar kill while
+    # thread A reconnects to the restarted sidecar: B's session must not be
+    # recorded under the new connection with its in-process id (which there
+    # names another session).
+    import signal
+    import threading
+
+    def cosine(peak: float) -> dict:
+        return {"kind": "cosine", "peak_lr": peak, "total_steps": 100}
+
+    path = str(tmp_path / "s.sock")
+    sidecar = rewarm.Sidecar(path)
+    client = rewarm.connect("socket", socket_path=path)
+    tr = client.transport
+    try:
+        a, b, c = (client.open_session(cosine(p)).session_id for p in (0.001, 0.5, 7.0))
+        want_b = client.get_lr(b, 0, count=1)
+        sidecar.proc.send_signal(signal.SIGKILL)
+        sidecar.proc.wait()
+        client.get_lr(a, 0, count=1)  # fails over: a now lives in-process
+        sidecar = rewarm.Sidecar(path)
+        tr._retry_at = time.monotonic() + 100  # B's request stays in-process
+        inproc = tr._inproc
+        slow_once = threading.Event()
+
+        def slow(req: bytes, plain=inproc.roundtrip) -> bytes:
+            out = plain(req)
+            if not slow_once.is_set():
+                slow_once.set()
+                time.sleep(0.3)  # B is placing its session, without the GIL
+            return out
+
+        monkeypatch.setattr(inproc, "roundtrip", slow)
+        tb = threading.Thread(target=lambda: client.get_lr(b, 0, count=1))
+        tb.start()
+        slow_once.wait(5)
+        tr._retry_at = 0.0  # the backoff is over: A reconnects now
+        client.get_lr(a, 0, count=1)
+        client.get_lr(c, 0, count=1)
+        tb.join(10)
+        assert tr.on_socket
+        assert client.get_lr(b, 0, count=1) == want_b
+    finally:
+        client.close()
+        sidecar.stop()
+
+
+def test_an_undecodable_reply_is_a_protocol_error(tmp_path) -> None:
+    # A server that frames its replies but sends no rewarm message: the
+    # client names it (code MALFORMED) rather than leak protobuf's DecodeError.
+    import contextlib
+    import threading
+
+    path = str(tmp_path / "odd.sock")
+    srv = socket.socket(socket.AF_UNIX)
+    srv.bind(path)
+    srv.listen(1)
+
+    def answer() -> None:
+        c, _ = srv.accept()
+        with contextlib.suppress(OSError):
+            for i in range(2):
+                (n,) = struct.unpack(">I", c.recv(4))
+                req = b""
+                while len(req) < n:
+                    req += c.recv(n - len(req))
+                hello = pb.HelloReply(protocol_version=rewarm.PROTOCOL_VERSION, server="odd")
+                ok = pb.Response(id=pb.Request.FromString(req).id, hello=hello).SerializeToString()
+                reply = ok if i == 0 else b"\x0a\xff"  # a field longer than the message
+                c.sendall(struct.pack(">I", len(reply)) + reply)
+            c.recv(1)
+        c.close()
+
+    t = threading.Thread(target=answer, daemon=True)
+    t.start()
+    client = rewarm.connect("socket", socket_path=path, failover=False)
+    with pytest.raises(rewarm.ProtocolError, match="is not a rewarm message") as refused:
+        client.open_session(SPEC)
+    assert refused.value.code == "MALFORMED"
+    client.close()
+    srv.close()
+
+
 @pytest.mark.parametrize("raw", ["soon", "0", "-1", "inf", "nan"])
 def test_request_timeout_setting_is_checked(raw: str, monkeypatch: pytest.MonkeyPatch, sidecar) -> None:
     monkeypatch.setenv("REWARM_REQUEST_TIMEOUT", raw)

@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from google.protobuf.message import DecodeError
+
 from rewarm._errors import ProtocolError, RewarmError, SessionNotFound, SpecError, TransportError
 from rewarm._proto import rewarm_pb2 as pb
 from rewarm._transport import InProcessTransport, SocketTransport, Transport
@@ -281,7 +283,18 @@ class Client:
 
     def _call(self, req: pb.Request) -> pb.Response:
         req.id = next(self._ids)
-        resp = pb.Response.FromString(self.transport.roundtrip(req.SerializeToString()))
+        reply = self.transport.roundtrip(req.SerializeToString())
+        try:
+            resp = pb.Response.FromString(reply)
+        except DecodeError as exc:
+            # Framed, but not a rewarm message: the connection cannot be
+            # trusted to be in step, so the next request starts a new one.
+            self.transport.close()
+            raise ProtocolError(
+                f"rewarm: the {self.transport.kind} reply to the {req.WhichOneof('body')} request "
+                f"({len(reply)} bytes) is not a rewarm message: {exc}",
+                code="MALFORMED",
+            ) from exc
         if resp.WhichOneof("body") == "error":
             _raise(resp.error)
         if resp.id != req.id:

@@ -14,9 +14,12 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
+
+from google.protobuf.message import DecodeError
 
 from rewarm._client import same_server
 from rewarm._errors import ProtocolError, TransportError
@@ -77,6 +80,11 @@ class FailoverTransport:
     ) -> None:
         self.path = path
         self._hello = hello
+        # One request at a time: a side change (the generation) and the
+        # objects moved with it must not interleave with another thread's
+        # request, which would send an id of one side to the other.
+        self._lock = threading.RLock()
+        self._lock_pid = os.getpid()
         self._socket = first
         self._inproc: InProcessTransport | None = None
         self._gen = 0 if first is not None else 1
@@ -150,7 +158,14 @@ class FailoverTransport:
         again when it reconnects by itself (a forked child, an idle close):
         with the same sidecar instance only; another one fails the socket, so
         this transport moves the objects over as after any failure."""
-        resp = pb.Response.FromString(reply)
+        try:
+            resp = pb.Response.FromString(reply)
+        except DecodeError as exc:
+            raise TransportError(
+                f"rewarm: the server at {self.path} answered the handshake with a reply that is not a rewarm "
+                f"message ({exc})",
+                code="MALFORMED",
+            ) from exc
         if resp.WhichOneof("body") == "error":
             # The server's reason (a protocol version mismatch names both).
             raise ProtocolError(
@@ -166,9 +181,19 @@ class FailoverTransport:
 
     # --- moving objects -------------------------------------------------------
 
-    @staticmethod
-    def _raw(side: Any, req: pb.Request) -> pb.Response:
-        return pb.Response.FromString(side.roundtrip(req.SerializeToString()))
+    def _raw(self, side: Any, req: pb.Request) -> pb.Response:
+        reply = side.roundtrip(req.SerializeToString())
+        try:
+            return pb.Response.FromString(reply)
+        except DecodeError as exc:
+            if side is self._inproc:
+                raise
+            # Framed, but not a rewarm message: that socket cannot be trusted.
+            raise TransportError(
+                f"rewarm: the sidecar at {self.path} sent a {len(reply)}-byte reply that is not a rewarm "
+                f"message ({exc})",
+                code="MALFORMED",
+            ) from exc
 
     def _place(self, side: Any, obj: _Obj) -> None:
         """Recreate obj on side, if it lives on another generation."""
@@ -198,7 +223,18 @@ class FailoverTransport:
 
     # --- the transport interface ------------------------------------------------
 
+    def _locked(self) -> threading.RLock:
+        # A forked child inherits the lock as it was at the fork: held, if
+        # another thread was mid-request, by a thread the child lacks.
+        if self._lock_pid != os.getpid():
+            self._lock, self._lock_pid = threading.RLock(), os.getpid()
+        return self._lock
+
     def roundtrip(self, request: bytes) -> bytes:
+        with self._locked():
+            return self._roundtrip(request)
+
+    def _roundtrip(self, request: bytes) -> bytes:
         req = pb.Request.FromString(request)
         body = req.WhichOneof("body")
         for _ in range(3):
@@ -265,10 +301,11 @@ class FailoverTransport:
         return resp
 
     def close(self) -> None:
-        if self._socket is not None:
-            self._socket.close()
-        if self._inproc is not None:
-            self._inproc.close()
+        with self._locked():
+            if self._socket is not None:
+                self._socket.close()
+            if self._inproc is not None:
+                self._inproc.close()
 
 
 def hello_bytes(client: str) -> bytes:

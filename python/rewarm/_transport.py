@@ -184,6 +184,7 @@ class SocketTransport:
         self.greeting: bytes | None = None
         self.check_greeting: Callable[[bytes], None] | None = None
         self._lock = threading.Lock()
+        self._lock_pid = os.getpid()
         self._sock: socket.socket | None = None
         self._poll: select.poll | None = None
         self._pid = -1
@@ -222,8 +223,16 @@ class SocketTransport:
             got += k
         return buf
 
+    def _locked(self) -> threading.Lock:
+        """This process's lock. A forked child inherits the lock as it was at
+        the fork, held if another thread was mid-request then, and that
+        thread does not exist in the child: it would wait forever."""
+        if self._lock_pid != os.getpid():
+            self._lock, self._lock_pid = threading.Lock(), os.getpid()
+        return self._lock
+
     def roundtrip(self, request: bytes) -> bytes:
-        with self._lock:
+        with self._locked():
             if self._sock is not None and self._pid == os.getpid() and self._peer_closed():
                 self._drop()  # e.g. the server's --conn-idle-timeout: start afresh
             reused = self._sock is not None and self._pid == os.getpid()
@@ -231,13 +240,13 @@ class SocketTransport:
                 self._reconnect()
             try:
                 return self._exchange(request)
-            except _ClosedBeforeReply:
+            except _ClosedBeforeReply as exc:
                 # The server closed an idle connection just as the request
                 # went out: it never read it (a server only closes a
                 # connection with no request in flight). Once, on a new
                 # connection to the same server instance (the greeting checks).
                 if not reused or self.greeting is None:
-                    raise
+                    raise TransportError(str(exc), code=exc.code) from exc
                 self._reconnect()
                 return self._exchange(request)
 
@@ -305,7 +314,7 @@ class SocketTransport:
 
     def set_timeout(self, timeout: float | None) -> None:
         """The time a request may take from now on (this and later connections)."""
-        with self._lock:
+        with self._locked():
             self.timeout = timeout
             if self._sock is not None:
                 self._sock.settimeout(timeout)
@@ -318,5 +327,5 @@ class SocketTransport:
                 self._sock = None
 
     def close(self) -> None:
-        with self._lock:
+        with self._locked():
             self._drop()
