@@ -153,6 +153,7 @@ func TestDispatcherSnapshotRoundTrip(t *testing.T) {
 		"id used twice":               func(st *dispatcherState) { st.Samplers[0].ID = st.Sessions[0].ID },
 		"id 0":                        func(st *dispatcherState) { st.Sessions[0].ID = 0 },
 		"control past control_seq":    func(st *dispatcherState) { st.CtlSeq = 0 },
+		"a name that is not UTF-8":    func(st *dispatcherState) { st.Sessions[0].State.Name = "a\xffb" },
 	} {
 		var st dispatcherState
 		if err := unseal(kindSidecar, blob, &st); err != nil {

@@ -189,6 +189,50 @@ func TestStateRoundTripAndCorruption(t *testing.T) {
 	}
 }
 
+// A resealed blob whose name (or any string in it) is not UTF-8 is refused:
+// restored, it failed to encode the restore's reply and then every status
+// reply, for every client, until the orphan expired.
+func TestRestoreRefusesStringsThatAreNotUTF8(t *testing.T) {
+	c := greeted(t)
+	stages := map[string]any{"kind": "stages", "stages": []any{
+		map[string]any{"name": "warm", "steps": 10.0, "schedule": cosineSpec},
+		map[string]any{"steps": 10.0, "schedule": cosineSpec},
+	}}
+	for name, st := range map[string]sessionState{
+		"name":       {Spec: cosineSpec, Name: "job\xff"},
+		"stage name": {Spec: stages, Name: "job"},
+	} {
+		if name == "stage name" {
+			st.Spec = map[string]any{"kind": "stages", "stages": []any{
+				map[string]any{"name": "w\xffarm", "steps": 10.0, "schedule": cosineSpec},
+				map[string]any{"steps": 10.0, "schedule": cosineSpec},
+			}}
+		}
+		blob, err := encodeSnapshot(st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rr := c.Handle(&pb.Request{Body: &pb.Request_RestoreState{RestoreState: &pb.RestoreState{Msgpack: blob}}})
+		if e := rr.GetError(); e.GetField() != "msgpack" || !strings.Contains(e.GetMessage(), "not valid UTF-8") {
+			t.Errorf("%s: %v", name, rr)
+		}
+		if _, err := proto.Marshal(rr); err != nil {
+			t.Errorf("%s: the reply cannot be sent: %v", name, err)
+		}
+	}
+	// The same blobs with valid names restore (the refusal is the name's).
+	for _, st := range []sessionState{{Spec: cosineSpec, Name: "job"}, {Spec: stages, Name: "job"}} {
+		blob, _ := encodeSnapshot(st)
+		if rr := c.Handle(&pb.Request{Body: &pb.Request_RestoreState{RestoreState: &pb.RestoreState{Msgpack: blob}}}); rr.GetSession() == nil {
+			t.Fatalf("valid blob refused: %v", rr)
+		}
+	}
+	status := c.Handle(&pb.Request{Body: &pb.Request_GetStatus{GetStatus: &pb.GetStatus{}}})
+	if _, err := proto.Marshal(status); err != nil || len(status.GetStatus().GetSessions()) != 2 {
+		t.Errorf("status: %v (%v)", status, err)
+	}
+}
+
 func flip(b []byte, i int) []byte {
 	out := append([]byte(nil), b...)
 	out[i] ^= 0x40

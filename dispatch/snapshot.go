@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"reflect"
+	"strings"
+	"unicode/utf8"
 
 	"github.com/vmihailenco/msgpack/v5"
 
@@ -78,7 +81,62 @@ func unseal(kind string, blob []byte, v any) error {
 	if err := msgpack.Unmarshal(env.Payload, v); err != nil {
 		return fmt.Errorf("%w: payload: %v", ErrSnapshot, err)
 	}
+	// msgpack takes any bytes as a string, protobuf refuses to send one that
+	// is not UTF-8: such a name would be restored and then fail every reply
+	// that carries it (the restore's, every status), and the checksum guards
+	// against accidents only.
+	if at, bad := badString(reflect.ValueOf(v), "state"); bad {
+		return fmt.Errorf("%w: %s is not valid UTF-8", ErrSnapshot, at)
+	}
 	return nil
+}
+
+// badString finds a string that is not valid UTF-8 in v (map keys too) and
+// returns where it lies.
+func badString(v reflect.Value, at string) (string, bool) {
+	switch v.Kind() {
+	case reflect.String:
+		return at, !utf8.ValidString(v.String())
+	case reflect.Pointer, reflect.Interface:
+		if !v.IsNil() {
+			return badString(v.Elem(), at)
+		}
+	case reflect.Slice, reflect.Array:
+		if v.Type().Elem().Kind() == reflect.Uint8 { // bytes, not text
+			return "", false
+		}
+		for i := range v.Len() {
+			if where, bad := badString(v.Index(i), fmt.Sprintf("%s[%d]", at, i)); bad {
+				return where, true
+			}
+		}
+	case reflect.Map:
+		for it := v.MapRange(); it.Next(); {
+			key := fmt.Sprint(it.Key())
+			if where, bad := badString(it.Key(), at+" key"); bad {
+				return where, true
+			}
+			if where, bad := badString(it.Value(), at+"."+key); bad {
+				return where, true
+			}
+		}
+	case reflect.Struct:
+		t := v.Type()
+		for i := range v.NumField() {
+			f := t.Field(i)
+			if !f.IsExported() {
+				continue
+			}
+			name, _, _ := strings.Cut(f.Tag.Get("msgpack"), ",")
+			if name == "" {
+				name = f.Name
+			}
+			if where, bad := badString(v.Field(i), at+"."+name); bad {
+				return where, true
+			}
+		}
+	}
+	return "", false
 }
 
 func encodeSnapshot(st sessionState) ([]byte, error) { return seal(kindSession, &st) }
