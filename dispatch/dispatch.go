@@ -294,7 +294,7 @@ func (c *Conn) HandleFrame(frame []byte) []byte {
 	var resp *pb.Response
 	if max := c.d.opts.MaxRequest; len(frame) > max {
 		resp = errorResponse(0, pb.ErrorCode_ERROR_CODE_FRAME_TOO_LARGE, "",
-			fmt.Sprintf("frame too large: the request is %d bytes, the limit is %d", len(frame), max))
+			fmt.Sprintf("frame too large: %d bytes, the limit is %d", len(frame), max))
 	} else if err := proto.Unmarshal(frame, req); err != nil {
 		resp = errorResponse(0, pb.ErrorCode_ERROR_CODE_MALFORMED, "", fmt.Sprintf("frame is not a rewarm.v1.Request: %v", err))
 	} else {

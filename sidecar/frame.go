@@ -24,7 +24,8 @@ var ErrFrameTooLarge = errors.New("frame too large")
 type FrameTooLargeError struct{ Size, Max uint32 }
 
 func (e *FrameTooLargeError) Error() string {
-	return fmt.Sprintf("%v: %d bytes, limit %d", ErrFrameTooLarge, e.Size, e.Max)
+	// Worded as the dispatcher's own refusal, so both transports say the same.
+	return fmt.Sprintf("%v: %d bytes, the limit is %d", ErrFrameTooLarge, e.Size, e.Max)
 }
 
 func (e *FrameTooLargeError) Unwrap() error { return ErrFrameTooLarge }

@@ -345,12 +345,26 @@ func (s *Server) serveConn(c net.Conn) {
 			}
 			continue
 		}
-		buf = frame[:0]
 		out = AppendFrame(out[:0], conn.HandleFrame(frame))
-		if !s.reply(c, frameTimeout, out) {
+		ok := s.reply(c, frameTimeout, out)
+		buf, out = reusable(frame), reusable(out)
+		if !ok {
 			return
 		}
 	}
+}
+
+// keepBuffer is the largest frame buffer a connection keeps for its next
+// request: one 15 MiB request (or an 8 MiB reply) must not hold that much
+// for as long as the connection stays open.
+const keepBuffer = 1 << 20
+
+// reusable empties b for the next frame, or drops it if it is large.
+func reusable(b []byte) []byte {
+	if cap(b) > keepBuffer {
+		return nil
+	}
+	return b[:0]
 }
 
 // refuse answers a refused peer's first request with PERMISSION_DENIED, so

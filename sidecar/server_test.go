@@ -170,7 +170,7 @@ func TestBadFramesDoNotDisturbOtherClients(t *testing.T) {
 	over.sendRaw(AppendFrame(nil, make([]byte, 1<<16+1)))
 	r, err = over.recv()
 	if err != nil || r.GetError().GetCode() != pb.ErrorCode_ERROR_CODE_FRAME_TOO_LARGE ||
-		!strings.Contains(r.GetError().GetMessage(), "65537 bytes, limit 65536") {
+		!strings.Contains(r.GetError().GetMessage(), "65537 bytes, the limit is 65536") {
 		t.Fatalf("oversized body: %v %v", r, err)
 	}
 	over.works(over.openCosine())
@@ -424,4 +424,16 @@ func FuzzReadFrame(f *testing.F) {
 			t.Fatalf("frame %x from %x", b, data)
 		}
 	})
+}
+
+// A connection keeps its frame buffers for the next request only while they
+// are small: 40 idle clients that once sent 15 MiB each held 860 MiB.
+func TestLargeFrameBuffersAreNotKept(t *testing.T) {
+	small := make([]byte, 100, 4096)
+	if got := reusable(small); len(got) != 0 || cap(got) != 4096 {
+		t.Errorf("a 4 KiB buffer: len %d cap %d, want it kept and emptied", len(got), cap(got))
+	}
+	if got := reusable(make([]byte, 15<<20)); got != nil {
+		t.Errorf("a 15 MiB buffer kept (cap %d)", cap(got))
+	}
 }

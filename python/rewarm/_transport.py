@@ -123,6 +123,12 @@ class Transport(Protocol):
     def close(self) -> None: ...
 
 
+# Buffers up to this size are kept for the next call; a larger request or
+# reply (up to 8 MiB) gets one of its own, so one big call does not hold
+# that much for the life of the client.
+KEEP_BUFFER = 1 << 20
+
+
 class InProcessTransport:
     """Calls the Go dispatcher in this process."""
 
@@ -148,13 +154,18 @@ class InProcessTransport:
         self._check_fork()
         with self._lock:
             n = len(request)
-            if n > len(self._in):
-                self._in = ctypes.create_string_buffer(max(n, 2 * len(self._in)))
-            ctypes.memmove(self._in, request, n)
+            inb = self._in
+            if n > len(inb):
+                inb = ctypes.create_string_buffer(max(n, 2 * len(inb)))
+                if len(inb) <= KEEP_BUFFER:
+                    self._in = inb
+            ctypes.memmove(inb, request, n)
             out = self._out
-            got = self._handle.Call(ctypes.addressof(self._in), n, ctypes.addressof(out), len(out))
+            got = self._handle.Call(ctypes.addressof(inb), n, ctypes.addressof(out), len(out))
             if got < 0:
-                self._out = out = ctypes.create_string_buffer(max(-got, 2 * len(out)))
+                out = ctypes.create_string_buffer(max(-got, 2 * len(out)))
+                if len(out) <= KEEP_BUFFER:
+                    self._out = out
                 got = self._handle.Take(ctypes.addressof(out), len(out))
             return ctypes.string_at(ctypes.addressof(out), got)
 
