@@ -144,7 +144,7 @@ func TestScheduleKinds(t *testing.T) {
 				}
 			}
 		}
-		if len(routed) != len(c.routed) {
+		if !slices.Equal(routed, c.routed) {
 			t.Errorf("%v: routed %v, want %v", c.sched, routed, c.routed)
 		}
 	}

@@ -89,7 +89,12 @@ func TestKindsAtPhaseBoundaries(t *testing.T) {
 			[]pt{{0, 1}, {30000, 0.5}}},
 		{"inv_sqrt megatron", map[string]any{"kind": "inv_sqrt", "form": "megatron", "peak_lr": 1.0, "warmup_steps": 100,
 			"min_lr": 0.3, "total_steps": 1000},
-			[]pt{{100, 1}, {400, 0.5}, {10000 / 9, 0.3}, {1000, 0.316227766016838}, {1001, 0.3}}},
+			[]pt{{100, 1}, {400, 0.5}, {1000, 1 / math.Sqrt(10)}, {1001, 0.3}}}, // past total_steps: min_lr
+		// Megatron floors the curve at min_lr before the end: √(100/n) < 0.3
+		// from n = 1112 (100/0.09 = 1111.1).
+		{"inv_sqrt megatron floor", map[string]any{"kind": "inv_sqrt", "form": "megatron", "peak_lr": 1.0, "warmup_steps": 100,
+			"min_lr": 0.3, "total_steps": 1200},
+			[]pt{{1100, math.Sqrt(100.0 / 1100)}, {1111, math.Sqrt(100.0 / 1111)}, {1112, 0.3}, {1200, 0.3}}},
 		{"step", map[string]any{"kind": "step", "peak_lr": 1.0, "step_size": 10, "gamma": 0.5},
 			[]pt{{0, 1}, {9, 1}, {10, 0.5}, {25, 0.25}}},
 		{"multistep", map[string]any{"kind": "multistep", "peak_lr": 1.0, "milestones": []any{10, 30}},
