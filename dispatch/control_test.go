@@ -428,8 +428,12 @@ func TestConcurrentPostsAreCheckedInOrder(t *testing.T) {
 		if ctl.GetReplan().GetAtStep() == 50 {
 			// The second post arrives while the first is being saved.
 			second = make(chan *pb.Response, 1)
-			go func() { second <- post(40) }()
-			time.Sleep(50 * time.Millisecond) // room for an unlocked check to run
+			started := make(chan struct{})
+			go func() { close(started); second <- post(40) }()
+			<-started
+			// Room for an unlocked check to run and queue it: without the
+			// post lock it would be acknowledged well within this.
+			time.Sleep(200 * time.Millisecond)
 		}
 		commit()
 		return nil

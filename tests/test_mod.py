@@ -141,8 +141,8 @@ def _per_sample_reference(block, router, x, pos, route, valid, ratio):
     return out, k_b
 
 
-@pytest.mark.parametrize("real", [20, 13, 3, 0])
-def test_padded_samples_keep_their_own_k(real: int) -> None:
+@pytest.mark.parametrize(("real", "k_real"), [(20, 9), (13, 5), (3, 1), (0, 0)])  # trunc(real·0.45)
+def test_padded_samples_keep_their_own_k(real: int, k_real: int) -> None:
     # Bucket of 20 routable tokens; sample 1 has only `real` of them, the
     # rest padding. Padding in the middle of the span, then text after it.
     ids, mask = _batch(b=2, text=6, routable=20)
@@ -160,7 +160,7 @@ def test_padded_samples_keep_their_own_k(real: int) -> None:
     with torch.no_grad():
         got = layer(x, pos[:1], route_mask=mask, valid_mask=valid)  # positions [1, S] broadcast
         want, k_b = _per_sample_reference(layer.block, layer.router, x, pos, mask, valid, lp.ratio)
-    assert k_b == int(np.trunc(np.float32(real) * np.float32(0.45)))
+    assert k_b == k_real and lp.k_by_tokens[real] == k_real
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 

@@ -212,8 +212,9 @@ def test_sampler_continues_in_process_when_the_sidecar_dies(
 
 
 def _rank_slice(ref: rewarm.ReplaySampler, step: int, rank: int, world: int) -> torch.Tensor:
-    # The independent reference: the whole global batch through its own call
-    # (rank 0 of 1, one step), sliced to the rank's part.
+    # The rank's part of the whole global batch, through another call
+    # (global_batch: one step, no rank): a partition check, not an
+    # independent reference.
     g = ref.global_batch(step)
     per = len(g) // world
     return g[rank * per : (rank + 1) * per]
@@ -314,8 +315,10 @@ def test_writing_into_a_batch_does_not_change_the_plan(window: int) -> None:
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_stateful_dataloader_resumes_at_the_next_untrained_step(workers: int) -> None:
-    # torchdata is a test dependency (noxfile), not a dependency of rewarm.
-    sdl = pytest.importorskip("torchdata.stateful_dataloader")
+    # torchdata is a test dependency (noxfile), not a dependency of rewarm:
+    # imported, not skipped, so a broken install fails.
+    import torchdata.stateful_dataloader as sdl
+
     ds = TensorDataset(torch.arange(3400))
     ref = rewarm.ReplaySampler(SPEC, rank=0, world_size=1)
 
@@ -347,7 +350,8 @@ def test_a_state_saved_on_the_last_batch_resumes_with_the_rest_of_that_pass(work
     # A checkpoint taken inside the loop on the pass's last batch: the resumed
     # loader ends that pass (nothing left), then runs whole passes, as torch's
     # own samplers do under StatefulDataLoader; no pass is trained twice.
-    sdl = pytest.importorskip("torchdata.stateful_dataloader")
+    import torchdata.stateful_dataloader as sdl
+
     ds = TensorDataset(torch.arange(3400))
 
     def loader() -> Any:

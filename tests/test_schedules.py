@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import rewarm
+from tests.reference import cosine_ref
 
 INF = {
     "kind": "infinite",
@@ -110,8 +111,12 @@ def test_replan_at_future_step_and_state_dict() -> None:
     p, opt = _opt(spec)
     opt.replan("anneal", at_step=50, steps=10, shape="cosine")
     lrs = _steps(p, opt, 70)
-    ref = rewarm.preview(spec, 51)["lr"]
-    assert lrs[:51] == ref
+    # The cosine up to the anneal, then a cosine from its rate there to min_lr
+    # over 10 updates, then min_lr.
+    v50 = cosine_ref(50, 1.0, 100, 0, 0.1)
+    want = [cosine_ref(n, 1.0, 100, 0, 0.1) for n in range(51)]
+    want += [0.1 + (v50 - 0.1) * 0.5 * (1 + math.cos(math.pi * (n - 50) / 10)) for n in range(51, 60)]
+    assert lrs[:60] == pytest.approx(want, rel=1e-12)
     assert lrs[60:] == [0.1] * 10
     sd = opt.state_dict()
     p2, opt2 = _opt(spec)
