@@ -38,7 +38,8 @@ func rep(v int64, n int) []int64 {
 }
 
 // The reference's test vectors for the released p-MoD schedule (L=32,
-// shift 0.5, max 0.85, min 0.15, floor rounding).
+// shift 0.5, max 0.85, min 0.15, floor rounding): the k table and means of
+// shared/reference/mod.md §1.3, worked out there from p-MoD's formula.
 func TestPMoDTestVectors(t *testing.T) {
 	p := plan(t, map[string]any{"num_layers": 32, "buckets": []any{576, 2880}})
 	want := map[int64][]int64{

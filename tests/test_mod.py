@@ -11,6 +11,8 @@ import torch
 import rewarm
 import rewarm.mod as M
 
+# k per layer for N = 576 under the released p-MoD schedule: the table of
+# shared/reference/mod.md §1.3, worked out there from p-MoD's formula.
 VEC576 = (
     [576] * 8 + [486, 464, 440, 414, 388, 360, 331, 302, 273, 244, 215, 187, 161, 135, 111, 89] + [86] * 8
 )

@@ -634,7 +634,8 @@ def test_grad_norms_survive_a_checkpoint() -> None:
     p.grad = torch.full((4,), 10.0)
     opt2.step()
     assert opt2.grad_norms == [2.0, 4.0, 6.0, 8.0, 10.0, 20.0]
-    rewarm.refined_spec(opt2.grad_norms, peak_lr=0.1)  # a whole run's norms
+    spec = rewarm.refined_spec(opt2.grad_norms, peak_lr=0.1)  # a whole run's norms
+    assert spec["grad_norms"] == opt2.grad_norms and spec["kind"] == "refined"
 
 
 @pytest.mark.parametrize("scheduled_wd", [False, True])  # step()'s fast path, and its slow one
@@ -653,8 +654,12 @@ def test_grad_norms_hold_one_entry_per_update(scheduled_wd: bool) -> None:
     assert opt.steps_applied == len(opt.grad_norms) == 6
     assert [math.isnan(x) for x in opt.grad_norms[::2]] == [True] * 3
     assert opt.grad_norms[1::2] == [4.0, 12.0, 20.0]  # |(k, k, k, k)|_1
+    # The NaN norms are dropped: the schedule is that of the real ones alone,
+    # over the run's 12 updates.
     norms = opt.grad_norms * 2
-    assert rewarm.preview(rewarm.refined_spec(norms, peak_lr=0.1), [0])["lr"][0] > 0
+    real = {"kind": "refined", "peak_lr": 0.1, "grad_norms": [x for x in norms if not math.isnan(x)]}
+    got = rewarm.preview(rewarm.refined_spec(norms, peak_lr=0.1), list(range(13)))["lr"]
+    assert got == rewarm.preview({**real, "total_steps": 12}, list(range(13)))["lr"] and got[0] > 0
 
 
 def test_the_grad_norm_is_taken_per_device_and_combined() -> None:
