@@ -118,14 +118,27 @@ func (d *Dispatcher) checkControl(rp *pb.Replan, target string) error {
 	}
 	// A control for a step every receiver has passed would be queued and
 	// then skipped by each client (a warning in the job's log at best): an
-	// --at-step 250 meant as 2500 would never anneal.
+	// --at-step 250 meant as 2500 would never anneal. What a job has passed
+	// is what its polling rank last reported; the other ranks step with it.
+	jobApplied := map[string]int64{}
+	for _, s := range sessions {
+		s.mu.Lock()
+		if s.name != "" {
+			jobApplied[s.name] = max(jobApplied[s.name], s.applied)
+		}
+		s.mu.Unlock()
+	}
 	least, leastName := int64(math.MaxInt64), ""
 	for _, s := range sessions {
 		s.mu.Lock()
-		if s.step < least {
-			least, leastName = s.step, s.name
-		}
+		applied := s.applied
 		s.mu.Unlock()
+		if s.name != "" {
+			applied = jobApplied[s.name]
+		}
+		if applied < least {
+			least, leastName = applied, s.name
+		}
 	}
 	if r.At < least {
 		who := "the job"
@@ -133,7 +146,7 @@ func (d *Dispatcher) checkControl(rp *pb.Replan, target string) error {
 			who = fmt.Sprintf("job %q", leastName)
 		}
 		return fail(pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "at_step",
-			"post_control: at_step %d has passed: %s is at step %d (each session it would go to is past it)",
+			"post_control: at_step %d has passed: %s had applied %d updates at its last poll_control (so had each job it would go to)",
 			r.At, who, least)
 	}
 	for _, s := range sessions {
@@ -192,6 +205,7 @@ func (d *Dispatcher) pollControl(r *pb.PollControl) (*pb.Response, error) {
 		s.mu.Lock()
 		if r.GetStep() >= 0 {
 			s.step = r.GetStep()
+			s.applied = max(s.applied, r.GetStep())
 		}
 		if !s.polled && r.GetControlEpoch() == 0 {
 			// A client that has seen no control starts where the numbering

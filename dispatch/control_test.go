@@ -292,11 +292,11 @@ func TestControlsOfOtherRanksAndOtherJobs(t *testing.T) {
 	}
 	src := named("demo")
 	named("demo") // rank 1: never polls
-	poll(src, 60)
+	poll(src, 40)
 	if r := post(anneal(50)); r.GetAck() == nil {
 		t.Fatal(r)
 	}
-	if got := poll(src, 60); len(got) != 1 { // its client skips it: step 50 has passed
+	if got := poll(src, 60); len(got) != 1 { // its client skips it: step 50 passed before this poll
 		t.Fatalf("src: %v", got)
 	}
 	extend := &pb.Replan{AtStep: 80, Op: &pb.Replan_Extend{Extend: &pb.Extend{TotalSteps: 300}}}
@@ -499,13 +499,13 @@ func restoredFrom(t *testing.T, snap []byte) *Dispatcher {
 	return d
 }
 
-// A control for a step that every receiving session has passed is refused
-// when posted, naming at_step: queued, each client would skip it.
+// A control for a step that every receiving job has passed, by the update
+// count its last poll reported, is refused when posted, naming at_step:
+// queued, each client would skip it. A look-ahead get_lr (lrs_at(9999))
+// says nothing of what the job has applied.
 func TestControlForAPassedStepIsRefused(t *testing.T) {
 	d := New(Options{Server: "srv"})
 	hello := &pb.Request{Body: &pb.Request_Hello{Hello: &pb.Hello{ProtocolVersion: ProtocolVersion}}}
-	job := d.NewConn()
-	job.Handle(hello)
 	st, err := structpb.NewStruct(cosineSpec)
 	if err != nil {
 		t.Fatal(err)
@@ -517,21 +517,35 @@ func TestControlForAPassedStepIsRefused(t *testing.T) {
 		}
 		return r.GetSession().GetSessionId()
 	}
+	job := d.NewConn()
+	job.Handle(hello)
 	id := openNamed(job, "a")
-	getLR(job, id, 30, 4)
+	rank1 := openNamed(job, "a") // a second rank of job a: it never polls
+	poll := func(id uint64, step int64) {
+		job.Handle(&pb.Request{Body: &pb.Request_PollControl{PollControl: &pb.PollControl{SessionId: id, Step: step, AfterSeq: 1 << 40}}})
+	}
 	post := func(at int64, target string) *pb.Response {
 		return job.Handle(&pb.Request{Body: &pb.Request_PostControl{PostControl: &pb.PostControl{TargetName: target, Replan: &pb.Replan{
 			AtStep: at, Op: &pb.Replan_Anneal{Anneal: &pb.Anneal{Steps: 5, Shape: "linear"}}}}}})
 	}
+	getLR(job, id, 9999, 4) // look-ahead: not a step the job has reached
+	getLR(job, rank1, 9999, 4)
+	if r := post(500, ""); r.GetAck() == nil {
+		t.Fatalf("at 500, the job never polled: %v", r)
+	}
+	poll(id, 30)
 	r := post(20, "")
-	if e := r.GetError(); e.GetField() != "at_step" || !strings.Contains(e.GetMessage(), `job "a" is at step 30`) {
+	if e := r.GetError(); e.GetField() != "at_step" || !strings.Contains(e.GetMessage(), `job "a" had applied 30 updates`) {
 		t.Fatalf("at 20, job at 30: %v", r)
 	}
 	if r := post(30, ""); r.GetAck() == nil {
 		t.Fatalf("at 30, job at 30: %v", r)
 	}
-	// The polled step counts too.
-	job.Handle(&pb.Request{Body: &pb.Request_PollControl{PollControl: &pb.PollControl{SessionId: id, Step: 41, AfterSeq: 1}}})
+	getLR(job, id, 9999, 4)
+	if r := post(600, "a"); r.GetAck() == nil {
+		t.Fatalf("at 600 after a look-ahead to 9999, job at 30: %v", r)
+	}
+	poll(id, 41)
 	if r := post(40, "a"); r.GetError().GetField() != "at_step" {
 		t.Fatalf("at 40, job at 41: %v", r)
 	}

@@ -143,6 +143,11 @@ type session struct {
 	// past, once it has polled. Guarded by mu, as polled is.
 	ctlSeen uint64
 	polled  bool
+	// applied is the update count its client reported when it last polled
+	// (0 before then). Unlike step, which a look-ahead get_lr moves, the job
+	// is at or past it, so a control for an earlier step would be skipped.
+	// Guarded by mu.
+	applied int64
 }
 
 // New returns an empty Dispatcher.
