@@ -319,5 +319,12 @@ func (s *SGDR) Phases() []Phase {
 		}
 		ph = append(ph, Phase{name, int64(math.Ceil(start))})
 	}
+	if s.CycleLimit >= 8 { // the restarts listed stop at 7; the floor still shows
+		for i := int64(8); i <= s.CycleLimit; i++ {
+			start += length
+			length *= s.CycleMul
+		}
+		ph = append(ph, Phase{"floor", int64(math.Ceil(start))})
+	}
 	return ph
 }

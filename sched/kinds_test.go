@@ -509,6 +509,8 @@ func TestFloorPhaseStartsAtTheFirstFloorRate(t *testing.T) {
 		// SGDR holds min_lr after its last cycle (it labelled that a restart).
 		{"kind": "sgdr", "peak_lr": 1.0, "min_lr": 0.1, "cycle_steps": 10, "cycle_limit": 1},
 		{"kind": "sgdr", "peak_lr": 1.0, "min_lr": 0.1, "warmup_steps": 5, "cycle_steps": 10, "cycle_mul": 1.5, "cycle_limit": 3},
+		{"kind": "sgdr", "peak_lr": 1.0, "min_lr": 0.1, "cycle_steps": 10, "cycle_limit": 8},
+		{"kind": "sgdr", "peak_lr": 1.0, "min_lr": 0.1, "cycle_steps": 3, "cycle_mul": 1.2, "cycle_limit": 12},
 	} {
 		s := mustParse(t, m)
 		// The first n from which every rate is min_lr (a warmup from 0 passes
