@@ -337,7 +337,19 @@ def test_a_layer_that_keeps_nothing_does_not_run_its_block() -> None:
     torch.nn.init.normal_(layer.router.weight, std=0.1)
     x, pos = torch.randn(2, 5, 32), torch.arange(5)
     w = 0.2 * torch.tanh(layer.router(x)) + 1
-    torch.testing.assert_close(layer(x, pos, route_mask=torch.ones(5, dtype=torch.bool)), w.unsqueeze(-1) * x)
+    out = layer(x, pos, route_mask=torch.ones(5, dtype=torch.bool))
+    torch.testing.assert_close(out, w.unsqueeze(-1) * x)
+    # The block's parameters still get a gradient, zero, as when the block ran
+    # on no token: DDP without find_unused_parameters expects one for each.
+    out.sum().backward()
+    grads = [p.grad for p in model.layers[1].parameters()]
+    assert all(g is not None and not g.any() for g in grads) and layer.router.weight.grad.any()
+    model.zero_grad(set_to_none=True)
+    # Parameters of mixed dtypes (a bf16 projection beside fp32 norms) too,
+    # and the output keeps x's dtype.
+    model.layers[1].qkv.to(torch.bfloat16)
+    assert layer(x, pos, route_mask=torch.ones(5, dtype=torch.bool)).dtype == x.dtype
+    model.layers[1].qkv.to(torch.float32)
     # One non-routable token: the block runs on it alone.
     layer = M.MoDLayer(NoEmpty(model.layers[1]), k=0, tokens=4, hidden_size=32)
     mask = torch.tensor([False, True, True, True, True])

@@ -197,7 +197,19 @@ class MoDLayer(nn.Module):
         if others + self.k == 0:
             # Every token is routable and none is kept: each becomes w·x, and
             # the block, which need not take an empty sequence, is not run.
-            return w.unsqueeze(-1) * x
+            # Its parameters still join the graph, through empty slices
+            # (exactly 0 whatever they hold), so each gets a zero gradient
+            # as if it had run: DDP without find_unused_parameters needs one.
+            out = w.unsqueeze(-1) * x
+            if torch.is_grad_enabled():
+                empty = [
+                    p.reshape(-1)[:0].sum().to(device=out.device, dtype=torch.float32)
+                    for p in self.block.parameters()
+                    if p.requires_grad
+                ]
+                if empty:
+                    out = out + torch.stack(empty).sum().to(out.dtype)
+            return out
         # The non-routable positions, then the routable ones, each in order
         # (False sorts first, stably).
         order = torch.sort(route_mask.to(torch.int8), dim=1, stable=True).indices
