@@ -198,22 +198,26 @@ func TestRestoreRefusesStringsThatAreNotUTF8(t *testing.T) {
 		map[string]any{"name": "warm", "steps": 10.0, "schedule": cosineSpec},
 		map[string]any{"steps": 10.0, "schedule": cosineSpec},
 	}}
-	for name, st := range map[string]sessionState{
-		"name":       {Spec: cosineSpec, Name: "job\xff"},
-		"stage name": {Spec: stages, Name: "job"},
+	badStage := map[string]any{"kind": "stages", "stages": []any{
+		map[string]any{"steps": 10.0, "schedule": cosineSpec},
+		map[string]any{"name": "w\xffarm", "steps": 10.0, "schedule": cosineSpec},
+	}}
+	badKey := map[string]any{"kind": "cosine", "peak_lr": 1.0, "total_steps": 10.0, "\xff": 1.0}
+	for _, c2 := range []struct {
+		st    sessionState
+		where string
+	}{
+		{sessionState{Spec: cosineSpec, Name: "job\xff"}, "state.name is"},
+		{sessionState{Spec: badStage, Name: "job"}, "state.spec.stages[1].name is"},
+		{sessionState{Spec: badKey, Name: "job"}, "state.spec (a key) is"},
 	} {
-		if name == "stage name" {
-			st.Spec = map[string]any{"kind": "stages", "stages": []any{
-				map[string]any{"name": "w\xffarm", "steps": 10.0, "schedule": cosineSpec},
-				map[string]any{"steps": 10.0, "schedule": cosineSpec},
-			}}
-		}
-		blob, err := encodeSnapshot(st)
+		name := c2.where
+		blob, err := encodeSnapshot(c2.st)
 		if err != nil {
 			t.Fatal(err)
 		}
 		rr := c.Handle(&pb.Request{Body: &pb.Request_RestoreState{RestoreState: &pb.RestoreState{Msgpack: blob}}})
-		if e := rr.GetError(); e.GetField() != "msgpack" || !strings.Contains(e.GetMessage(), "not valid UTF-8") {
+		if e := rr.GetError(); e.GetField() != "msgpack" || !strings.Contains(e.GetMessage(), c2.where+" not valid UTF-8") {
 			t.Errorf("%s: %v", name, rr)
 		}
 		if _, err := proto.Marshal(rr); err != nil {

@@ -92,7 +92,8 @@ func unseal(kind string, blob []byte, v any) error {
 }
 
 // badString finds a string that is not valid UTF-8 in v (map keys too) and
-// returns where it lies.
+// returns where it lies, built only on the way out: the walk runs on every
+// restore, over blobs of 200,000 norms.
 func badString(v reflect.Value, at string) (string, bool) {
 	switch v.Kind() {
 	case reflect.String:
@@ -106,18 +107,18 @@ func badString(v reflect.Value, at string) (string, bool) {
 			return "", false
 		}
 		for i := range v.Len() {
-			if where, bad := badString(v.Index(i), fmt.Sprintf("%s[%d]", at, i)); bad {
-				return where, true
+			if where, bad := badString(v.Index(i), ""); bad {
+				return fmt.Sprintf("%s[%d]%s", at, i, where), true
 			}
 		}
 	case reflect.Map:
 		for it := v.MapRange(); it.Next(); {
-			key := fmt.Sprint(it.Key())
-			if where, bad := badString(it.Key(), at+" key"); bad {
-				return where, true
+			if _, bad := badString(it.Key(), ""); bad {
+				return at + " (a key)", true
 			}
-			if where, bad := badString(it.Value(), at+"."+key); bad {
-				return where, true
+			if where, bad := badString(it.Value(), ""); bad {
+				// The key is valid UTF-8: it may go in the message.
+				return fmt.Sprintf("%s.%v%s", at, it.Key(), where), true
 			}
 		}
 	case reflect.Struct:
@@ -127,12 +128,12 @@ func badString(v reflect.Value, at string) (string, bool) {
 			if !f.IsExported() {
 				continue
 			}
-			name, _, _ := strings.Cut(f.Tag.Get("msgpack"), ",")
-			if name == "" {
-				name = f.Name
-			}
-			if where, bad := badString(v.Field(i), at+"."+name); bad {
-				return where, true
+			if where, bad := badString(v.Field(i), ""); bad {
+				name, _, _ := strings.Cut(f.Tag.Get("msgpack"), ",")
+				if name == "" {
+					name = f.Name
+				}
+				return at + "." + name + where, true
 			}
 		}
 	}
