@@ -475,9 +475,11 @@ def test_a_failover_client_shared_by_threads_keeps_each_session(tmp_path, monkey
         sidecar.stop()
 
 
-def test_an_undecodable_reply_is_a_protocol_error(tmp_path) -> None:
-    # A server that frames its replies but sends no rewarm message: the
-    # client names it (code MALFORMED) rather than leak protobuf's DecodeError.
+@pytest.mark.parametrize("failover", [False, True])
+def test_an_undecodable_reply_is_a_protocol_error(tmp_path, failover: bool) -> None:
+    # A server that frames its replies but answers anything but hello with no
+    # rewarm message: the plain client names it (code MALFORMED) rather than
+    # leak protobuf's DecodeError; the failover client goes on in-process.
     import contextlib
     import threading
 
@@ -489,26 +491,36 @@ def test_an_undecodable_reply_is_a_protocol_error(tmp_path) -> None:
     def answer() -> None:
         c, _ = srv.accept()
         with contextlib.suppress(OSError):
-            for i in range(2):
+            while True:
                 (n,) = struct.unpack(">I", c.recv(4))
                 req = b""
                 while len(req) < n:
                     req += c.recv(n - len(req))
+                msg = pb.Request.FromString(req)
                 hello = pb.HelloReply(protocol_version=rewarm.PROTOCOL_VERSION, server="odd")
-                ok = pb.Response(id=pb.Request.FromString(req).id, hello=hello).SerializeToString()
-                reply = ok if i == 0 else b"\x0a\xff"  # a field longer than the message
+                ok = pb.Response(id=msg.id, hello=hello).SerializeToString()
+                garbage = b"\x0a\xff"  # a field longer than the message
+                reply = ok if msg.WhichOneof("body") == "hello" else garbage
                 c.sendall(struct.pack(">I", len(reply)) + reply)
+                if reply != ok:
+                    break
             c.recv(1)
         c.close()
+        srv.close()  # later connects are refused, so the failover client stays in-process
 
     t = threading.Thread(target=answer, daemon=True)
     t.start()
-    client = rewarm.connect("socket", socket_path=path, failover=False)
-    with pytest.raises(rewarm.ProtocolError, match="is not a rewarm message") as refused:
-        client.open_session(SPEC)
-    assert refused.value.code == "MALFORMED"
+    client = rewarm.connect("socket", socket_path=path, failover=failover)
+    if failover:
+        sid = client.open_session(SPEC).session_id
+        assert client.get_lr(sid, 0, count=20) == [cosine_ref(n, 1.0, 110, 10, 0.1) for n in range(20)]
+        assert client.transport.failovers == 1 and not client.transport.on_socket
+    else:
+        with pytest.raises(rewarm.ProtocolError, match="is not a rewarm message") as refused:
+            client.open_session(SPEC)
+        assert refused.value.code == "MALFORMED"
     client.close()
-    srv.close()
+    t.join(10)
 
 
 def test_in_process_buffers_do_not_keep_a_large_call() -> None:

@@ -82,8 +82,10 @@ class FailoverTransport:
         self._hello = hello
         # One request at a time: a side change (the generation) and the
         # objects moved with it must not interleave with another thread's
-        # request, which would send an id of one side to the other.
-        self._lock = threading.RLock()
+        # request, which would send an id of one side to the other. Not
+        # reentrant: nothing in a request calls back in, and a call from a
+        # signal handler mid-request must not see a half-made side change.
+        self._lock = threading.Lock()
         self._lock_pid = os.getpid()
         self._socket = first
         self._inproc: InProcessTransport | None = None
@@ -186,8 +188,11 @@ class FailoverTransport:
         try:
             return pb.Response.FromString(reply)
         except DecodeError as exc:
-            if side is self._inproc:
-                raise
+            if side is self._inproc:  # a bug of this build, not a bad peer
+                raise ProtocolError(
+                    f"rewarm: the in-process dispatcher's reply is not a rewarm message ({exc})",
+                    code="MALFORMED",
+                ) from exc
             # Framed, but not a rewarm message: that socket cannot be trusted.
             raise TransportError(
                 f"rewarm: the sidecar at {self.path} sent a {len(reply)}-byte reply that is not a rewarm "
@@ -223,11 +228,11 @@ class FailoverTransport:
 
     # --- the transport interface ------------------------------------------------
 
-    def _locked(self) -> threading.RLock:
+    def _locked(self) -> threading.Lock:
         # A forked child inherits the lock as it was at the fork: held, if
         # another thread was mid-request, by a thread the child lacks.
         if self._lock_pid != os.getpid():
-            self._lock, self._lock_pid = threading.RLock(), os.getpid()
+            self._lock, self._lock_pid = threading.Lock(), os.getpid()
         return self._lock
 
     def roundtrip(self, request: bytes) -> bytes:
