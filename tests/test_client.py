@@ -535,6 +535,12 @@ def test_in_process_buffers_do_not_keep_a_large_call() -> None:
     again = c.restore_state(blob)
     assert c.get_lr(again.session_id, 10, count=1000) == c.get_lr(sid, 10, count=1000)
     assert len(c.transport._in) <= keep and len(c.transport._out) <= keep
+    # A request that fits in 1 MiB is served from a kept buffer: growing from
+    # 770 KB (70 000 norms) to 880 KB takes 1 MiB, not 1.5 MB that would be
+    # dropped after every such call.
+    for n in (70_000, 80_000):
+        c.open_session({**spec, "grad_norms": [1.0, 2.0] * (n // 2)})
+    assert len(c.transport._in) == keep
     c.close()
 
 
