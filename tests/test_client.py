@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import os
 import socket
 import struct
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -219,27 +222,35 @@ def test_failover_client_names_both_versions_on_mismatch(
 def test_a_server_that_is_not_a_sidecar_is_named_not_read(tmp_path) -> None:
     # A Unix socket that answers with text: its first bytes read as a huge
     # length, which must not be allocated.
-    import contextlib
-    import threading
+    def answer(c: socket.socket) -> None:
+        c.recv(4096)
+        c.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+        c.recv(1)  # until the client closes
 
     path = str(tmp_path / "http.sock")
+    t = _serve_once(path, answer)
+    with pytest.raises(rewarm.TransportError, match="does not speak the rewarm protocol"):
+        rewarm.connect("socket", socket_path=path, failover=False)
+    t.join(10)
+
+
+def _serve_once(path: str, answer: Callable[[socket.socket], None]) -> threading.Thread:
+    """A Unix socket at path whose first connection answer() serves (an
+    OSError there is the client going away); later connects are refused."""
     srv = socket.socket(socket.AF_UNIX)
     srv.bind(path)
     srv.listen(1)
 
-    def answer() -> None:
+    def run() -> None:
         c, _ = srv.accept()
-        with contextlib.suppress(OSError):  # the client may reset once it has read enough
-            c.recv(4096)
-            c.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
-            c.recv(1)  # until the client closes
+        with contextlib.suppress(OSError):
+            answer(c)
         c.close()
+        srv.close()
 
-    t = threading.Thread(target=answer, daemon=True)
+    t = threading.Thread(target=run, daemon=True)
     t.start()
-    with pytest.raises(rewarm.TransportError, match="does not speak the rewarm protocol"):
-        rewarm.connect("socket", socket_path=path, failover=False)
-    srv.close()
+    return t
 
 
 def test_spawn_checks_what_the_spawned_sidecar_would_refuse(
@@ -284,8 +295,6 @@ def test_idle_exit_durations_are_judged_as_go_parses_them() -> None:
 
 
 def test_the_spawn_lock_excludes_and_leaves_no_file(tmp_path) -> None:
-    import threading
-
     from rewarm._launch import _spawn_lock
 
     lock = str(tmp_path / "s.sock.lock")
@@ -393,7 +402,6 @@ def test_a_child_forked_mid_request_does_not_wait_on_the_parents_lock(tmp_path, 
     # stays there) when the process forks, as a DataLoader worker does: the
     # child inherits the client's lock held, by a thread it does not have.
     import signal
-    import threading
 
     sidecar = rewarm.Sidecar(str(tmp_path / "s.sock"))
     client = rewarm.connect("socket", socket_path=sidecar.path, failover=failover)
@@ -433,7 +441,6 @@ def test_a_failover_client_shared_by_threads_keeps_each_session(tmp_path, monkey
     # recorded under the new connection with its in-process id (which there
     # names another session).
     import signal
-    import threading
 
     def cosine(peak: float) -> dict:
         return {"kind": "cosine", "peak_lr": peak, "total_steps": 100}
@@ -479,37 +486,26 @@ def test_a_failover_client_shared_by_threads_keeps_each_session(tmp_path, monkey
 def test_an_undecodable_reply_is_a_protocol_error(tmp_path, failover: bool) -> None:
     # A server that frames its replies but answers anything but hello with no
     # rewarm message: the plain client names it (code MALFORMED) rather than
-    # leak protobuf's DecodeError; the failover client goes on in-process.
-    import contextlib
-    import threading
+    # leak protobuf's DecodeError; the failover client goes on in-process
+    # (later connects are refused).
+    def answer(c: socket.socket) -> None:
+        while True:
+            (n,) = struct.unpack(">I", c.recv(4))
+            req = b""
+            while len(req) < n:
+                req += c.recv(n - len(req))
+            msg = pb.Request.FromString(req)
+            hello = pb.HelloReply(protocol_version=rewarm.PROTOCOL_VERSION, server="odd")
+            ok = pb.Response(id=msg.id, hello=hello).SerializeToString()
+            garbage = b"\x0a\xff"  # a field longer than the message
+            reply = ok if msg.WhichOneof("body") == "hello" else garbage
+            c.sendall(struct.pack(">I", len(reply)) + reply)
+            if reply != ok:
+                break
+        c.recv(1)
 
     path = str(tmp_path / "odd.sock")
-    srv = socket.socket(socket.AF_UNIX)
-    srv.bind(path)
-    srv.listen(1)
-
-    def answer() -> None:
-        c, _ = srv.accept()
-        with contextlib.suppress(OSError):
-            while True:
-                (n,) = struct.unpack(">I", c.recv(4))
-                req = b""
-                while len(req) < n:
-                    req += c.recv(n - len(req))
-                msg = pb.Request.FromString(req)
-                hello = pb.HelloReply(protocol_version=rewarm.PROTOCOL_VERSION, server="odd")
-                ok = pb.Response(id=msg.id, hello=hello).SerializeToString()
-                garbage = b"\x0a\xff"  # a field longer than the message
-                reply = ok if msg.WhichOneof("body") == "hello" else garbage
-                c.sendall(struct.pack(">I", len(reply)) + reply)
-                if reply != ok:
-                    break
-            c.recv(1)
-        c.close()
-        srv.close()  # later connects are refused, so the failover client stays in-process
-
-    t = threading.Thread(target=answer, daemon=True)
-    t.start()
+    t = _serve_once(path, answer)
     client = rewarm.connect("socket", socket_path=path, failover=failover)
     if failover:
         sid = client.open_session(SPEC).session_id
