@@ -14,7 +14,6 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +23,7 @@ from google.protobuf.message import DecodeError
 from rewarm._client import same_server
 from rewarm._errors import ProtocolError, TransportError
 from rewarm._proto import rewarm_pb2 as pb
-from rewarm._transport import InProcessTransport, SocketTransport, request_timeout
+from rewarm._transport import ForkSafeLock, InProcessTransport, SocketTransport, request_timeout
 
 # A reconnect attempt's wait for the sidecar's hello: a healthy one answers in
 # well under a millisecond.
@@ -85,8 +84,7 @@ class FailoverTransport:
         # request, which would send an id of one side to the other. Not
         # reentrant: nothing in a request calls back in, and a call from a
         # signal handler mid-request must not see a half-made side change.
-        self._lock = threading.Lock()
-        self._lock_pid = os.getpid()
+        self._lock = ForkSafeLock()
         self._socket = first
         self._inproc: InProcessTransport | None = None
         self._gen = 0 if first is not None else 1
@@ -228,15 +226,8 @@ class FailoverTransport:
 
     # --- the transport interface ------------------------------------------------
 
-    def _locked(self) -> threading.Lock:
-        # A forked child inherits the lock as it was at the fork: held, if
-        # another thread was mid-request, by a thread the child lacks.
-        if self._lock_pid != os.getpid():
-            self._lock, self._lock_pid = threading.Lock(), os.getpid()
-        return self._lock
-
     def roundtrip(self, request: bytes) -> bytes:
-        with self._locked():
+        with self._lock:
             return self._roundtrip(request)
 
     def _roundtrip(self, request: bytes) -> bytes:
@@ -306,7 +297,7 @@ class FailoverTransport:
         return resp
 
     def close(self) -> None:
-        with self._locked():
+        with self._lock:
             if self._socket is not None:
                 self._socket.close()
             if self._inproc is not None:

@@ -123,6 +123,27 @@ class Transport(Protocol):
     def close(self) -> None: ...
 
 
+class ForkSafeLock:
+    """A lock that a forked child replaces on first use. The child inherits
+    a lock as it was at the fork: held, if another thread was mid-request
+    then, by a thread the child does not have, so it would wait forever."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+
+    def __enter__(self) -> None:
+        if self._pid != os.getpid():
+            self._lock, self._pid = threading.Lock(), os.getpid()
+        self._lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+    def locked(self) -> bool:
+        return self._lock.locked()
+
+
 # Buffers up to this size are kept for the next call; a larger request (up
 # to 16 MiB) or reply (up to 8 MiB) gets one of its own, so one big call
 # does not hold that much for the life of the client.
@@ -202,8 +223,7 @@ class SocketTransport:
         self.timeout: float | None = request_timeout() if timeout is None else timeout
         self.greeting: bytes | None = None
         self.check_greeting: Callable[[bytes], None] | None = None
-        self._lock = threading.Lock()
-        self._lock_pid = os.getpid()
+        self._lock = ForkSafeLock()
         self._sock: socket.socket | None = None
         self._poll: select.poll | None = None
         self._pid = -1
@@ -242,16 +262,8 @@ class SocketTransport:
             got += k
         return buf
 
-    def _locked(self) -> threading.Lock:
-        """This process's lock. A forked child inherits the lock as it was at
-        the fork, held if another thread was mid-request then, and that
-        thread does not exist in the child: it would wait forever."""
-        if self._lock_pid != os.getpid():
-            self._lock, self._lock_pid = threading.Lock(), os.getpid()
-        return self._lock
-
     def roundtrip(self, request: bytes) -> bytes:
-        with self._locked():
+        with self._lock:
             if self._sock is not None and self._pid == os.getpid() and self._peer_closed():
                 self._drop()  # e.g. the server's --conn-idle-timeout: start afresh
             reused = self._sock is not None and self._pid == os.getpid()
@@ -333,7 +345,7 @@ class SocketTransport:
 
     def set_timeout(self, timeout: float | None) -> None:
         """The time a request may take from now on (this and later connections)."""
-        with self._locked():
+        with self._lock:
             self.timeout = timeout
             if self._sock is not None:
                 self._sock.settimeout(timeout)
@@ -346,5 +358,5 @@ class SocketTransport:
                 self._sock = None
 
     def close(self) -> None:
-        with self._locked():
+        with self._lock:
             self._drop()
