@@ -89,9 +89,11 @@ func (d *Dispatcher) checkControl(rp *pb.Replan, target string) error {
 	var sessions []*session
 	var names []string
 	jobPolled := map[string]bool{} // a named job's rank src has polled
+	live := map[*session]bool{}    // owned by a connection; the lease is d.mu's
 	for _, s := range d.sessions {
 		if target == "" || s.name == target {
 			sessions = append(sessions, s)
+			live[s] = s.owner != 0
 		}
 		names = append(names, strconv.Quote(s.name))
 		s.mu.Lock()
@@ -120,27 +122,32 @@ func (d *Dispatcher) checkControl(rp *pb.Replan, target string) error {
 	// then skipped by each client (a warning in the job's log at best): an
 	// --at-step 250 meant as 2500 would never anneal. What a job has passed
 	// is what its polling rank last reported; the other ranks step with it.
+	// Orphans do not count: a job that crashed and restarted from an earlier
+	// checkpoint has new sessions, and a client that reconnects to an orphan
+	// judges the control itself when it polls.
 	jobApplied := map[string]int64{}
 	for _, s := range sessions {
 		s.mu.Lock()
-		if s.name != "" {
+		if s.name != "" && live[s] {
 			jobApplied[s.name] = max(jobApplied[s.name], s.applied)
 		}
 		s.mu.Unlock()
 	}
+	applied := func(s *session) int64 {
+		if a, ok := jobApplied[s.name]; ok && s.name != "" {
+			return a
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.applied
+	}
 	least, leastName := int64(math.MaxInt64), ""
 	for _, s := range sessions {
-		s.mu.Lock()
-		applied := s.applied
-		s.mu.Unlock()
-		if s.name != "" {
-			applied = jobApplied[s.name]
-		}
-		if applied < least {
-			least, leastName = applied, s.name
+		if a := applied(s); live[s] && a < least {
+			least, leastName = a, s.name
 		}
 	}
-	if r.At < least {
+	if least != math.MaxInt64 && r.At < least {
 		who := "the job"
 		if leastName != "" {
 			who = fmt.Sprintf("job %q", leastName)
@@ -152,11 +159,14 @@ func (d *Dispatcher) checkControl(rp *pb.Replan, target string) error {
 	for _, s := range sessions {
 		s.mu.Lock()
 		trial, err := sched.NewPlan(s.plan.Config, s.plan.Replans, s.plan.Reports)
-		seen, step, polled := s.ctlSeen, s.step, s.polled
+		seen, polled := s.ctlSeen, s.polled
 		if !polled {
 			seen = s.ctlStart
 		}
 		s.mu.Unlock()
+		// The client skips a queued control whose step it has passed; what
+		// it has passed is what it applied, not a look-ahead get_lr's step.
+		step := applied(s)
 		if err != nil {
 			return err
 		}

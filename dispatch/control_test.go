@@ -561,3 +561,78 @@ func TestControlForAPassedStepIsRefused(t *testing.T) {
 		t.Fatalf("at 40 for a alone: %v", r)
 	}
 }
+
+// A job that crashed and restarted from an earlier checkpoint opens a new
+// session under its name; the old one, orphaned, has applied more updates.
+// What the job has passed is what its live sessions report.
+func TestPassedStepCountsLiveSessionsOnly(t *testing.T) {
+	d := New(Options{})
+	st, err := structpb.NewStruct(cosineSpec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	openNamed := func(c *Conn) uint64 {
+		r := c.Handle(&pb.Request{Body: &pb.Request_OpenSession{OpenSession: &pb.OpenSession{Schedule: st, Name: "job"}}})
+		if r.GetSession() == nil {
+			t.Fatal(r)
+		}
+		return r.GetSession().GetSessionId()
+	}
+	poll := func(c *Conn, id uint64, step int64) {
+		c.Handle(&pb.Request{Body: &pb.Request_PollControl{PollControl: &pb.PollControl{SessionId: id, Step: step, AfterSeq: 1 << 40}}})
+	}
+	post := func(c *Conn, at int64) *pb.Response {
+		return c.Handle(&pb.Request{Body: &pb.Request_PostControl{PostControl: &pb.PostControl{TargetName: "job", Replan: &pb.Replan{
+			AtStep: at, Op: &pb.Replan_Anneal{Anneal: &pb.Anneal{Steps: 5, Shape: "linear"}}}}}})
+	}
+	crashed := greet(t, d)
+	poll(crashed, openNamed(crashed), 100)
+	crashed.Close() // its session is an orphan now
+	restarted := greet(t, d)
+	poll(restarted, openNamed(restarted), 60)
+	if r := post(restarted, 80); r.GetAck() == nil {
+		t.Fatalf("at 80, the restarted job at 60 (the orphan had reached 100): %v", r)
+	}
+	if r := post(restarted, 50); r.GetError().GetField() != "at_step" || !strings.Contains(r.GetError().GetMessage(), "had applied 60 updates") {
+		t.Fatalf("at 50, the restarted job at 60: %v", r)
+	}
+	// With only the orphan left, nothing live has passed a step: a client
+	// that reconnects judges the control when it polls.
+	restarted.Close()
+	if r := post(greet(t, d), 90); r.GetAck() == nil {
+		t.Fatalf("at 90 with only orphans of the job: %v", r)
+	}
+}
+
+// The trial of a new control replays the queued controls its client will
+// apply: those at or after the step the job has applied, not the step of a
+// look-ahead get_lr.
+func TestTrialReplaysQueuedControlsFromTheAppliedStep(t *testing.T) {
+	c := greeted(t)
+	id := open(t, c, cosineSpec)
+	c.Handle(&pb.Request{Body: &pb.Request_PollControl{PollControl: &pb.PollControl{SessionId: id, Step: 10, AfterSeq: 1 << 40}}})
+	stage, err := structpb.NewStruct(map[string]any{"kind": "constant", "peak_lr": 2.0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	post := func(rp *pb.Replan) *pb.Response {
+		return c.Handle(&pb.Request{Body: &pb.Request_PostControl{PostControl: &pb.PostControl{Replan: rp}}})
+	}
+	if r := post(&pb.Replan{AtStep: 50, Op: &pb.Replan_NewStage{NewStage: &pb.NewStage{Schedule: stage}}}); r.GetAck() == nil {
+		t.Fatalf("new stage at 50: %v", r)
+	}
+	getLR(c, id, 9999, 4) // look-ahead
+	minLR := 1.5          // below the new stage's 2.0, above the cosine's rate at 60
+	if r := post(&pb.Replan{AtStep: 60, Op: &pb.Replan_Anneal{Anneal: &pb.Anneal{Steps: 10, Shape: "linear", MinLr: &minLR}}}); r.GetAck() == nil {
+		t.Fatalf("anneal at 60 to 1.5 after the queued stage at 2.0: %v", r)
+	}
+	// Without the stage the anneal would raise the rate: the check is live.
+	fresh := greeted(t)
+	other := open(t, fresh, cosineSpec)
+	fresh.Handle(&pb.Request{Body: &pb.Request_PollControl{PollControl: &pb.PollControl{SessionId: other, Step: 10, AfterSeq: 1 << 40}}})
+	r := fresh.Handle(&pb.Request{Body: &pb.Request_PostControl{PostControl: &pb.PostControl{Replan: &pb.Replan{
+		AtStep: 60, Op: &pb.Replan_Anneal{Anneal: &pb.Anneal{Steps: 10, Shape: "linear", MinLr: &minLR}}}}}})
+	if r.GetError().GetField() != "min_lr" {
+		t.Fatalf("anneal at 60 to 1.5 on the cosine alone: %v", r)
+	}
+}
