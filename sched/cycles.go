@@ -310,21 +310,57 @@ func (s *SGDR) floor() float64              { return s.MinLR }
 func (s *SGDR) Phases() []Phase {
 	ph := warmupPhases(s.WarmupSteps, "cycle 0")
 	start, length := float64(s.WarmupSteps), float64(s.CycleSteps)
-	for i := 1; i < 8 && (s.CycleLimit == 0 || int64(i) <= s.CycleLimit); i++ {
+	for i := int64(1); i < 8 && (s.CycleLimit == 0 || i <= s.CycleLimit); i++ {
 		start += length
 		length *= s.CycleMul
+		if !(start <= phaseHorizon) { // a restart no run reaches, or +Inf
+			return ph
+		}
 		name := "restart"
-		if int64(i) == s.CycleLimit { // the cycles are over: min_lr from here
+		if i == s.CycleLimit { // the cycles are over: min_lr from here
 			name = "floor"
 		}
 		ph = append(ph, Phase{name, int64(math.Ceil(start))})
 	}
 	if s.CycleLimit >= 8 { // the restarts listed stop at 7; the floor still shows
-		for i := int64(8); i <= s.CycleLimit; i++ {
-			start += length
-			length *= s.CycleMul
+		if end, ok := s.cyclesEnd(); ok {
+			ph = append(ph, Phase{"floor", end})
 		}
-		ph = append(ph, Phase{"floor", int64(math.Ceil(start))})
 	}
 	return ph
+}
+
+// phaseHorizon bounds the phase starts listed: no run comes near it, and a
+// float beyond it may not convert to int64.
+const phaseHorizon = 1 << 62
+
+// cyclesEnd is the first update after the last cycle, where the rate holds
+// min_lr, or false when that lies past phaseHorizon. Equal cycles end by
+// integer arithmetic, as cycle counts them; growing ones are walked as cycle
+// walks them, up to a million of them, and past that summed in closed form
+// (cycle_mul within 1e-5 of 1 and a limit above a million: the sum may then
+// differ from the walk's in its last bit).
+func (s *SGDR) cyclesEnd() (int64, bool) {
+	w, c, k := s.WarmupSteps, s.CycleSteps, s.CycleLimit
+	if s.CycleMul == 1 {
+		if k > (phaseHorizon-w)/c {
+			return 0, false
+		}
+		return w + k*c, true
+	}
+	var total float64
+	if k <= 1<<20 {
+		length := float64(c)
+		for i := int64(0); i < k && total <= phaseHorizon; i++ {
+			total += length
+			length *= s.CycleMul
+		}
+	} else {
+		total = float64(c) * math.Expm1(float64(k)*math.Log1p(s.CycleMul-1)) / (s.CycleMul - 1)
+	}
+	end := float64(w) + total
+	if !(end <= phaseHorizon) {
+		return 0, false
+	}
+	return int64(math.Ceil(end)), true
 }

@@ -4,6 +4,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"testing"
+	"time"
 )
 
 type pt struct {
@@ -529,6 +530,61 @@ func TestFloorPhaseStartsAtTheFirstFloorRate(t *testing.T) {
 		}
 		if floor != first {
 			t.Errorf("%v: floor phase at %d, first rate at min_lr at %d", m, floor, first)
+		}
+	}
+}
+
+// SGDR's phases list at most seven restarts and then the floor; a cycle limit
+// far beyond any run must neither walk every cycle nor wrap the floor's step
+// negative. A floor past 2^62 updates is never reached and is not listed.
+func TestSGDRPhasesWithHugeCycleLimits(t *testing.T) {
+	for _, c := range []struct {
+		spec  map[string]any
+		floor int64 // -1: none listed
+	}{
+		// 10^12 cycles of 1000: the floor at 5 + 10^15 (a walk of 10^12 cycles took minutes)
+		{map[string]any{"kind": "sgdr", "peak_lr": 1.0, "warmup_steps": 5, "cycle_steps": 1000, "cycle_limit": 1_000_000_000_000}, 5 + 1_000_000_000_000_000},
+		// 1000·(2^70−1) updates: beyond int64
+		{map[string]any{"kind": "sgdr", "peak_lr": 1.0, "cycle_steps": 1000, "cycle_mul": 2.0, "cycle_limit": 70}, -1},
+		// 1000·(2^40−1): walked, as LR walks it
+		{map[string]any{"kind": "sgdr", "peak_lr": 1.0, "cycle_steps": 1000, "cycle_mul": 2.0, "cycle_limit": 40}, 1000 * (1<<40 - 1)},
+		// a multiplier a hair above 1 and 2^53 cycles: ends past 2^62
+		{map[string]any{"kind": "sgdr", "peak_lr": 1.0, "cycle_steps": 1, "cycle_mul": 1.000000001, "cycle_limit": 1 << 53}, -1},
+		// the same multiplier, 2·10^6 cycles: summed in closed form, ⌈1e9·(1.000000001^(2e6) − 1)⌉ = ⌈2002001.33⌉
+		{map[string]any{"kind": "sgdr", "peak_lr": 1.0, "cycle_steps": 1, "cycle_mul": 1.000000001, "cycle_limit": 2_000_000}, 2_002_002},
+		// mul 1e300 overflows to +Inf in the first restarts
+		{map[string]any{"kind": "sgdr", "peak_lr": 1.0, "cycle_steps": 1, "cycle_mul": 1e300, "cycle_limit": 5}, -1},
+		// cycle_steps·cycle_limit overflows int64
+		{map[string]any{"kind": "sgdr", "peak_lr": 1.0, "cycle_steps": 1 << 40, "cycle_limit": 1 << 40}, -1},
+	} {
+		s := mustParse(t, c.spec)
+		done := make(chan []Phase, 1)
+		go func() { done <- phasesOf(s) }()
+		var phases []Phase
+		select {
+		case phases = <-done:
+		case <-time.After(time.Minute): // a hang, not a timing bound: the fixed code takes microseconds
+			t.Fatalf("%v: Phases did not return", c.spec)
+		}
+		var floor int64 = -1
+		last := int64(-1)
+		for _, ph := range phases {
+			if ph.Start < last {
+				t.Errorf("%v: phase %q starts at %d, before the previous one (%d): %v", c.spec, ph.Name, ph.Start, last, phases)
+			}
+			last = ph.Start
+			if ph.Name == "floor" {
+				floor = ph.Start
+			}
+		}
+		if floor != c.floor {
+			t.Errorf("%v: floor at %d, want %d (%v)", c.spec, floor, c.floor, phases)
+		}
+		// The floor is where LR's own walk leaves the last cycle.
+		if sg := s.(*SGDR); floor > 0 {
+			if i, _, _, _ := sg.cycle(floor - 1 - sg.WarmupSteps); i != sg.CycleLimit-1 || s.LR(floor) != 0 {
+				t.Errorf("%v: update %d is in cycle %d, want the last (%d); LR(%d) = %v", c.spec, floor-1, i, sg.CycleLimit-1, floor, s.LR(floor))
+			}
 		}
 	}
 }
