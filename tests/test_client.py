@@ -621,3 +621,58 @@ def test_reconnect_attempts_on_a_frozen_sidecar_back_off(tmp_path, monkeypatch: 
     finally:
         t.close()
         listener.close()
+
+
+def test_a_forked_childs_threads_share_one_fork_safe_lock() -> None:
+    # In a forked child, two threads that take the lock at once must still
+    # exclude each other: the lock the child replaces is replaced once, not
+    # by each thread that finds it stale. The child's threads are made to
+    # take it together (a barrier in any lock made after the fork).
+    import contextlib
+    import signal
+    import types
+
+    from rewarm import _transport
+
+    lock = _transport.ForkSafeLock()
+    with lock:  # used in the parent first, as a client is
+        pass
+    pid = os.fork()
+    if pid == 0:
+        signal.alarm(20)
+        try:
+            real = threading.Lock
+            together = threading.Barrier(2, timeout=2)
+
+            def made_together() -> threading.Lock:
+                with contextlib.suppress(threading.BrokenBarrierError):
+                    together.wait()
+                return real()
+
+            # only the module's own name for threading: Barrier and Thread make locks too
+            _transport.threading = types.SimpleNamespace(Lock=made_together)  # type: ignore[assignment]
+            inside, most, errors = [0], [0], []
+            both = threading.Barrier(2, timeout=5)
+
+            def use() -> None:
+                try:
+                    both.wait()
+                    with lock:
+                        inside[0] += 1
+                        most[0] = max(most[0], inside[0])
+                        time.sleep(0.2)
+                        inside[0] -= 1
+                except BaseException as exc:
+                    errors.append(exc)
+
+            threads = [threading.Thread(target=use) for _ in range(2)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            os._exit(0 if most[0] == 1 and not errors else 3)
+        except BaseException:
+            os._exit(4)
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    assert code == 0, f"exit {code}: two threads of the child held the lock at once (3), or it failed (4)"

@@ -16,6 +16,7 @@ import select
 import socket
 import struct
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -124,24 +125,38 @@ class Transport(Protocol):
 
 
 class ForkSafeLock:
-    """A lock that a forked child replaces on first use. The child inherits
-    a lock as it was at the fork: held, if another thread was mid-request
-    then, by a thread the child does not have, so it would wait forever."""
+    """A lock that a forked child gets afresh. The child inherits a lock as
+    it was at the fork: held, if another thread was mid-request then, by a
+    thread the child does not have, so it would wait forever. The fresh one
+    is made in the child before any of its threads runs, so they share it."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._pid = os.getpid()
+        self._held = self._lock
+        _fork_safe_locks.add(self)
 
     def __enter__(self) -> None:
-        if self._pid != os.getpid():
-            self._lock, self._pid = threading.Lock(), os.getpid()
-        self._lock.acquire()
+        lock = self._lock
+        lock.acquire()
+        self._held = lock
 
     def __exit__(self, *exc: object) -> None:
-        self._lock.release()
+        # The lock taken: a thread that forked inside holds the old one.
+        self._held.release()
 
     def locked(self) -> bool:
         return self._lock.locked()
+
+
+_fork_safe_locks: weakref.WeakSet[ForkSafeLock] = weakref.WeakSet()
+
+
+def _fresh_locks_in_child() -> None:
+    for lock in list(_fork_safe_locks):
+        lock._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_fresh_locks_in_child)
 
 
 # Buffers up to this size are kept for the next call; a larger request (up
