@@ -358,6 +358,33 @@ def test_a_layer_that_keeps_nothing_does_not_run_its_block() -> None:
     torch.testing.assert_close(out[:, 0], (x[:, 0] + a[:, 0]) + f[:, 0])
 
 
+def test_a_layer_that_keeps_nothing_gives_dtensor_parameters_a_zero_gradient(tmp_path) -> None:
+    # Under FSDP2 or tensor parallelism the block's parameters are DTensors:
+    # the k = 0 path must still add their (empty) contribution to a plain
+    # output, and each gets a zero gradient of its own kind.
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import DTensor, distribute_module
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
+    try:
+        model = _model()
+        block = model.layers[1]
+        distribute_module(block, init_device_mesh("cpu", (1,)))
+        assert all(isinstance(p, DTensor) for p in block.parameters())
+        layer = M.MoDLayer(block, k=0, tokens=5, hidden_size=32)
+        torch.nn.init.normal_(layer.router.weight, std=0.1)
+        x, pos = torch.randn(2, 5, 32), torch.arange(5)
+        out = layer(x, pos, route_mask=torch.ones(5, dtype=torch.bool))
+        assert type(out) is torch.Tensor
+        torch.testing.assert_close(out, (0.2 * torch.tanh(layer.router(x)) + 1).unsqueeze(-1) * x)
+        out.sum().backward()
+        for name, p in block.named_parameters():
+            assert isinstance(p.grad, DTensor) and not p.grad.to_local().any(), name
+    finally:
+        dist.destroy_process_group()
+
+
 def test_plan_arguments_name_themselves() -> None:
     want = re.escape('"schedule" = \'prd\': expected a mapping such as {"kind"')
     with pytest.raises(rewarm.SpecError, match=want):

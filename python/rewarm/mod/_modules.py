@@ -200,10 +200,12 @@ class MoDLayer(nn.Module):
             # Its parameters still join the graph, through empty slices
             # (exactly 0 whatever they hold), so each gets a zero gradient
             # as if it had run: DDP without find_unused_parameters needs one.
+            # A DTensor parameter (FSDP2, tensor parallel) is sliced in its
+            # local shard, since a DTensor does not add to a plain tensor.
             out = w.unsqueeze(-1) * x
             if torch.is_grad_enabled():
                 empty = [
-                    p.reshape(-1)[:0].sum().to(device=out.device, dtype=torch.float32)
+                    _local(p).reshape(-1)[:0].sum().to(device=out.device, dtype=torch.float32)
                     for p in self.block.parameters()
                     if p.requires_grad
                 ]
@@ -253,6 +255,12 @@ class MoDLayer(nn.Module):
         # (a transposed patch embedding, say); then it copies once.
         out = (g * x).reshape(b * s, d).index_copy_(0, flat, kept.reshape(-1, d))
         return out.view(b, s, d)
+
+
+def _local(p: torch.Tensor) -> torch.Tensor:
+    """A DTensor's local shard (differentiable), or p itself."""
+    to_local = getattr(p, "to_local", None)
+    return to_local() if callable(to_local) else p
 
 
 def _int_arg(name: str, v: Any) -> int:
