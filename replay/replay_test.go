@@ -780,3 +780,60 @@ func TestOneSamplePerBatchSurvivesTheSumsRounding(t *testing.T) {
 		t.Fatalf("a source with 0.9 samples per batch: %v", err)
 	}
 }
+
+// A source ramping to 0 holds its cumulative target still over the last
+// step, and two sources then split the batch at an exact .5 (B = 100,
+// L = 269: old's target is 134.5 at both T = 268 and 269). Rounding float
+// noise there gave old 135 and then 134 slots: a quota of -1 at the last
+// step, and a sample drawn twice. The sweep covers every batch size to 100
+// and ramps up and down; each quota must be >= 0, sum to B, and keep every
+// prefix within one of the closed-form target.
+func TestRampToZeroNeverGivesBackASlot(t *testing.T) {
+	type ramp struct{ oldStart, oldEnd float64 }
+	ramps := []ramp{{0.01, 0}, {0, 0.01}, {0.05, 0}, {0.3, 0}, {0, 0.5}, {1, 0}, {0.5, 0}}
+	for B := int64(1); B <= 100; B++ {
+		for _, r := range ramps {
+			for _, L := range []int64{2, 3, 7, 100, 269} {
+				spec := map[string]any{"sources": srcs("old", 1000, "new", 100000), "global_batch_size": B, "seed": 3,
+					"stages": []any{map[string]any{"steps": L, "mixture": map[string]any{
+						"old": map[string]any{"start": r.oldStart, "end": r.oldEnd},
+						"new": map[string]any{"start": 1 - r.oldStart, "end": 1 - r.oldEnd}}}}}
+				s := mustParse(t, spec)
+				var cum int64
+				for step := int64(0); step < L; step++ {
+					q, err := s.Quotas(step)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if q[0] < 0 || q[1] < 0 || q[0]+q[1] != B {
+						t.Fatalf("B %d L %d ramp %v step %d: quotas %v", B, L, r, step, q)
+					}
+					cum += q[0]
+					if x := ideal(B, step+1, L, r.oldStart, r.oldEnd); math.Abs(float64(cum)-x) >= 1+1e-9 {
+						t.Fatalf("B %d L %d ramp %v step %d: old's prefix %d vs target %.6f", B, L, r, step, cum, x)
+					}
+				}
+			}
+		}
+	}
+}
+
+// The same tie across two stages, with each stream read on (replay "all"):
+// no sample is read twice within its source's first epoch.
+func TestRampToZeroReadsNoSampleTwice(t *testing.T) {
+	s := mustParse(t, map[string]any{"sources": srcs("old", 100000, "new", 100000), "global_batch_size": 5, "seed": 0,
+		"replay": "all", "stages": []any{
+			map[string]any{"steps": 4, "mixture": map[string]any{
+				"old": map[string]any{"start": 0.05, "end": 0.0}, "new": map[string]any{"start": 0.95, "end": 1.0}}},
+			map[string]any{"steps": 4, "mixture": map[string]any{"old": 0.2, "new": 0.8}},
+		}})
+	seen := map[int64]int64{}
+	for step := int64(0); step < 8; step++ {
+		for _, id := range batch(t, s, step, 0, 1) {
+			if prev, ok := seen[id]; ok {
+				t.Fatalf("sample %d read at step %d and again at step %d", id, prev, step)
+			}
+			seen[id] = step
+		}
+	}
+}

@@ -3,7 +3,6 @@ package replay
 import (
 	"errors"
 	"fmt"
-	"math"
 	"math/bits"
 	"sort"
 )
@@ -47,65 +46,6 @@ func (s *Sampler) stage(step int64) (*stagePlan, int64, error) {
 	return &s.stages[k], step - s.stages[k].begin, nil
 }
 
-// cumulative is B·Σ_{t<T} p(t) for a proportion over a stage of L steps.
-func (p proportion) cumulative(B, T, L int64) float64 {
-	b, t := float64(B), float64(T)
-	if L < 2 || p.start == p.end {
-		return b * p.start * t
-	}
-	return b * (p.start*t + (p.end-p.start)*t*(t-1)/(2*float64(L-1)))
-}
-
-// quotasAt writes C_s(T), the slots source s holds among the first T·B of
-// the stage: the cumulative targets x_s(T) rounded by largest remainder, so
-// Σ_s C_s(T) = T·B and floor(x_s) <= C_s(T) <= ceil(x_s).
-func quotasAt(sp *stagePlan, B, T int64, out []int64) {
-	var (
-		fbuf [64]float64
-		ibuf [64]int
-	)
-	n := len(sp.active)
-	fr, idx := fbuf[:0], ibuf[:0]
-	if n > len(fbuf) {
-		fr, idx = make([]float64, 0, n), make([]int, 0, n)
-	}
-	for i := range out {
-		out[i] = 0
-	}
-	var floors int64
-	for i, s := range sp.active {
-		x := sp.props[s].cumulative(B, T, sp.steps)
-		f := math.Floor(x)
-		out[s] = int64(f)
-		floors += int64(f)
-		fr = append(fr, x-f)
-		idx = append(idx, i)
-	}
-	r := B*T - floors
-	if r == 0 {
-		return
-	}
-	// Largest remainders first; ties (as float64 computes them) go to the earlier source. Insertion
-	// sort: n is small and this runs twice per batch.
-	for i := 1; i < n; i++ {
-		for j := i; j > 0 && fr[idx[j]] > fr[idx[j-1]]; j-- {
-			idx[j], idx[j-1] = idx[j-1], idx[j]
-		}
-	}
-	// 0 <= r <= n in exact arithmetic; float rounding (kept small by
-	// MaxStageSamples) may leave it one outside, and the sum must still be
-	// T·B: take from the smallest remainders, or add round the largest.
-	for k := n - 1; r < 0 && k >= 0; k-- {
-		if s := sp.active[idx[k]]; out[s] > 0 {
-			out[s]--
-			r++
-		}
-	}
-	for i := int64(0); i < r; i++ {
-		out[sp.active[idx[i%int64(n)]]]++
-	}
-}
-
 // Quotas returns the number of samples each source gets in the global batch
 // of step.
 func (s *Sampler) Quotas(step int64) ([]int64, error) {
@@ -118,7 +58,9 @@ func (s *Sampler) Quotas(step int64) ([]int64, error) {
 	quotasAt(sp, s.spec.GlobalBatchSize, t, a)
 	quotasAt(sp, s.spec.GlobalBatchSize, t+1, b)
 	for i := range b {
-		b[i] -= a[i]
+		if b[i] -= a[i]; b[i] < 0 {
+			return nil, fmt.Errorf("replay: internal error: source %q's quota at step %d is %d", s.spec.Sources[i].Name, step, b[i])
+		}
 	}
 	return b, nil
 }
@@ -300,6 +242,9 @@ func (s *Sampler) Batch(step int64, rank, world int, out []int64) error {
 	// range [start_s, start_s + q_s) holds it, as its (lo_s + g − start_s)-th draw.
 	starts := make([]int64, K+1)
 	for i := 0; i < K; i++ {
+		if hi[i] < lo[i] {
+			return fmt.Errorf("replay: internal error: source %q's quota at step %d is %d", s.spec.Sources[i].Name, step, hi[i]-lo[i])
+		}
 		starts[i+1] = starts[i] + hi[i] - lo[i]
 	}
 	seed := uint64(s.spec.Seed)

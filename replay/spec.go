@@ -44,8 +44,8 @@ const (
 	// MaxGlobalBatch is the largest global batch: one request carries a
 	// whole global batch (world size 1) at most.
 	MaxGlobalBatch = 1 << 20
-	// MaxStageSamples bounds global_batch_size x steps per stage, so the
-	// cumulative quota targets (float64) stay well inside exact integers.
+	// MaxStageSamples bounds global_batch_size x steps per stage, so every
+	// count and stream position of a stage stays far inside int64.
 	MaxStageSamples = 1 << 48
 )
 
@@ -114,6 +114,7 @@ type stagePlan struct {
 	steps  int64
 	props  []proportion // by source index; zero for absent sources
 	active []int        // sources with a non-zero proportion somewhere in the stage
+	exact  exactMix     // the mixture in integers, for the quotas
 	mode   []string     // "new", Seen or All, by source
 	fresh0 []int64      // stream position of each source at the stage start
 	counts []int64      // samples each source gets over the whole stage
@@ -184,7 +185,7 @@ func New(spec Spec) (*Sampler, error) {
 			return nil, fail(f+".steps", st.Steps, "too many steps in total")
 		}
 		if st.Steps > MaxStageSamples/B {
-			return nil, fail(f+".steps", st.Steps, "global_batch_size %d x steps must be <= 2^48 (at most %d steps), so the quotas stay exact in float64",
+			return nil, fail(f+".steps", st.Steps, "global_batch_size %d x steps must be <= 2^48 (at most %d steps), so the stage's counts stay bounded",
 				B, MaxStageSamples/B)
 		}
 		sp := stagePlan{name: st.Name, begin: begin, steps: st.Steps, props: make([]proportion, K),
@@ -229,8 +230,9 @@ func New(spec Spec) (*Sampler, error) {
 			for _, s := range sp.active {
 				// The tolerance forgives the ulps of normalising by the sum
 				// (0.34 + 0.56 + 0.1 sums to 1 + 2^-52, leaving c·10 just under
-				// 1): a source short of one per batch by under 1e-14 loses
-				// nothing within MaxStageSamples (< 2^48 / 3 steps · 1e-14 < 1).
+				// 1). A source short of one per batch by δ < 1/n never gives
+				// a slot back: largest remainder cannot round up a remainder
+				// below δ (the others, each under 1, would sum to less than r).
 				if lo := math.Min(sp.props[s].start, sp.props[s].end); lo*float64(B) < 1-1e-14 {
 					return nil, fail(f+".mixture."+spec.Sources[s].Name, lo,
 						"with more than two sources each needs at least one sample per global batch (global_batch_size·p >= 1, here %g); "+
@@ -328,6 +330,7 @@ func parseMixture(sp *stagePlan, mix map[string]any, index map[string]int, f str
 			return fail(f+".mixture", fmt.Sprintf("sum %g", sum), "proportions sum to 0")
 		}
 	}
+	raw := append([]proportion(nil), sp.props...)
 	for s := range sp.props {
 		sp.props[s].start /= sumStart
 		sp.props[s].end /= sumEnd
@@ -335,6 +338,7 @@ func parseMixture(sp *stagePlan, mix map[string]any, index map[string]int, f str
 			sp.active = append(sp.active, s)
 		}
 	}
+	sp.exact = newExactMix(raw, sp.active, sp.steps)
 	return nil
 }
 
