@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 
 	"github.com/rewarm/rewarm/dispatch"
 )
@@ -43,24 +44,46 @@ func ReadHeader(r io.Reader, max uint32) (uint32, error) {
 	return n, nil
 }
 
+// firstChunk is what ReadFrame sets aside for a body larger than the given
+// buffer before any of it has arrived.
+const firstChunk = 64 << 10
+
 // ReadFrame reads one length-prefixed frame, reusing buf when it is large
-// enough.
+// enough. A larger body is read into a buffer that at most doubles with the
+// bytes received, so a prefix that declares the maximum and then stalls
+// costs the server what was sent, not what was declared.
 func ReadFrame(r io.Reader, max uint32, buf []byte) ([]byte, error) {
 	n, err := ReadHeader(r, max)
 	if err != nil {
 		return nil, err
 	}
-	if uint32(cap(buf)) < n {
-		buf = make([]byte, n)
-	}
-	buf = buf[:n]
-	if _, err := io.ReadFull(r, buf); err != nil {
-		if errors.Is(err, io.EOF) {
-			err = io.ErrUnexpectedEOF
+	size := int(n)
+	if cap(buf) >= size {
+		buf = buf[:size]
+		if _, err := io.ReadFull(r, buf); err != nil {
+			return nil, bodyError(n, err)
 		}
-		return nil, fmt.Errorf("frame body (%d bytes): %w", n, err)
+		return buf, nil
+	}
+	buf = make([]byte, 0, min(size, firstChunk))
+	for len(buf) < size {
+		if len(buf) == cap(buf) {
+			buf = slices.Grow(buf, min(size-len(buf), len(buf)))
+		}
+		got, err := io.ReadFull(r, buf[len(buf):min(cap(buf), size)])
+		buf = buf[:len(buf)+got]
+		if err != nil {
+			return nil, bodyError(n, err)
+		}
 	}
 	return buf, nil
+}
+
+func bodyError(n uint32, err error) error {
+	if errors.Is(err, io.EOF) {
+		err = io.ErrUnexpectedEOF
+	}
+	return fmt.Errorf("frame body (%d bytes): %w", n, err)
 }
 
 // AppendFrame appends the length prefix and payload to dst, so a frame goes

@@ -437,3 +437,35 @@ func TestLargeFrameBuffersAreNotKept(t *testing.T) {
 		t.Errorf("a 15 MiB buffer kept (cap %d)", cap(got))
 	}
 }
+
+// A length prefix is a claim, not bytes: a client that declares 16 MiB and
+// sends 10 bytes must not make the server hold 16 MiB (a few hundred such
+// connections, each stalled, would take gigabytes). The buffer grows with
+// the bytes that arrive; a whole frame still reads back intact.
+func TestReadFrameAllocatesForTheBytesThatArrive(t *testing.T) {
+	const declared = 16 << 20
+	stalled := append(binary.BigEndian.AppendUint32(nil, declared), make([]byte, 10)...)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	if _, err := ReadFrame(bytes.NewReader(stalled), declared, nil); !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("a frame cut short: %v", err)
+	}
+	runtime.ReadMemStats(&after)
+	if got := after.TotalAlloc - before.TotalAlloc; got > 1<<20 {
+		t.Fatalf("10 bytes of a declared %d allocated %d bytes", declared, got)
+	}
+	payload := make([]byte, 5<<20+3)
+	for i := range payload {
+		payload[i] = byte(i * 7)
+	}
+	got, err := ReadFrame(bytes.NewReader(AppendFrame(nil, payload)), declared, nil)
+	if err != nil || !bytes.Equal(got, payload) {
+		t.Fatalf("a whole 5 MiB frame: %d bytes, %v", len(got), err)
+	}
+	small := make([]byte, 0, 64)
+	got, err = ReadFrame(bytes.NewReader(AppendFrame(nil, []byte("hello"))), declared, small)
+	if err != nil || string(got) != "hello" || &got[0] != &small[:1][0] {
+		t.Fatalf("a frame that fits the given buffer: %q, %v (reused: %v)", got, err, err == nil && &got[0] == &small[:1][0])
+	}
+}
