@@ -408,3 +408,19 @@ func TestOverflowingRatesAreNeverSent(t *testing.T) {
 		}
 	}
 }
+
+// A refusal that quotes a long non-ASCII value still encodes: the quote is
+// cut at a character, not inside one (a peak_lr of ["é"·100] came back as
+// an INTERNAL "failed to encode" instead of naming peak_lr).
+func TestRefusalQuotingALongNonASCIIValueEncodes(t *testing.T) {
+	c := greeted(t)
+	st, _ := structpb.NewStruct(map[string]any{"kind": "cosine", "peak_lr": []any{strings.Repeat("é", 100)}, "total_steps": 10.0})
+	req, _ := proto.Marshal(&pb.Request{Id: 3, Body: &pb.Request_OpenSession{OpenSession: &pb.OpenSession{Schedule: st}}})
+	var r pb.Response
+	if err := proto.Unmarshal(c.HandleFrame(req), &r); err != nil {
+		t.Fatal(err)
+	}
+	if e := r.GetError(); e.GetCode() != pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT || e.GetField() != "peak_lr" {
+		t.Fatalf("got %v", &r)
+	}
+}

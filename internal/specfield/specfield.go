@@ -16,8 +16,10 @@ import (
 	"math"
 	"reflect"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
+	"unicode/utf8"
 )
 
 // Error names the spec (kind), the field and the value that was refused.
@@ -47,7 +49,7 @@ func (e *Error) Error() string {
 func FormatValue(v any) string {
 	switch x := v.(type) {
 	case string:
-		return fmt.Sprintf("%q", x)
+		return cut(strconv.Quote(x))
 	case float64:
 		return formatFloat(x)
 	case float32:
@@ -55,15 +57,29 @@ func FormatValue(v any) string {
 	case map[string]any, []any:
 		// As the user wrote it (JSON), not Go's map[k:v]; long ones cut.
 		if b, err := json.Marshal(x); err == nil {
-			if len(b) > 120 {
-				return string(b[:117]) + "..."
-			}
-			return string(b)
+			return cut(string(b))
 		}
 		return fmt.Sprintf("%v", v)
 	default:
 		return fmt.Sprintf("%v", v)
 	}
+}
+
+// cut shortens s to 117 characters and "..." when it is over 120, at a
+// character boundary: messages travel in protobuf strings, which must be
+// UTF-8.
+func cut(s string) string {
+	if utf8.RuneCountInString(s) <= 120 {
+		return s
+	}
+	n := 0
+	for i := range s {
+		if n == 117 {
+			return s[:i] + "..."
+		}
+		n++
+	}
+	return s
 }
 
 func formatFloat(f float64) string {

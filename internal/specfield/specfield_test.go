@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 func reflectTypeOf(v any) reflect.Type { return reflect.TypeOf(v) }
@@ -117,5 +118,34 @@ func TestEmbeddedStructsAreFlattened(t *testing.T) {
 	}
 	if got := Fields(reflectTypeOf(out)); strings.Join(got, ",") != "w,x" {
 		t.Fatalf("fields %v", got)
+	}
+}
+
+// An error message goes out in a protobuf string field, which must be UTF-8:
+// a long value is cut at a character boundary (cutting the JSON of ["é"·100]
+// at byte 117 split an é, and the reply failed to encode). Long strings are
+// cut too, so a 1 MB name does not come back whole in every message.
+func TestFormatValueCutsLongValuesAtACharacter(t *testing.T) {
+	for _, v := range []any{
+		[]any{strings.Repeat("é", 100)},
+		map[string]any{"k": strings.Repeat("日本", 80)},
+		[]any{strings.Repeat("a", 116) + "é"},
+		[]any{strings.Repeat("é", 200)},
+		strings.Repeat("é", 300),
+		strings.Repeat("x", 1<<20),
+	} {
+		got := FormatValue(v)
+		if !utf8.ValidString(got) {
+			t.Fatalf("%.40v...: %q is not UTF-8", v, got)
+		}
+		if n := utf8.RuneCountInString(got); n > 120 || n > 104 && !strings.HasSuffix(got, "...") {
+			t.Fatalf("%.40v...: %d characters, %q", v, utf8.RuneCountInString(got), got)
+		}
+	}
+	if got := FormatValue([]any{"é"}); got != `["é"]` {
+		t.Fatalf("a short value: %q", got)
+	}
+	if got := FormatValue("nan"); got != `"nan"` {
+		t.Fatalf("a short string: %q", got)
 	}
 }
