@@ -175,6 +175,9 @@ type Plan struct {
 	// The plateau pieces of lr, each with the step its local time starts
 	// at, so that a report can extend them in place.
 	runs []offsetRun
+	// applied counts the re-plans applied by builds, so a test can check
+	// that a restore applies each once.
+	applied int
 }
 
 type offsetRun struct {
@@ -186,13 +189,20 @@ type offsetRun struct {
 func NewPlan(cfg *Config, replans []Replan, reports []Report) (*Plan, error) {
 	p := &Plan{Config: cfg}
 	p.Reports = append(p.Reports, reports...)
-	if err := p.build(nil); err != nil {
-		return nil, err
-	}
+	// Checked and then built once: applying them one by one rebuilt the
+	// chain for each, cubic in their number.
+	p.Replans = make([]Replan, 0, len(replans))
 	for _, r := range replans {
-		if err := p.Replan(r); err != nil {
+		if err := r.Check(); err != nil {
 			return nil, err
 		}
+		if n := len(p.Replans); n > 0 && r.At < p.Replans[n-1].At {
+			return nil, replanErr("at_step", r.At, "must be >= the previous re-plan's step (%d)", p.Replans[n-1].At)
+		}
+		p.Replans = append(p.Replans, r)
+	}
+	if err := p.build(nil); err != nil {
+		return nil, err
 	}
 	return p, nil
 }
@@ -346,8 +356,12 @@ func (p *Plan) build(extra *Replan) error {
 	var offset int64
 	// The floor of the stage in force: an anneal's default target.
 	stageFloor := floorOf(p.Config.LR)
-	phases := phasesOf(p.Config.LR)
+	// Kept in step order: every re-plan's phases start at or after its
+	// step, and the steps never go back, so each one only cuts the tail.
+	phases := append([]Phase(nil), phasesOf(p.Config.LR)...)
+	sort.SliceStable(phases, func(a, b int) bool { return phases[a].Start < phases[b].Start })
 	for i, r := range replans {
+		p.applied++
 		var (
 			next      Schedule
 			nextOff   int64
@@ -398,6 +412,7 @@ func (p *Plan) build(extra *Replan) error {
 					newPhases = append(newPhases, Phase{ph.Name, ph.Start + r.At})
 				}
 			}
+			sort.SliceStable(newPhases, func(a, b int) bool { return newPhases[a].Start < newPhases[b].Start })
 			active = spec
 			stageFloor = floorOf(spec)
 		}
@@ -406,15 +421,9 @@ func (p *Plan) build(extra *Replan) error {
 		}
 		cur = &splice{prev: cur, next: next, at: r.At, offset: nextOff}
 		offset = nextOff
-		kept := phases[:0:0]
-		for _, ph := range phases {
-			if ph.Start < r.At {
-				kept = append(kept, ph)
-			}
-		}
-		phases = append(kept, newPhases...)
+		cut := sort.Search(len(phases), func(k int) bool { return phases[k].Start >= r.At })
+		phases = append(phases[:cut], newPhases...)
 	}
-	sort.SliceStable(phases, func(a, b int) bool { return phases[a].Start < phases[b].Start })
 	p.lr, p.phases, p.runs = cur, phases, runs
 	if extra != nil {
 		p.Replans = replans

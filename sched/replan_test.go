@@ -2,6 +2,7 @@ package sched
 
 import (
 	"math"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -403,5 +404,50 @@ func TestReplanFieldMessages(t *testing.T) {
 		if err := q.Replan(c.r); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%+v: %v, want %q", c.r, err, c.want)
 		}
+	}
+}
+
+// A restore applies each re-plan once. NewPlan re-applied them one by one,
+// rebuilding the whole chain (and refiltering every phase) each time: a
+// session with 2000 anneals took two minutes to restore, past the 30 s a
+// launch waits for the sidecar. The plan it builds at once is the one built
+// a re-plan at a time.
+func TestNewPlanAppliesEachReplanOnce(t *testing.T) {
+	cfg, _ := ParseConfig(cosine1000)
+	var rs []Replan
+	for i := 0; i < 300; i++ {
+		switch i % 3 {
+		case 0:
+			rs = append(rs, Replan{Op: OpAnneal, At: int64(100 + 10*i), Steps: 5, Shape: "linear"})
+		case 1:
+			rs = append(rs, Replan{Op: OpNewStage, At: int64(100 + 10*i), Spec: map[string]any{"kind": "cosine", "peak_lr": 0.5, "min_lr": 0.01, "warmup_steps": 2, "total_steps": 8}})
+		default:
+			rs = append(rs, Replan{Op: OpExtend, At: int64(100 + 10*i), Total: int64(120 + 10*i)})
+		}
+	}
+	p, err := NewPlan(cfg, rs, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.applied != len(rs) {
+		t.Fatalf("%d re-plans restored with %d applications", len(rs), p.applied)
+	}
+	one, _ := NewPlan(cfg, nil, nil)
+	for _, r := range rs {
+		if err := one.Replan(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !reflect.DeepEqual(p.Phases(), one.Phases()) || !reflect.DeepEqual(p.Replans, one.Replans) {
+		t.Fatalf("phases or re-plans differ:\n%v\n%v", p.Phases(), one.Phases())
+	}
+	for n := int64(0); n < 3200; n++ {
+		if a, b := p.LR(n), one.LR(n); a != b {
+			t.Fatalf("LR(%d): %v at once, %v one by one", n, a, b)
+		}
+	}
+	rs[7].At = 5
+	if _, err := NewPlan(cfg, rs, nil); err == nil || !strings.Contains(err.Error(), `"at_step" = 5`) {
+		t.Fatalf("an out-of-order re-plan: %v", err)
 	}
 }
