@@ -26,14 +26,14 @@ type exactMix struct {
 	steps       int64
 }
 
-// newExactMix writes raw (the weights as given, before normalising) over
-// the active sources of a stage of steps.
-func newExactMix(raw []proportion, active []int, steps int64) exactMix {
-	m := exactMix{alpha: make([]big.Int, len(active)), beta: make([]big.Int, len(active)), steps: steps}
+// newExactMix writes raw (the active sources' weights as given, before
+// normalising) for a stage of steps.
+func newExactMix(raw []proportion, steps int64) exactMix {
+	m := exactMix{alpha: make([]big.Int, len(raw)), beta: make([]big.Int, len(raw)), steps: steps}
 	// The common power: the smallest exponent among the non-zero weights.
 	low := math.MaxInt
-	for _, s := range active {
-		for _, v := range []float64{raw[s].start, raw[s].end} {
+	for _, p := range raw {
+		for _, v := range []float64{p.start, p.end} {
 			if v > 0 {
 				_, e := mantissa(v)
 				low = min(low, e)
@@ -47,14 +47,14 @@ func newExactMix(raw []proportion, active []int, steps int64) exactMix {
 		mant, e := mantissa(v)
 		return new(big.Int).Lsh(new(big.Int).SetUint64(mant), uint(e-low))
 	}
-	a, e := make([]*big.Int, len(active)), make([]*big.Int, len(active))
+	a, e := make([]*big.Int, len(raw)), make([]*big.Int, len(raw))
 	var sumA, sumE big.Int
-	for i, s := range active {
-		a[i], e[i] = whole(raw[s].start), whole(raw[s].end)
+	for i, p := range raw {
+		a[i], e[i] = whole(p.start), whole(p.end)
 		sumA.Add(&sumA, a[i])
 		sumE.Add(&sumE, e[i])
 	}
-	for i := range active {
+	for i := range raw {
 		m.alpha[i].Mul(a[i], &sumE)
 		m.beta[i].Mul(e[i], &sumA)
 	}
@@ -71,8 +71,8 @@ func mantissa(v float64) (uint64, int) {
 	return uint64(math.Ldexp(f, 53)), e - 53
 }
 
-// quotasAt writes C_s(T), the slots source s holds among the first T·B of
-// the stage: the cumulative targets x_s(T) rounded by largest remainder
+// quotasAt writes C_s(T) for each active source s (out follows
+// sp.active), the slots s holds among the first T·B of the stage: the cumulative targets x_s(T) rounded by largest remainder
 // (ties to the earlier source), so Σ_s C_s(T) = T·B and
 // floor(x_s) <= C_s(T) <= ceil(x_s).
 //
@@ -106,14 +106,14 @@ func quotasAt(sp *stagePlan, B, T int64, out []int64) {
 	bt := big.NewInt(B * T)
 	k1, k2 := big.NewInt(c1), big.NewInt(c2)
 	var given int64
-	for i, s := range sp.active {
+	for i := range sp.active {
 		num.Mul(&m.alpha[i], k1)
 		tmp.Mul(&m.beta[i], k2)
 		num.Add(&num, &tmp)
 		num.Mul(&num, bt)
 		q.QuoRem(&num, &m.den, &rem[i])
-		out[s] = q.Int64()
-		given += out[s]
+		out[i] = q.Int64()
+		given += out[i]
 		idx[i] = i
 	}
 	// The remainders sum to (T·B − given)·den exactly, so 0 <= r < n.
@@ -129,6 +129,6 @@ func quotasAt(sp *stagePlan, B, T int64, out []int64) {
 		}
 	}
 	for i := int64(0); i < r && i < int64(n); i++ {
-		out[sp.active[idx[i]]]++
+		out[idx[i]]++
 	}
 }

@@ -2,8 +2,10 @@ package replay
 
 import (
 	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -834,6 +836,59 @@ func TestRampToZeroReadsNoSampleTwice(t *testing.T) {
 				t.Fatalf("sample %d read at step %d and again at step %d", id, prev, step)
 			}
 			seen[id] = step
+		}
+	}
+}
+
+// A stage holds state for the sources it mixes, not for every source: a
+// curriculum of 2000 stages over 2000 sources, two at a time (a 0.3 MB
+// spec), kept 2000 × 2000 entries per field, 240 MB. Its batches read the
+// right sources at the right streams.
+func TestStagesHoldOnlyTheirOwnSources(t *testing.T) {
+	const K, stages = 2000, 2000
+	var sources, st []any
+	for i := 0; i < K; i++ {
+		sources = append(sources, map[string]any{"name": fmt.Sprintf("s%d", i), "size": 1000})
+	}
+	for k := 0; k < stages; k++ {
+		a, b := fmt.Sprintf("s%d", k), fmt.Sprintf("s%d", (k+1)%K)
+		st = append(st, map[string]any{"steps": 3, "mixture": map[string]any{a: 0.75, b: 0.25}})
+	}
+	spec := map[string]any{"sources": sources, "global_batch_size": 8, "seed": 1, "replay": "all", "stages": st}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	s := mustParse(t, spec)
+	runtime.ReadMemStats(&after)
+	if got := after.TotalAlloc - before.TotalAlloc; got > 32<<20 {
+		t.Fatalf("parsing allocated %d MB", got>>20)
+	}
+	// Stage k reads s_k (new, 6 per batch) and s_{k+1}, which stage k−1
+	// read twice per batch for 3 steps: "all" goes on from position 6.
+	for _, k := range []int64{0, 1, 999, 1999} {
+		for step := 3 * k; step < 3*k+3; step++ {
+			q, err := s.Quotas(step)
+			if err != nil {
+				t.Fatal(err)
+			}
+			a, b := int(k), int((k+1)%K)
+			if q[a] != 6 || q[b] != 2 {
+				t.Fatalf("step %d: quotas of s%d, s%d = %d, %d", step, a, b, q[a], q[b])
+			}
+			ids := batch(t, s, step, 0, 1)
+			for _, id := range ids {
+				if src := sourceOf(s, id); src != a && src != b {
+					t.Fatalf("step %d reads source %d", step, src)
+				}
+			}
+		}
+	}
+	// Stage 1's s1 continues the stream stage 0 left at position 6: the
+	// same samples as a two-stage spec of s0, s1 alone.
+	small := mustParse(t, map[string]any{"sources": sources, "global_batch_size": 8, "seed": 1, "replay": "all", "stages": st[:2]})
+	for step := int64(0); step < 6; step++ {
+		if got, want := batch(t, s, step, 0, 1), batch(t, small, step, 0, 1); !slices.Equal(got, want) {
+			t.Fatalf("step %d: %v, want %v", step, got, want)
 		}
 	}
 }

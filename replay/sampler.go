@@ -53,16 +53,17 @@ func (s *Sampler) Quotas(step int64) ([]int64, error) {
 	if err != nil {
 		return nil, err
 	}
-	K := len(s.spec.Sources)
-	a, b := make([]int64, K), make([]int64, K)
+	n := len(sp.active)
+	a, b := make([]int64, n), make([]int64, n)
 	quotasAt(sp, s.spec.GlobalBatchSize, t, a)
 	quotasAt(sp, s.spec.GlobalBatchSize, t+1, b)
-	for i := range b {
-		if b[i] -= a[i]; b[i] < 0 {
-			return nil, fmt.Errorf("replay: internal error: source %q's quota at step %d is %d", s.spec.Sources[i].Name, step, b[i])
+	out := make([]int64, len(s.spec.Sources))
+	for i, src := range sp.active {
+		if out[src] = b[i] - a[i]; out[src] < 0 {
+			return nil, fmt.Errorf("replay: internal error: source %q's quota at step %d is %d", s.spec.Sources[src].Name, step, out[src])
 		}
 	}
-	return b, nil
+	return out, nil
 }
 
 // key folds parts into a 64-bit key.
@@ -108,14 +109,15 @@ type run struct {
 	seenPerm  Perm
 }
 
-func (s *Sampler) newRun(sp *stagePlan, k, src int, lo int64) run {
-	r := run{n: uint64(s.spec.Sources[src].Size), stage: uint64(k)}
-	if sp.mode[src] == Seen {
-		r.seen, r.m = true, uint64(sp.seenLen[src])
+// newRun starts the run of sp.active[i] in stage k from its draw lo.
+func (s *Sampler) newRun(sp *stagePlan, k, i int, lo int64) run {
+	r := run{n: uint64(s.spec.Sources[sp.active[i]].Size), stage: uint64(k)}
+	if sp.mode[i] == Seen {
+		r.seen, r.m = true, uint64(sp.seenLen[i])
 		r.r0, r.m0 = uint64(lo)/r.m, uint64(lo)%r.m
 		return r
 	}
-	base := uint64(sp.fresh0[src] + lo)
+	base := uint64(sp.fresh0[i] + lo)
 	r.e0, r.off0 = base/r.n, base%r.n
 	return r
 }
@@ -228,22 +230,23 @@ func (s *Sampler) Batch(step int64, rank, world int, out []int64) error {
 		return err
 	}
 	k := sort.Search(len(s.stages), func(i int) bool { return s.stages[i].begin > step }) - 1
-	K := len(s.spec.Sources)
+	// Everything below runs over the stage's active sources, by position.
+	n := len(sp.active)
 	var bufA, bufB [64]int64
-	lo, hi := bufA[:0], bufB[:0]
-	if K > 64 {
-		lo, hi = make([]int64, K), make([]int64, K)
+	var bufS [65]int64
+	lo, hi, starts := bufA[:0], bufB[:0], bufS[:0]
+	if n > 64 {
+		lo, hi, starts = make([]int64, n), make([]int64, n), make([]int64, n+1)
 	} else {
-		lo, hi = bufA[:K], bufB[:K]
+		lo, hi, starts = bufA[:n], bufB[:n], bufS[:n+1]
 	}
 	quotasAt(sp, B, t, lo)
 	quotasAt(sp, B, t+1, hi)
 	// The batch in source-major order: slot g belongs to the source whose
-	// range [start_s, start_s + q_s) holds it, as its (lo_s + g − start_s)-th draw.
-	starts := make([]int64, K+1)
-	for i := 0; i < K; i++ {
+	// range [start_i, start_i + q_i) holds it, as its (lo_i + g − start_i)-th draw.
+	for i := 0; i < n; i++ {
 		if hi[i] < lo[i] {
-			return fmt.Errorf("replay: internal error: source %q's quota at step %d is %d", s.spec.Sources[i].Name, step, hi[i]-lo[i])
+			return fmt.Errorf("replay: internal error: source %q's quota at step %d is %d", s.spec.Sources[sp.active[i]].Name, step, hi[i]-lo[i])
 		}
 		starts[i+1] = starts[i] + hi[i] - lo[i]
 	}
@@ -260,9 +263,8 @@ func (s *Sampler) Batch(step int64, rank, world int, out []int64) error {
 		// rank's whatever the quotas do; otherwise it moves one rank per step.
 		R := int64(world)
 		o := step % R
-		if len(sp.active) == 2 {
-			p := sp.active[0]
-			o = ((starts[p]-lo[p]-sp.dealt0%R)%R + R) % R
+		if n == 2 {
+			o = ((starts[0]-lo[0]-sp.dealt0%R)%R + R) % R
 		}
 		mine = make([]int32, 0, per)
 		for g := (int64(rank) + o) % R; g < B; g += R {
@@ -278,25 +280,26 @@ func (s *Sampler) Batch(step int64, rank, world int, out []int64) error {
 	var rbuf [16]run
 	var made [16]bool
 	runs, have := rbuf[:0], made[:0]
-	if K > len(rbuf) {
-		runs, have = make([]run, K), make([]bool, K)
+	if n > len(rbuf) {
+		runs, have = make([]run, n), make([]bool, n)
 	} else {
-		runs, have = rbuf[:K], made[:K]
+		runs, have = rbuf[:n], made[:n]
 	}
-	if starts[K] != B {
-		return fmt.Errorf("replay: internal error: the quotas of step %d sum to %d, not the batch size %d", step, starts[K], B)
+	if starts[n] != B {
+		return fmt.Errorf("replay: internal error: the quotas of step %d sum to %d, not the batch size %d", step, starts[n], B)
 	}
-	for i, g32 := range mine {
+	for j, g32 := range mine {
 		g := int64(g32)
-		src := 0
-		for g >= starts[src+1] {
-			src++
+		i := 0
+		for g >= starts[i+1] {
+			i++
 		}
-		if !have[src] {
-			runs[src] = s.newRun(sp, k, src, lo[src])
-			have[src] = true
+		if !have[i] {
+			runs[i] = s.newRun(sp, k, i, lo[i])
+			have[i] = true
 		}
-		out[i] = s.offsets[src] + int64(s.sample(&runs[src], src, uint64(g-starts[src])))
+		src := sp.active[i]
+		out[j] = s.offsets[src] + int64(s.sample(&runs[i], src, uint64(g-starts[i])))
 	}
 	return nil
 }

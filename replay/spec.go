@@ -109,15 +109,18 @@ type proportion struct{ start, end float64 }
 
 // stagePlan is a validated stage.
 type stagePlan struct {
-	name   string
-	begin  int64 // first global step
-	steps  int64
-	props  []proportion // by source index; zero for absent sources
-	active []int        // sources with a non-zero proportion somewhere in the stage
+	name  string
+	begin int64 // first global step
+	steps int64
+	// active lists the sources with a non-zero proportion somewhere in the
+	// stage, ascending; the slices below follow it, so a stage holds state
+	// for the sources it mixes, not for every source.
+	active []int
+	props  []proportion // normalised
 	exact  exactMix     // the mixture in integers, for the quotas
-	mode   []string     // "new", Seen or All, by source
-	fresh0 []int64      // stream position of each source at the stage start
-	counts []int64      // samples each source gets over the whole stage
+	mode   []string     // "new", Seen or All
+	fresh0 []int64      // stream position at the stage start
+	counts []int64      // samples over the whole stage
 	// dealt0 counts the draws of the first active source in the earlier
 	// stratified stages with two sources: the deal goes on from there.
 	dealt0  int64
@@ -188,8 +191,7 @@ func New(spec Spec) (*Sampler, error) {
 			return nil, fail(f+".steps", st.Steps, "global_batch_size %d x steps must be <= 2^48 (at most %d steps), so the stage's counts stay bounded",
 				B, MaxStageSamples/B)
 		}
-		sp := stagePlan{name: st.Name, begin: begin, steps: st.Steps, props: make([]proportion, K),
-			mode: make([]string, K), fresh0: append([]int64(nil), fresh...), seenLen: make([]int64, K)}
+		sp := stagePlan{name: st.Name, begin: begin, steps: st.Steps}
 		if sp.name == "" {
 			sp.name = fmt.Sprintf("stage %d", k)
 		}
@@ -200,15 +202,18 @@ func New(spec Spec) (*Sampler, error) {
 		if err != nil {
 			return nil, err
 		}
-		for _, s := range sp.active {
+		n := len(sp.active)
+		sp.mode, sp.fresh0, sp.seenLen = make([]string, n), make([]int64, n), make([]int64, n)
+		for i, s := range sp.active {
+			sp.fresh0[i] = fresh[s]
 			mode, explicit := modes(s)
 			switch {
 			case !used[s] && !(explicit && mode == Seen):
-				sp.mode[s] = "new"
+				sp.mode[i] = "new"
 			default:
-				sp.mode[s] = mode
+				sp.mode[i] = mode
 			}
-			if sp.mode[s] == Seen {
+			if sp.mode[i] == Seen {
 				if fresh[s] == 0 {
 					// Name the setting that asked for "seen": the stage's own
 					// entry for this source, the stage's mode, or the spec's.
@@ -221,37 +226,37 @@ func New(spec Spec) (*Sampler, error) {
 					return nil, fail(field, "seen",
 						"replay of %q draws only samples consumed earlier, and no earlier stage read any", spec.Sources[s].Name)
 				}
-				sp.seenLen[s] = fresh[s]
+				sp.seenLen[i] = fresh[s]
 			}
 		}
 		if K > 2 && len(sp.active) > 2 {
 			// Cumulative largest remainder can hand a source less than one
 			// sample per batch back a slot; refuse rather than yield -1.
-			for _, s := range sp.active {
+			for i, s := range sp.active {
 				// The tolerance forgives the ulps of normalising by the sum
 				// (0.34 + 0.56 + 0.1 sums to 1 + 2^-52, leaving c·10 just under
 				// 1). A source short of one per batch by δ < 1/n never gives
 				// a slot back: largest remainder cannot round up a remainder
 				// below δ (the others, each under 1, would sum to less than r).
-				if lo := math.Min(sp.props[s].start, sp.props[s].end); lo*float64(B) < 1-1e-14 {
+				if lo := math.Min(sp.props[i].start, sp.props[i].end); lo*float64(B) < 1-1e-14 {
 					return nil, fail(f+".mixture."+spec.Sources[s].Name, lo,
 						"with more than two sources each needs at least one sample per global batch (global_batch_size·p >= 1, here %g); "+
 							"raise global_batch_size or group the small sources", lo*float64(B))
 				}
 			}
 		}
-		sp.counts = make([]int64, K)
+		sp.counts = make([]int64, n)
 		quotasAt(&sp, B, sp.steps, sp.counts)
 		sp.dealt0 = dealt
-		if len(sp.active) == 2 {
-			dealt += sp.counts[sp.active[0]]
+		if n == 2 {
+			dealt += sp.counts[0]
 		}
-		for _, s := range sp.active {
+		for i, s := range sp.active {
 			// A source whose share rounded to no sample at all is still
 			// unread: a later stage reads it fresh.
-			used[s] = used[s] || sp.counts[s] > 0
-			if sp.mode[s] != Seen {
-				fresh[s] += sp.counts[s]
+			used[s] = used[s] || sp.counts[i] > 0
+			if sp.mode[i] != Seen {
+				fresh[s] += sp.counts[i]
 			}
 		}
 		stages[k] = sp
@@ -278,6 +283,11 @@ func parseMixture(sp *stagePlan, mix map[string]any, index map[string]int, f str
 		names = append(names, name)
 	}
 	sort.Strings(names)
+	type entry struct {
+		src int
+		p   proportion
+	}
+	entries := make([]entry, 0, len(names))
 	var sumStart, sumEnd float64
 	for _, name := range names {
 		field := f + ".mixture." + name
@@ -314,7 +324,7 @@ func parseMixture(sp *stagePlan, mix map[string]any, index map[string]int, f str
 				return fail(field, x, "proportion of %q must be a finite number >= 0", name)
 			}
 		}
-		sp.props[s] = p
+		entries = append(entries, entry{s, p})
 		sumStart += p.start
 		sumEnd += p.end
 	}
@@ -330,15 +340,16 @@ func parseMixture(sp *stagePlan, mix map[string]any, index map[string]int, f str
 			return fail(f+".mixture", fmt.Sprintf("sum %g", sum), "proportions sum to 0")
 		}
 	}
-	raw := append([]proportion(nil), sp.props...)
-	for s := range sp.props {
-		sp.props[s].start /= sumStart
-		sp.props[s].end /= sumEnd
-		if sp.props[s].start > 0 || sp.props[s].end > 0 {
-			sp.active = append(sp.active, s)
+	sort.Slice(entries, func(a, b int) bool { return entries[a].src < entries[b].src })
+	var raw []proportion
+	for _, e := range entries {
+		if e.p.start > 0 || e.p.end > 0 {
+			sp.active = append(sp.active, e.src)
+			sp.props = append(sp.props, proportion{e.p.start / sumStart, e.p.end / sumEnd})
+			raw = append(raw, e.p)
 		}
 	}
-	sp.exact = newExactMix(raw, sp.active, sp.steps)
+	sp.exact = newExactMix(raw, sp.steps)
 	return nil
 }
 
