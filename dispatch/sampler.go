@@ -51,16 +51,26 @@ func samplerInfo(id uint64, s *replay.Sampler) *pb.Response {
 	return &pb.Response{Body: &pb.Response_Sampler{Sampler: info}}
 }
 
-// sampler looks a sampler up and records step as its latest.
-func (d *Dispatcher) sampler(id uint64, step int64) (*replay.Sampler, error) {
+// sampler looks a sampler up.
+func (d *Dispatcher) sampler(id uint64) (*replay.Sampler, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	e, ok := d.samplers[id]
 	if !ok {
 		return nil, fail(pb.ErrorCode_ERROR_CODE_NOT_FOUND, "sampler_id", "no sampler with id %d", id)
 	}
-	e.step = step
 	return e.s, nil
+}
+
+// served records step as the sampler's latest, once a request for it has
+// been answered: a refused one must not move what status shows and a
+// snapshot keeps.
+func (d *Dispatcher) served(id uint64, step int64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if e, ok := d.samplers[id]; ok {
+		e.step = step
+	}
 }
 
 func stepRange(step int64, count uint32, total int64) (int64, error) {
@@ -75,7 +85,7 @@ func stepRange(step int64, count uint32, total int64) (int64, error) {
 }
 
 func (d *Dispatcher) getBatches(r *pb.GetBatches) (*pb.Response, error) {
-	s, err := d.sampler(r.GetSamplerId(), r.GetStep())
+	s, err := d.sampler(r.GetSamplerId())
 	if err != nil {
 		return nil, err
 	}
@@ -117,12 +127,13 @@ func (d *Dispatcher) getBatches(r *pb.GetBatches) (*pb.Response, error) {
 			buf = binary.LittleEndian.AppendUint64(buf, uint64(id))
 		}
 	}
+	d.served(r.GetSamplerId(), r.GetStep())
 	return &pb.Response{Body: &pb.Response_Batches{Batches: &pb.Batches{
 		Step: r.GetStep(), Count: uint32(n), PerBatch: uint32(per), Ids: buf}}}, nil
 }
 
 func (d *Dispatcher) getQuotas(r *pb.GetQuotas) (*pb.Response, error) {
-	s, err := d.sampler(r.GetSamplerId(), r.GetStep())
+	s, err := d.sampler(r.GetSamplerId())
 	if err != nil {
 		return nil, err
 	}
@@ -142,5 +153,6 @@ func (d *Dispatcher) getQuotas(r *pb.GetQuotas) (*pb.Response, error) {
 		}
 		out.Counts = append(out.Counts, q...)
 	}
+	d.served(r.GetSamplerId(), r.GetStep())
 	return &pb.Response{Body: &pb.Response_Quotas{Quotas: out}}, nil
 }

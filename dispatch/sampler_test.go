@@ -122,3 +122,35 @@ func TestSamplerSpecJSONMatchesStruct(t *testing.T) {
 		}
 	}
 }
+
+// A refused request leaves the sampler's step where the last served one put
+// it: status (and the snapshot that restores it) showed step 10^12 after a
+// request for it was refused, or -5.
+func TestRefusedSamplerRequestsLeaveTheStep(t *testing.T) {
+	d := New(Options{})
+	c := greet(t, d)
+	id := openSampler(t, c)
+	if b := c.Handle(&pb.Request{Body: &pb.Request_GetBatches{GetBatches: &pb.GetBatches{SamplerId: id, Step: 7}}}).GetBatches(); b == nil {
+		t.Fatal("step 7 refused")
+	}
+	for _, r := range []*pb.Request{
+		{Body: &pb.Request_GetBatches{GetBatches: &pb.GetBatches{SamplerId: id, Step: 1e12}}},
+		{Body: &pb.Request_GetBatches{GetBatches: &pb.GetBatches{SamplerId: id, Step: -5}}},
+		{Body: &pb.Request_GetBatches{GetBatches: &pb.GetBatches{SamplerId: id, Step: 9, WorldSize: 5}}},
+		{Body: &pb.Request_GetBatches{GetBatches: &pb.GetBatches{SamplerId: id, Step: 9, WorldSize: 2, Rank: 2}}},
+		{Body: &pb.Request_GetQuotas{GetQuotas: &pb.GetQuotas{SamplerId: id, Step: 25}}},
+	} {
+		if e := c.Handle(r).GetError(); e == nil {
+			t.Fatalf("accepted %v", r)
+		}
+		if got := d.Status().GetSamplers()[0].GetStep(); got != 7 {
+			t.Fatalf("after the refused %v the step is %d, want 7", r, got)
+		}
+	}
+	if q := c.Handle(&pb.Request{Body: &pb.Request_GetQuotas{GetQuotas: &pb.GetQuotas{SamplerId: id, Step: 11}}}).GetQuotas(); q == nil {
+		t.Fatal("quotas at 11 refused")
+	}
+	if got := d.Status().GetSamplers()[0].GetStep(); got != 11 {
+		t.Fatalf("after quotas at 11 the step is %d", got)
+	}
+}
