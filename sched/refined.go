@@ -17,7 +17,7 @@ import (
 // al. 2023, "When, Why and How Much? Adaptive Learning Rate Scheduling by
 // Refinement"), following the authors' closed form:
 //
-//  1. clean: drop NaN and +Inf norms, then, with more than four left, the
+//  1. clean: drop 0, NaN and +Inf norms, then, with more than four left, the
 //     first and last two points;
 //  2. resample linearly onto a grid of R points (R = total_steps, at least
 //     10,000 and at most 2^20; the table is interpolated for other steps);
@@ -40,8 +40,8 @@ type Refined struct {
 	PeakLR float64 `spec:"peak_lr,required"`
 	// Norm is l2 (the default) or l1.
 	Norm string `spec:"norm"`
-	// GradNorms are the observed norms, each > 0 (NaN and +Inf are dropped),
-	// at least one finite. Give them or grad_norms_file, not both.
+	// GradNorms are the observed norms, each >= 0 (0, NaN and +Inf are dropped),
+	// at least one finite and above 0. Give them or grad_norms_file, not both.
 	GradNorms []float64 `spec:"grad_norms"`
 	// GradNormsFile is a file of norms; Validate reads it into GradNorms and
 	// clears it.
@@ -86,14 +86,14 @@ func (r *Refined) Validate() error {
 		return specfield.Errorf(r.Kind(), "grad_norms", nil, "missing: give grad_norms or grad_norms_file")
 	}
 	for i, g := range r.GradNorms {
-		if g <= 0 && !math.IsNaN(g) {
-			return specfield.Errorf(r.Kind(), fmt.Sprintf("grad_norms[%d]", i), g, "must be > 0 (NaN and +Inf are dropped)")
+		if g < 0 {
+			return specfield.Errorf(r.Kind(), fmt.Sprintf("grad_norms[%d]", i), g, "must be >= 0 (0, NaN and +Inf are dropped)")
 		}
 	}
 	clean := cleanNorms(r.GradNorms)
 	if len(clean) < 1 {
 		return specfield.Errorf(r.Kind(), "grad_norms", fmt.Sprintf("%d values", len(r.GradNorms)),
-			"need at least 1 finite norm (NaN and +Inf are dropped)")
+			"need at least 1 finite norm above 0 (0, NaN and +Inf are dropped)")
 	}
 	r.total = int64(len(r.GradNorms)) // the run the norms came from
 	if r.TotalSteps == nil && r.total < 2 {
@@ -129,7 +129,8 @@ func gridSize(total int64) int {
 func cleanNorms(g []float64) []float64 {
 	out := make([]float64, 0, len(g))
 	for _, x := range g {
-		if !math.IsNaN(x) && !math.IsInf(x, 0) {
+		// 0 is an update whose gradients were all zero: Ĝ⁻² has no value.
+		if x > 0 && !math.IsInf(x, 0) {
 			out = append(out, x)
 		}
 	}

@@ -207,3 +207,30 @@ func TestRefinedFromFiveNormsIsLinearDecay(t *testing.T) {
 		t.Fatalf("norms with none finite: %v", err)
 	}
 }
+
+// A norm of 0 (an update whose gradients were all zero) is dropped, as NaN
+// is: Ĝ⁻² has no value there. It was refused, so a run's recorded norms with
+// one zero built no schedule. A negative norm is still refused.
+func TestRefinedDropsZeroNormsAsItDropsNaN(t *testing.T) {
+	norms := []any{3.0, 0.0, 2.5, 2.0, 0.0, 1.5, 1.2, 1.0}
+	nan := append([]any(nil), norms...)
+	nan[1], nan[4] = math.NaN(), math.NaN()
+	withZero, err := Parse(map[string]any{"kind": "refined", "peak_lr": 1.0, "grad_norms": norms})
+	if err != nil {
+		t.Fatal(err)
+	}
+	withNaN, err := Parse(map[string]any{"kind": "refined", "peak_lr": 1.0, "grad_norms": nan})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for n := int64(0); n < 10; n++ {
+		if a, b := withZero.LR(n), withNaN.LR(n); a != b || math.IsNaN(a) {
+			t.Fatalf("LR(%d): %v with zeros, %v with NaN", n, a, b)
+		}
+	}
+	norms[2] = -1.0
+	if _, err := Parse(map[string]any{"kind": "refined", "peak_lr": 1.0, "grad_norms": norms}); err == nil ||
+		!strings.Contains(err.Error(), `"grad_norms[2]" = -1`) {
+		t.Fatalf("a negative norm: %v", err)
+	}
+}

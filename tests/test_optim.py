@@ -1104,3 +1104,65 @@ def test_a_cpu_tensor_lr_set_outside_is_overridden_with_a_warning() -> None:
     with pytest.warns(UserWarning, match="param group 0's lr was set to 5.0 outside rewarm"):
         opt.step()
     assert opt.param_groups[0]["lr"].item() == pytest.approx(ref(4), rel=1e-6)
+
+
+def test_a_schedule_holding_nan_norms_resumes() -> None:
+    # grad_norms records NaN for an update without gradients, and a refined
+    # schedule built from them carries the NaN: NaN != NaN refused every
+    # resume of it as "a different schedule".
+    def wrap(norms: list[float]) -> rewarm.RewarmOptimizer:
+        spec = rewarm.refined_spec(norms, peak_lr=0.1)
+        return rewarm.wrap(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0), schedule=spec)
+
+    norms = [math.nan, 2.0, 3.0, math.nan, 1.0, 4.0]
+    was = wrap(norms)
+    was.step()
+    now = wrap(list(norms))
+    now.load_state_dict(was.state_dict())
+    assert now.steps_applied == 1 and now.lrs_at(1) == was.lrs_at(1)
+    other = wrap([math.nan, 2.0, 3.0, 5.0, 1.0, 4.0])
+    with pytest.raises(rewarm.SpecError, match=r"grad_norms\[3\]: nan -> 5(\.0)?\. ") as refused:
+        other.load_state_dict(was.state_dict())
+    assert refused.value.field == "schedule.grad_norms[3]"
+
+
+def test_rates_read_from_the_optimizer_are_copies() -> None:
+    # lrs_at() and weight_decay_at() handed out the cached rows themselves:
+    # a caller editing the list changed the rates later updates ran with.
+    model = torch.nn.Linear(3, 1)
+    inner = torch.optim.SGD([{"params": [model.weight]}, {"params": [model.bias]}], lr=1.0, weight_decay=0.0)
+    opt = rewarm.wrap(inner, schedule={**SPEC, "weight_decay": {"start": 0.1, "end": 0.01, "steps": 40}})
+    used = record_used(opt)
+    lrs, wds = opt.lrs_at(1), opt.weight_decay_at(1)
+    assert wds is not None
+    lrs[0], wds[0] = 99.0, 99.0
+    assert opt.lrs_at(1)[0] == pytest.approx(ref(1)) and opt.weight_decay_at(1)[0] != 99.0  # type: ignore[index]
+    train(model, opt, 2)
+    assert used[1][0] == pytest.approx(ref(1)) and inner.param_groups[0]["weight_decay"] != 99.0
+
+
+def test_a_zero_gradient_norm_builds_a_refined_schedule() -> None:
+    # An update whose gradients are all zero has norm 0, which grad_norms
+    # records as it is; a refined schedule drops it as it drops NaN (it was
+    # refused as "must be > 0", so such a run's norms built no schedule).
+    p = torch.nn.Parameter(torch.zeros(4))
+    opt = rewarm.wrap(torch.optim.SGD([p], lr=0.0), schedule=SPEC, track_grad_norm="l2")
+    for k in range(6):
+        p.grad = torch.full((4,), float(k % 3))
+        opt.step()
+    assert opt.grad_norms == [0.0, 2.0, 4.0, 0.0, 2.0, 4.0]
+    got = rewarm.preview(rewarm.refined_spec(opt.grad_norms, peak_lr=0.1), list(range(7)))["lr"]
+    real = {"kind": "refined", "peak_lr": 0.1, "grad_norms": [2.0, 4.0, 2.0, 4.0], "total_steps": 6}
+    assert got == rewarm.preview(real, list(range(7)))["lr"] and got[0] > 0
+    with pytest.raises(rewarm.SpecError, match=r"grad_norms\[1\]") as refused:
+        rewarm.preview(rewarm.refined_spec([1.0, -1.0, 2.0], peak_lr=0.1), [0])
+    assert refused.value.field == "grad_norms[1]"
+
+
+def test_close_is_idempotent_and_a_later_fetch_says_closed() -> None:
+    model, opt = make(window=4)
+    train(model, opt, 1)
+    opt.close()
+    opt.close()  # a second close (a finally: after an explicit close) is a no-op
+    with pytest.raises(rewarm.SessionNotFound, match=r"closed \(close\(\)\)"):
+        train(model, opt, 10)  # runs on the cached window, then needs the closed session

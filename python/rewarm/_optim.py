@@ -368,6 +368,7 @@ class RewarmOptimizer(Optimizer):
             self._schedule = info.schedule
             self._name = name
             self._n = 0
+            self._closed = False
             # rows[i] holds the per-group rates of update cache_start+i+1; momentum
             # and weight decay are None unless the schedule sets them.
             self._rows: list[list[float]] = []
@@ -389,7 +390,6 @@ class RewarmOptimizer(Optimizer):
             self._check_momentum()
             self._warn_about_group_keys(optimizer.param_groups)
             self._scheduler: RewarmLRScheduler | None = None
-            self._closed = False
             self._show(0)
             # Loading the inner optimizer alone (a plain torch checkpoint) writes
             # the saved lr into the groups: show the schedule's again, so the
@@ -448,10 +448,19 @@ class RewarmOptimizer(Optimizer):
     def _invalidate(self) -> None:
         self._rows = []
 
+    def _check_open(self, needs: str) -> None:
+        if self._closed:
+            raise SessionNotFound(
+                f"this optimizer was closed (close()), which ends its schedule session, and {needs} "
+                "needs it: close it once training is done",
+                code="NOT_FOUND",
+            )
+
     def _fetch(
         self, n: int, specs: list[GroupSpec]
     ) -> tuple[list[list[float]], list[float] | None, list[list[float]] | None]:
         """The window from update n+1 on: per-group rates, momentum, per-group weight decay."""
+        self._check_open(f"the rates of update {n + 1} on")
         if self._inprocess and _transport.in_forked_child():
             raise ForkError(
                 f"rewarm: this optimizer's in-process backend was loaded by a parent of process "
@@ -510,7 +519,7 @@ class RewarmOptimizer(Optimizer):
     def lrs_at(self, n: int) -> list[float]:
         """The per-group learning rates that update n+1 uses."""
         i = self._index(int_arg(n, "n"))  # may refill the rows
-        return self._rows[i]
+        return list(self._rows[i])  # a copy: the row is what later updates apply
 
     def momentum_at(self, n: int) -> float | None:
         """The momentum (or beta1) of update n+1, or None when not scheduled."""
@@ -520,7 +529,7 @@ class RewarmOptimizer(Optimizer):
     def weight_decay_at(self, n: int) -> list[float] | None:
         """The per-group weight decay of update n+1, or None when not scheduled."""
         i = self._index(int_arg(n, "n"))
-        return None if self._wd_rows is None else self._wd_rows[i]
+        return None if self._wd_rows is None else list(self._wd_rows[i])
 
     def _warn_about_group_keys(self, groups: Sequence[Mapping[str, Any]], first: int = 0) -> None:
         """Warn where a group's own settings would silently do nothing: torch
@@ -596,6 +605,7 @@ class RewarmOptimizer(Optimizer):
         Re-plans are kept in the session (and in state_dict()), so the rates
         stay a pure function of (spec, re-plans, n).
         """
+        self._check_open("replan()")
         at = self._n if at_step is None else int_arg(at_step, "at_step")
         if at < self._n:
             raise SpecError(
@@ -703,6 +713,7 @@ class RewarmOptimizer(Optimizer):
     def report(self, metric: float) -> None:
         """Report a metric observed after the updates applied so far (for
         plateau schedules)."""
+        self._check_open("report()")
         self._client.report(self._session, self._n, metric)
         self._refresh()
 
@@ -1010,6 +1021,7 @@ class RewarmOptimizer(Optimizer):
 
     def _restore_session(self, state: Mapping[str, Any]) -> tuple[SessionInfo, list[float]]:
         """Check a rewarm_state() and open its session, changing nothing here."""
+        self._check_open("loading a checkpoint")
         if not isinstance(state, Mapping):
             raise SpecError(f"rewarm state: expected a mapping, got {type(state).__name__}")
         if state.get("format") != STATE_FORMAT:
@@ -1022,7 +1034,7 @@ class RewarmOptimizer(Optimizer):
                 raise SpecError(f"rewarm state {key}={v!r:.80}: expected an integer in [0, 2^64)")
         norms = _norms_from_state(state.get("grad_norms", []))
         info = self._client.restore_state(bytes(state["session"]), name=self._name)
-        if info.schedule != self._schedule:
+        if not _same(info.schedule, self._schedule):
             self._client.close_session(info.session_id)
             diffs = _diffs(info.schedule, self._schedule)
             raise SpecError(
@@ -1153,7 +1165,9 @@ class RewarmOptimizer(Optimizer):
 
     def close(self) -> None:
         """Close the session (the optimizer keeps working on its cached values
-        only, and has no state_dict() any more)."""
+        only, and has no state_dict() any more). Closing again does nothing."""
+        if self._closed:
+            return
         self._closed = True
         try:
             self._client.close_session(self._session)
@@ -1191,6 +1205,18 @@ class _Said(str):
 _ABSENT = _Said("(absent)")
 
 
+def _same(a: Any, b: Any) -> bool:
+    """Equality of spec values with NaN equal to NaN: a refined schedule's
+    grad_norms keep the NaN of updates without gradients."""
+    if isinstance(a, float) and isinstance(b, float):
+        return a == b or (math.isnan(a) and math.isnan(b))
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
+
+
 def _diffs(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
     """Per top-level key that differs, the first difference inside it as
     (path, a's value, b's value): 'stages[1].steps', not both stage lists,
@@ -1198,7 +1224,7 @@ def _diffs(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[tuple[str, Any, A
     out = []
     for k in sorted(set(a) | set(b)):
         va, vb = a.get(k, _ABSENT), b.get(k, _ABSENT)
-        if va != vb:
+        if not _same(va, vb):
             out.append(_first_diff(k, va, vb))
     return out
 
@@ -1207,11 +1233,11 @@ def _first_diff(path: str, a: Any, b: Any) -> tuple[str, Any, Any]:
     if isinstance(a, Mapping) and isinstance(b, Mapping):
         for k in sorted(set(a) | set(b), key=str):
             va, vb = a.get(k, _ABSENT), b.get(k, _ABSENT)
-            if va != vb:
+            if not _same(va, vb):
                 return _first_diff(f"{path}.{k}", va, vb)
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
         for i, (va, vb) in enumerate(zip(a, b, strict=False)):  # a length difference is told after
-            if va != vb:
+            if not _same(va, vb):
                 return _first_diff(f"{path}[{i}]", va, vb)
         if len(a) != len(b):
             return path, _Said(f"{len(a)} items"), _Said(f"{len(b)} items")
