@@ -134,7 +134,7 @@ func (d *Dispatcher) checkControl(rp *pb.Replan, target string) error {
 		s.mu.Unlock()
 	}
 	applied := func(s *session) int64 {
-		if a, ok := jobApplied[s.name]; ok && s.name != "" {
+		if a, ok := jobApplied[s.name]; ok { // only named sessions are in it
 			return a
 		}
 		s.mu.Lock()
