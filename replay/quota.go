@@ -3,6 +3,7 @@ package replay
 import (
 	"math"
 	"math/big"
+	"slices"
 )
 
 // exactMix is a stage's mixture in integers, so that the quotas are exact.
@@ -122,12 +123,7 @@ func quotasAt(sp *stagePlan, B, T int64, out []int64) {
 		return
 	}
 	// Largest remainders first, the earlier source first on a tie.
-	// Insertion sort: n is small and this runs twice per batch.
-	for i := 1; i < n; i++ {
-		for j := i; j > 0 && rem[idx[j]].Cmp(&rem[idx[j-1]]) > 0; j-- {
-			idx[j], idx[j-1] = idx[j-1], idx[j]
-		}
-	}
+	slices.SortStableFunc(idx, func(a, b int) int { return rem[b].Cmp(&rem[a]) })
 	for i := int64(0); i < r && i < int64(n); i++ {
 		out[idx[i]]++
 	}

@@ -892,3 +892,29 @@ func TestStagesHoldOnlyTheirOwnSources(t *testing.T) {
 		}
 	}
 }
+
+// A weight that normalises to 0 (1e-300 beside 1e30) mixes no source, as
+// before the quotas were exact: with three sources it is not refused for
+// lacking a sample per batch, and with two the stratified deal stays the
+// one-source stage's.
+func TestAWeightThatNormalisesToZeroMixesNothing(t *testing.T) {
+	three := map[string]any{"sources": srcs("a", 100, "b", 100, "c", 100), "global_batch_size": 4, "normalize": true, "seed": 1,
+		"stages": []any{map[string]any{"steps": 3, "mixture": map[string]any{"a": 1e-300, "b": 1e30, "c": 1e30}}}}
+	if _, err := Parse(three); err != nil {
+		t.Fatal(err)
+	}
+	mk := func(a any) *Sampler {
+		return mustParse(t, map[string]any{"sources": srcs("a", 100, "b", 100), "global_batch_size": 4, "normalize": true,
+			"seed": 1, "stratified": true, "stages": []any{
+				map[string]any{"steps": 3, "mixture": map[string]any{"a": 1.0}},
+				map[string]any{"steps": 4, "mixture": map[string]any{"a": a, "b": 1e30}}}})
+	}
+	tiny, none := mk(1e-300), mk(0.0)
+	for step := int64(3); step < 7; step++ {
+		for rank := 0; rank < 2; rank++ {
+			if got, want := batch(t, tiny, step, rank, 2), batch(t, none, step, rank, 2); !slices.Equal(got, want) {
+				t.Fatalf("step %d rank %d: %v with a = 1e-300, %v with a = 0", step, rank, got, want)
+			}
+		}
+	}
+}

@@ -343,9 +343,11 @@ func parseMixture(sp *stagePlan, mix map[string]any, index map[string]int, f str
 	sort.Slice(entries, func(a, b int) bool { return entries[a].src < entries[b].src })
 	var raw []proportion
 	for _, e := range entries {
-		if e.p.start > 0 || e.p.end > 0 {
+		// By the normalised weight: one that rounds to 0 beside the others
+		// (1e-300 beside 1e30) mixes nothing.
+		if p := (proportion{e.p.start / sumStart, e.p.end / sumEnd}); p.start > 0 || p.end > 0 {
 			sp.active = append(sp.active, e.src)
-			sp.props = append(sp.props, proportion{e.p.start / sumStart, e.p.end / sumEnd})
+			sp.props = append(sp.props, p)
 			raw = append(raw, e.p)
 		}
 	}
