@@ -149,7 +149,10 @@ func (d *Dispatcher) getQuotas(r *pb.GetQuotas) (*pb.Response, error) {
 	for i := int64(0); i < n; i++ {
 		q, err := s.Quotas(r.GetStep() + i)
 		if err != nil {
-			return nil, fail(pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "step", "%v", err)
+			if errors.Is(err, replay.ErrStep) {
+				return nil, fail(pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "step", "%v", err)
+			}
+			return nil, err
 		}
 		out.Counts = append(out.Counts, q...)
 	}

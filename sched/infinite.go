@@ -163,7 +163,9 @@ func (s *Infinite) extend(at, total int64, mode string) (Schedule, error) {
 			h.ConstantSteps = &k
 			return &h
 		}, at, end, total, s.WarmupSteps+s.CooldownSteps+s.AnnealSteps)
-	case at <= min(a0, next.annealStart()):
+	case at < end && at <= min(a0, next.annealStart()):
+		// (An anneal of no length starts and ends at the end: from there on
+		// the run is at its floor, below.)
 		return &next, nil
 	case at >= end:
 		return constant(s.MinLR), nil

@@ -245,6 +245,9 @@ func (r *Replan) Check() error {
 		if r.Steps < 1 {
 			return replanErr("steps", r.Steps, "must be >= 1")
 		}
+		if r.Steps > math.MaxInt64-r.At {
+			return replanErr("steps", r.Steps, "the anneal would end past step 2^63 (it starts at %d)", r.At)
+		}
 		if r.MinLR != nil && (math.IsNaN(*r.MinLR) || math.IsInf(*r.MinLR, 0) || *r.MinLR < 0) {
 			return replanErr("min_lr", *r.MinLR, "must be a finite number >= 0")
 		}

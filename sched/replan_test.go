@@ -301,6 +301,7 @@ func TestReplanErrors(t *testing.T) {
 		{[]Replan{{Op: OpAnneal, At: 500, Steps: 10}}, Replan{Op: OpAnneal, At: 400, Steps: 10}, "at_step"},
 		{[]Replan{{Op: OpAnneal, At: 500, Steps: 10}}, Replan{Op: OpExtend, At: 600, Total: 3000}, "op"},
 		{nil, Replan{Op: OpAnneal, At: -1, Steps: 10}, "at_step"},
+		{nil, Replan{Op: OpAnneal, At: 10, Steps: math.MaxInt64}, "steps"}, // its end would wrap negative
 	}
 	for i, c := range cases {
 		p, err := NewPlan(cfg, c.pre, nil)
@@ -449,5 +450,40 @@ func TestNewPlanAppliesEachReplanOnce(t *testing.T) {
 	rs[7].At = 5
 	if _, err := NewPlan(cfg, rs, nil); err == nil || !strings.Contains(err.Error(), `"at_step" = 5`) {
 		t.Fatalf("an out-of-order re-plan: %v", err)
+	}
+}
+
+// A continuous extend at every step, up to and past the end, keeps the rate
+// at its step and ends at min_lr, also where the decay has no length: a wsd
+// with decay_steps 0 (or an infinite schedule with anneal_steps 0) extended
+// at exactly total_steps went back to peak_lr (const_lr) until the new total,
+// after the run had reached its floor.
+func TestExtendAtEveryStepKeepsTheRate(t *testing.T) {
+	for _, spec := range []map[string]any{
+		{"kind": "wsd", "peak_lr": 1.0, "min_lr": 0.1, "warmup_steps": 2, "total_steps": 12, "decay_steps": 0},
+		{"kind": "wsd", "peak_lr": 1.0, "min_lr": 0.1, "warmup_steps": 2, "total_steps": 12, "decay_steps": 4},
+		{"kind": "infinite", "peak_lr": 1.0, "const_lr": 0.5, "min_lr": 0.1, "warmup_steps": 1, "cooldown_steps": 2, "constant_steps": 3},
+		{"kind": "infinite", "peak_lr": 1.0, "const_lr": 0.5, "min_lr": 0.1, "warmup_steps": 1, "cooldown_steps": 2, "constant_steps": 3, "anneal_steps": 3},
+		{"kind": "cosine", "peak_lr": 1.0, "min_lr": 0.1, "warmup_steps": 2, "total_steps": 12},
+	} {
+		base := plan(t, spec)
+		for at := int64(0); at <= 16; at++ {
+			for total := at + 1; total <= 30; total++ {
+				p, err := NewPlan(base.Config, []Replan{{Op: OpExtend, At: at, Total: total}}, nil)
+				if err != nil {
+					continue // a total the kind refuses (inside its warmup, say)
+				}
+				if r := rel(p.LR(at), base.LR(at)); r > 1e-12 {
+					t.Fatalf("%s %v, extend at %d to %d: LR(%d) %v -> %v", spec["kind"], spec, at, total, at, base.LR(at), p.LR(at))
+				}
+				// From update total+2 on (LR(total) is the peak when the
+				// warmup fills the run, as in HF's).
+				for n := max(at, total+1); n < total+4; n++ {
+					if got := p.LR(n); math.Abs(got-0.1) > 1e-12 {
+						t.Fatalf("%s %v, extend at %d to %d: LR(%d) = %v after the new total", spec["kind"], spec, at, total, n, got)
+					}
+				}
+			}
+		}
 	}
 }

@@ -145,7 +145,9 @@ func (w *WSD) extend(at, total int64, mode string) (Schedule, error) {
 			h.StableSteps, h.TotalSteps = &s, &t
 			return &h
 		}, at, *w.TotalSteps, total, w.WarmupSteps+w.DecaySteps)
-	case at <= min(decayStart, s+w.WarmupSteps):
+	case at < *w.TotalSteps && at <= min(decayStart, s+w.WarmupSteps):
+		// (A decay of no length starts and ends at the total: from there on
+		// the run is at its floor, below.)
 		return &next, nil
 	case at >= *w.TotalSteps:
 		return constant(w.MinLR), nil
