@@ -676,3 +676,32 @@ def test_a_forked_childs_threads_share_one_fork_safe_lock() -> None:
     _, status = os.waitpid(pid, 0)
     code = os.waitstatus_to_exitcode(status)
     assert code == 0, f"exit {code}: two threads of the child held the lock at once (3), or it failed (4)"
+
+
+def test_a_live_clients_reaped_objects_are_recreated(tmp_path) -> None:
+    # A connection idle past --conn-idle-timeout is closed and its objects
+    # orphaned; past --orphan-ttl the sidecar reaps them. The client still
+    # holds each one's spec (and a session's re-plans), so its next request
+    # recreates the object and carries on bit-identically, as after a
+    # sidecar restart; it raised SessionNotFound.
+    spec = {
+        "sources": [{"name": "a", "size": 100}, {"name": "b", "size": 50}],
+        "global_batch_size": 8,
+        "seed": 3,
+        "stages": [{"steps": 20, "mixture": {"a": 0.75, "b": 0.25}}],
+    }
+    path = str(tmp_path / "reap.sock")
+    with rewarm.Sidecar(path, "--conn-idle-timeout", "100ms", "--orphan-ttl", "100ms") as sc:
+        c = rewarm.connect("socket", socket_path=sc.path)
+        sid = c.open_session(SPEC).session_id
+        c.replan(sid, 20, "anneal", steps=10)
+        smp = c.open_sampler(spec).sampler_id
+        lrs, ids = c.get_lr(sid, 15, 20), c.get_batches(smp, 3, 4)
+        time.sleep(0.5)  # closed as idle, then orphaned past the TTL
+        other = rewarm.connect("socket", socket_path=sc.path, failover=False)
+        other.open_session(SPEC)  # an open reaps expired orphans
+        assert len(other.status().sessions) == 1  # only other's: c's were reaped
+        assert c.get_lr(sid, 15, 20) == lrs  # the anneal is replayed too
+        assert c.get_batches(smp, 3, 4) == ids
+        c.close()
+        other.close()

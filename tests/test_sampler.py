@@ -432,3 +432,27 @@ def test_the_sampler_keeps_its_own_copy_of_the_spec() -> None:
     again = rewarm.ReplaySampler(s.spec, rank=0, world_size=1)
     assert again.spec_hash == s.spec_hash
     again.load_state_dict(s.state_dict())
+
+
+def test_a_world_size_below_one_from_the_environment_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    # WORLD_SIZE=0 was reported as "global_batch_size must be divisible by
+    # the world size".
+    monkeypatch.setenv("WORLD_SIZE", "0")
+    with pytest.raises(
+        rewarm.SpecError, match=r'"world_size" = 0 \(from environment variable WORLD_SIZE\): must be >= 1'
+    ) as refused:
+        rewarm.ReplaySampler(SPEC, rank=0)
+    assert refused.value.field == "world_size"
+
+
+def test_a_closed_sampler_says_closed_at_once() -> None:
+    # close() left the window cached: steps inside it were still served and
+    # the next fetch failed with "no sampler with id 1".
+    s = rewarm.ReplaySampler(SPEC, rank=0, world_size=1, window=64)
+    it = iter(s)
+    next(it)
+    s.close()
+    for use in (lambda: s.batch(5), lambda: next(it), lambda: s.global_batch(0), lambda: s.quotas(3)):
+        with pytest.raises(rewarm.SessionNotFound, match=r"this sampler was closed \(close\(\)\)"):
+            use()
+    s.close()  # still a no-op

@@ -270,6 +270,14 @@ class FailoverTransport:
             return pb.Response(id=req.id, controls=pb.Controls())  # controls live in the sidecar
         resp = self._raw(side, out)
         kind = resp.WhichOneof("body")
+        if kind == "error" and obj is not None and body != "close_session" and _gone(resp, fld):
+            # Reaped while this client was away (an idle-closed connection
+            # past --orphan-ttl): recreate it from what the client holds, once.
+            obj.gen = -1
+            self._place(side, obj)
+            setattr(msg, fld, obj.remote)
+            resp = self._raw(side, out)
+            kind = resp.WhichOneof("body")
         if kind == "error":
             return resp
         if body in ("open_session", "restore_state"):
@@ -308,6 +316,11 @@ def hello_bytes(client: str) -> bytes:
     return pb.Request(
         id=0, hello=pb.Hello(protocol_version=pb.PROTOCOL_VERSION_CURRENT, client=client)
     ).SerializeToString()
+
+
+def _gone(resp: pb.Response, fld: str) -> bool:
+    """Whether resp says the object named by request field fld does not exist."""
+    return resp.error.code == pb.ERROR_CODE_NOT_FOUND and resp.error.field == fld
 
 
 def connect_failover(path: str, client: str, must_connect: bool) -> FailoverTransport:

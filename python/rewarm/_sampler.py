@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import Sampler
 
 from rewarm._client import Backend, Client, int_arg, shared_client
-from rewarm._errors import SpecError
+from rewarm._errors import SessionNotFound, SpecError
 from rewarm._spec import SpecLike, load_spec
 
 STATE_VERSION = 1
@@ -103,6 +103,7 @@ class ReplaySampler(Sampler[list[int]]):
         if window > MAX_WINDOW:
             raise SpecError(f"window={window}: must be at most {MAX_WINDOW} steps per fetch", field="window")
         start_step = int_arg(start_step, "start_step")
+        self._closed = False
         self._client = shared_client(backend)
         info = self._client.open_sampler(self.spec)
         self._id = info.sampler_id
@@ -114,7 +115,14 @@ class ReplaySampler(Sampler[list[int]]):
         self.spec_hash = info.spec_hash
         self.total_steps = info.total_steps
         self.global_batch_size = info.global_batch_size
-        if self.world_size < 1 or self.global_batch_size % self.world_size:
+        if self.world_size < 1:
+            raise SpecError(
+                f'replay: field "world_size" = {self.world_size}{_origin("world_size", origin)}: '
+                "must be >= 1",
+                code="INVALID_ARGUMENT",
+                field="world_size",
+            )
+        if self.global_batch_size % self.world_size:
             raise SpecError(
                 f'replay: field "world_size" = {self.world_size}{_origin("world_size", origin)}: '
                 f"global_batch_size {self.global_batch_size} must be divisible by the world size",
@@ -154,12 +162,22 @@ class ReplaySampler(Sampler[list[int]]):
 
     # --- random access -------------------------------------------------------
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise SessionNotFound(
+                "this sampler was closed (close()), which frees its state in the dispatcher: "
+                "close it once its batches are read",
+                code="NOT_FOUND",
+            )
+
     def _fetch(self, step: int, count: int, rank: int, world: int) -> tuple[int, int, bytearray]:
+        self._check_open()
         n, per, ids = self._client.get_batches(self._id, step, count, rank, world)
         return n, per, bytearray(ids)
 
     def _row(self, step: int) -> memoryview:
         """The ids of ``step`` for this rank, as a view of the window."""
+        self._check_open()
         i = step - self._cache_start
         if not 0 <= i < self._cache_count:
             self._cache_count, self._cache_per, self._cache = self._fetch(
@@ -193,6 +211,7 @@ class ReplaySampler(Sampler[list[int]]):
         step = int_arg(step, "step")
         if not step < self.total_steps:
             raise IndexError(f"step {step} is outside the plan (0..{self.total_steps - 1})")
+        self._check_open()
         counts = self._client.get_quotas(self._id, step, 1)[0]
         return dict(zip(self.info.source_names, counts, strict=True))
 
@@ -301,6 +320,8 @@ class ReplaySampler(Sampler[list[int]]):
         sampler is garbage collected). Closing twice does nothing."""
         if self._release.detach() is None:
             return
+        self._closed = True
+        self._cache, self._cache_count = bytearray(), 0
         try:
             self._client.close_session(self._id)
         finally:
