@@ -188,6 +188,26 @@ def test_launch_runs_torchrun_beside_a_sidecar(tmp_path: Path) -> None:
     )
     assert r.returncode == 7, r.stderr
     assert not os.path.exists(sock)
+    # A relative --socket is exported absolute: a command that changes
+    # directory (as Hydra does) still finds the sidecar.
+    r = subprocess.run(
+        [
+            rewarm.find_binary(),
+            "launch",
+            "--socket",
+            "rel.sock",
+            "--",
+            "sh",
+            "-c",
+            'cd / && test -S "$REWARM_SOCKET" && echo "$REWARM_SOCKET"',
+        ],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0 and r.stdout.strip() == str(tmp_path / "rel.sock"), (r.stdout, r.stderr)
     # A sidecar that refuses its flags: the launcher says so after the
     # sidecar's own message, keeps a usage error's exit code 2, and runs nothing.
     marker = tmp_path / "ran"

@@ -4,7 +4,9 @@ package specfile
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -31,11 +33,11 @@ func Load(arg string) (map[string]any, error) {
 	var out map[string]any
 	switch ext {
 	case ".json":
-		dec := json.NewDecoder(bytes.NewReader(data))
-		dec.UseNumber()
-		if err := dec.Decode(&out); err != nil {
+		m, err := strictJSON(data)
+		if err != nil {
 			return nil, fmt.Errorf("%s: %w", arg, err)
 		}
+		out = m
 	case ".yaml", ".yml":
 		if err := yaml.Unmarshal(data, &out); err != nil {
 			return nil, fmt.Errorf("%s: %w", arg, err)
@@ -47,4 +49,71 @@ func Load(arg string) (map[string]any, error) {
 		return nil, fmt.Errorf("%s: expected a mapping at the top level", arg)
 	}
 	return out, nil
+}
+
+// strictJSON decodes one JSON value as a YAML file would be read: a key
+// repeated within a mapping, or anything after the value, is an error, where
+// encoding/json keeps the last key and stops at the first value. It returns
+// nil for a value that is not a mapping.
+func strictJSON(data []byte) (map[string]any, error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	v, err := jsonValue(dec, "")
+	if err != nil {
+		return nil, err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, errors.New("data after the top-level mapping: a spec file holds one mapping")
+	}
+	m, _ := v.(map[string]any)
+	return m, nil
+}
+
+func jsonValue(dec *json.Decoder, path string) (any, error) {
+	tok, err := dec.Token()
+	if err != nil {
+		return nil, err
+	}
+	switch tok {
+	case json.Delim('{'):
+		m := map[string]any{}
+		for dec.More() {
+			kt, err := dec.Token()
+			if err != nil {
+				return nil, err
+			}
+			k, _ := kt.(string)
+			if _, dup := m[k]; dup {
+				in := ""
+				if path != "" {
+					in = " in " + path
+				}
+				return nil, fmt.Errorf("duplicate key %q%s", k, in)
+			}
+			if m[k], err = jsonValue(dec, join(path, k)); err != nil {
+				return nil, err
+			}
+		}
+		_, err := dec.Token() // '}'
+		return m, err
+	case json.Delim('['):
+		a := []any{}
+		for dec.More() {
+			v, err := jsonValue(dec, fmt.Sprintf("%s[%d]", path, len(a)))
+			if err != nil {
+				return nil, err
+			}
+			a = append(a, v)
+		}
+		_, err := dec.Token() // ']'
+		return a, err
+	}
+	return tok, nil
+}
+
+func join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
 }

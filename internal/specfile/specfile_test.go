@@ -1,9 +1,11 @@
 package specfile
 
 import (
+	"encoding/json"
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -34,5 +36,38 @@ func TestLoad(t *testing.T) {
 	_ = os.WriteFile(empty, []byte(""), 0o600)
 	if _, err := Load(empty); err == nil {
 		t.Error("empty file accepted")
+	}
+}
+
+// A JSON file means one spec, as a YAML file (go-yaml refuses a repeated
+// key) and Python's load_spec do: a repeated key, at any depth, and data
+// after the mapping are refused. The decoder kept the last peak_lr and
+// ignored trailing junk, so `rewarm ctl stage --spec` could re-plan a live
+// job with a value the user did not mean. Numbers keep their text.
+func TestJSONFilesAreReadStrictly(t *testing.T) {
+	dir := t.TempDir()
+	cases := map[string]string{
+		`{"kind": "cosine", "peak_lr": 0.1, "peak_lr": 5, "total_steps": 100}`:                      `duplicate key "peak_lr"`,
+		`{"kind": "stages", "stages": [{"steps": 10}, {"steps": 5, "steps": 6}]}`:                   `duplicate key "steps" in stages[1]`,
+		`{"kind": "cosine", "peak_lr": 0.1, "total_steps": 100} trailing garbage {`:                 "after the top-level mapping",
+		`{"kind": "cosine", "peak_lr": 0.1, "total_steps": 100} {"kind": "constant", "peak_lr": 1}`: "after the top-level mapping",
+		`[1, 2]`: "expected a mapping",
+	}
+	for text, want := range cases {
+		p := filepath.Join(dir, "s.json")
+		_ = os.WriteFile(p, []byte(text), 0o600)
+		if _, err := Load(p); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want an error saying %q", text, err, want)
+		}
+	}
+	p := filepath.Join(dir, "ok.json")
+	_ = os.WriteFile(p, []byte(`{"kind": "stages", "x": null, "stages": [{"steps": 10, "on": true}, []], "peak_lr": 1e-3}`+"\n"), 0o600)
+	m, err := Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := m["stages"].([]any)
+	if m["peak_lr"] != json.Number("1e-3") || m["x"] != nil || st[0].(map[string]any)["on"] != true || len(st[1].([]any)) != 0 {
+		t.Fatalf("decoded %#v", m)
 	}
 }

@@ -317,3 +317,18 @@ func TestCtlStageSendsTheCheckedSpec(t *testing.T) {
 		}
 	}
 }
+
+// A flat series draws at any magnitude: the 1e-12 widening of a flat range
+// vanished above 2^53 and gonum panicked with a stack trace (rc 2).
+func TestPlotAFlatSeriesOfLargeValues(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "p.png")
+	for _, spec := range []string{"{kind: constant, peak_lr: 1e300}", "{kind: constant, peak_lr: 3e17}", "{kind: constant, peak_lr: 0}"} {
+		_, stderr, code := runCLI("plot", spec, "--steps", "5", "-o", out)
+		if code != 0 {
+			t.Fatalf("%s: rc %d, %s", spec, code, stderr)
+		}
+		if st, err := os.Stat(out); err != nil || st.Size() == 0 {
+			t.Fatalf("%s: no image: %v", spec, err)
+		}
+	}
+}

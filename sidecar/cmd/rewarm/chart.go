@@ -112,15 +112,22 @@ DATA: {"title", "xlabel", "ylabel", "bars": false, "log_y": false, "legend": "to
 		}
 		c := palette[i%len(palette)]
 		if spec.Bars {
-			bars, err := plotter.NewBarChart(plotter.Values(s.Y), w)
-			if err != nil {
-				fmt.Fprintf(stderr, "rewarm chart: %v\n", err)
-				return 1
+			// One bar chart per point: gonum places a chart's bars at
+			// XMin, XMin+1, ..., and these stand at their own x.
+			for j := range s.Y {
+				bar, err := plotter.NewBarChart(plotter.Values{s.Y[j]}, w)
+				if err != nil {
+					fmt.Fprintf(stderr, "rewarm chart: series %q: %v\n", s.Name, err)
+					return 1
+				}
+				bar.XMin = s.X[j]
+				bar.Color, bar.LineStyle.Width = c, 0
+				bar.Offset = vg.Length(i)*w - vg.Length(len(spec.Series)-1)*w/2
+				p.Add(bar)
+				if j == 0 {
+					p.Legend.Add(s.Name, bar)
+				}
 			}
-			bars.Color, bars.LineStyle.Width = c, 0
-			bars.Offset = vg.Length(i)*w - vg.Length(len(spec.Series)-1)*w/2
-			p.Add(bars)
-			p.Legend.Add(s.Name, bars)
 			continue
 		}
 		xy := make(plotter.XYs, len(s.X))

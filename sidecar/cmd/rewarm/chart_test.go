@@ -51,3 +51,27 @@ func TestChart(t *testing.T) {
 		})
 	}
 }
+
+// Bars stand at their series' x values, as the spec says: they stood at 0,
+// 1, 2 whatever x held. The axis of bars at 100, 200 and 300 is labelled
+// there.
+func TestChartBarsStandAtTheirX(t *testing.T) {
+	dir := t.TempDir()
+	data := filepath.Join(dir, "b.json")
+	_ = os.WriteFile(data, []byte(`{"bars": true, "series": [{"name": "a", "x": [100, 200, 300], "y": [1, 2, 3]},
+		{"name": "b", "x": [100, 200, 300], "y": [2, 1, 2]}]}`), 0o600)
+	out := filepath.Join(dir, "b.svg")
+	var stderr bytes.Buffer
+	if code := run([]string{"chart", data, "-o", out}, &bytes.Buffer{}, &stderr); code != 0 {
+		t.Fatalf("rc %d: %s", code, stderr.String())
+	}
+	svg, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tick := range []string{">100<", ">200<", ">300<"} {
+		if !strings.Contains(string(svg), tick) {
+			t.Fatalf("no x tick %s in the chart", tick)
+		}
+	}
+}

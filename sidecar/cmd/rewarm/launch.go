@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -48,6 +49,13 @@ func launch(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "rewarm launch: %v\n", err)
 			return 1
 		}
+	}
+	// Exported absolute: a command that changes directory (Hydra does) must
+	// still find the sidecar.
+	path, err := filepath.Abs(path)
+	if err != nil {
+		fmt.Fprintf(stderr, "rewarm launch: --socket: %v\n", err)
+		return 2
 	}
 	exe, err := os.Executable()
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"image/color"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -246,7 +247,11 @@ func drawPlan(p *sched.Plan, steps int64, out, title string) error {
 			lo, hi = min(lo, q.Y), max(hi, q.Y)
 		}
 		if hi == lo {
-			hi = lo + 1e-12
+			// Widened relative to the value: a fixed 1e-12 vanishes above
+			// 2^53, and gonum refuses an empty range.
+			d := max(math.Abs(lo)*1e-6, 1e-12)
+			lo, hi = lo-d, hi+d
+			pl.Y.Min, pl.Y.Max = lo, hi
 		}
 		var labels plotter.XYLabels
 		// Names of phases that start close together would print over each
