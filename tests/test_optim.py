@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 import pytest
@@ -853,6 +854,59 @@ def test_compiled_step_counts_every_update_without_recompiling() -> None:
     assert lr.item() == pytest.approx(ref(12), rel=1e-6)
     assert counters["stats"]["unique_graphs"] <= 2
     torch._dynamo.reset()
+
+
+_COMPILED_CALLER = """
+import json, sys, warnings
+import torch, rewarm
+from torch._dynamo.utils import counters
+
+spec = json.loads(sys.argv[1])
+a = torch.nn.Parameter(torch.zeros(8))
+# A tensor lr, as torch advises under compile (a float one recompiles torch's own step per rate).
+opt = rewarm.wrap(torch.optim.SGD([a], lr=torch.tensor(0.0)), schedule=spec)
+used = []
+opt.optimizer.register_step_pre_hook(lambda o, args, kw: used.append(float(o.param_groups[0]["lr"])))
+
+
+@torch.compile(backend="eager")
+def train_step():
+    a.grad = torch.ones(8)
+    opt.step()
+
+
+warnings.simplefilter("error")  # a false "lr set outside rewarm" warning fails the run
+frames = []
+for k in range(12):
+    train_step()
+    frames.append(counters["frames"]["total"])
+print(json.dumps({"used": used, "n": opt.steps_applied, "frames": frames}))
+"""
+
+
+def test_a_compiled_function_that_calls_step_compiles_nothing_per_update() -> None:
+    # @torch.compile over a function that calls opt.step(): the step runs
+    # after a graph break, beside dynamo, and its bookkeeping frames were
+    # compiled one by one, each specialising on the counter: a recompile per
+    # update until dynamo's limit (falling back to eager), and a false "lr
+    # set outside rewarm" warning. A fresh process, so that no earlier
+    # compile in this one decides what dynamo does.
+    import json
+    import subprocess
+    import sys
+
+    r = subprocess.run(
+        [sys.executable, "-c", _COMPILED_CALLER, json.dumps(SPEC)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["n"] == 12
+    assert out["used"] == pytest.approx([ref(n) for n in range(12)], rel=1e-6)
+    assert out["frames"][-1] == out["frames"][2], out["frames"]  # nothing compiled after the third update
 
 
 def test_step_hooks_get_the_wrapper_and_see_the_update_counted() -> None:

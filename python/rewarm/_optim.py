@@ -272,6 +272,12 @@ def _norms_from_state(raw: Any) -> list[float]:
 
 DCP_STATE_DICT = "torch.distributed.checkpoint.state_dict"
 _is_compiling = torch.compiler.is_compiling
+try:  # set while a compiled region runs (after a graph break); None otherwise
+    from torch._C._dynamo.eval_frame import get_eval_frame_callback as _dynamo_callback
+except ImportError:  # pragma: no cover - another torch
+
+    def _dynamo_callback() -> Any:
+        return None
 
 
 def _called_by_dcp_init() -> bool:
@@ -749,6 +755,14 @@ class RewarmOptimizer(Optimizer):
         wrapper run around all of it."""
         if _is_compiling():
             return self._traced_step(closure)
+        if _dynamo_callback() is not None:
+            # Run by a compiled caller after a graph break: as under
+            # _traced_step, the bookkeeping must not be compiled frame by frame
+            # (each would specialise on the counter and recompile per update).
+            return self._step_beside_dynamo(closure)
+        return self._eager_step(closure)
+
+    def _eager_step(self, closure: Callable[[], float] | None) -> Any:
         if self._step_pre_hooks or self._step_post_hooks:
             args, kwargs = self._run_pre_hooks(closure)
             loss = self._step(*args[1:], **kwargs)
@@ -910,6 +924,7 @@ class RewarmOptimizer(Optimizer):
             i = 0
         self._apply(self.optimizer.param_groups, i)
 
+    _step_beside_dynamo = torch._disable_dynamo(_eager_step)
     _begin_update_eager = torch._disable_dynamo(_begin_update)
     _end_update_eager = torch._disable_dynamo(_end_update)
     _run_pre_hooks_eager = torch._disable_dynamo(_run_pre_hooks)
