@@ -272,12 +272,11 @@ def _norms_from_state(raw: Any) -> list[float]:
 
 DCP_STATE_DICT = "torch.distributed.checkpoint.state_dict"
 _is_compiling = torch.compiler.is_compiling
-try:  # set while a compiled region runs (after a graph break); None otherwise
-    from torch._C._dynamo.eval_frame import get_eval_frame_callback as _dynamo_callback
-except ImportError:  # pragma: no cover - another torch
-
-    def _dynamo_callback() -> Any:
-        return None
+# Set while a compiled region runs (also in the eager stretch after a graph
+# break); None otherwise. A private hook: absent, it reads as never set.
+_dynamo_callback: Callable[[], Any] = getattr(
+    getattr(getattr(torch._C, "_dynamo", None), "eval_frame", None), "get_eval_frame_callback", lambda: None
+)
 
 
 def _called_by_dcp_init() -> bool:
