@@ -918,3 +918,39 @@ func TestAWeightThatNormalisesToZeroMixesNothing(t *testing.T) {
 		}
 	}
 }
+
+// A spec decoded by a YAML library that yields map[any]any is the same spec:
+// its hash is stable and tells the replay modes apart (every key encoded as
+// "<interface {} Value>", so one random entry won), and a {start, end} given
+// that way is a ramp. Errors name the first bad key in sorted order, and a
+// refused small weight is quoted as written.
+func TestAnyKeyedMapsAndStableErrors(t *testing.T) {
+	mk := func(a, b string) map[string]any {
+		return map[string]any{"sources": srcs("a", 100, "b", 100), "global_batch_size": 8,
+			"stages": []any{
+				map[string]any{"steps": 3, "mixture": map[string]any{"a": 0.5, "b": 0.5}},
+				map[string]any{"steps": 10, "mixture": map[string]any{"a": map[any]any{"start": 0.5, "end": 0.25}, "b": map[any]any{"start": 0.5, "end": 0.75}},
+					"replay": map[any]any{"a": a, "b": b}}}}
+	}
+	h := mustParse(t, mk("all", "seen")).Hash()
+	for i := 0; i < 20; i++ {
+		if got := mustParse(t, mk("all", "seen")).Hash(); got != h {
+			t.Fatalf("parse %d: hash %s, first %s", i, got, h)
+		}
+	}
+	if mustParse(t, mk("seen", "all")).Hash() == h {
+		t.Fatal("swapped replay modes share a hash")
+	}
+	bad := mk("all", "seen")
+	bad["stages"].([]any)[1].(map[string]any)["replay"] = map[string]any{"zz": "all", "a": "bogus", "b": 5}
+	for i := 0; i < 30; i++ {
+		if _, err := Parse(bad); err == nil || !strings.Contains(err.Error(), `"stages[1].replay.a"`) {
+			t.Fatalf("parse %d: %v, want stages[1].replay.a", i, err)
+		}
+	}
+	small := map[string]any{"sources": srcs("a", 100, "b", 100, "c", 5), "global_batch_size": 8, "normalize": true,
+		"stages": []any{map[string]any{"steps": 10, "mixture": map[string]any{"a": 10, "b": 10, "c": 0.1}}}}
+	if _, err := Parse(small); err == nil || !strings.Contains(err.Error(), `"stages[0].mixture.c" = 0.1:`) {
+		t.Fatalf("a small weight: %v", err)
+	}
+}

@@ -22,6 +22,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"sort"
@@ -117,6 +118,7 @@ type stagePlan struct {
 	// for the sources it mixes, not for every source.
 	active []int
 	props  []proportion // normalised
+	given  []proportion // as written, before normalising (for messages)
 	exact  exactMix     // the mixture in integers, for the quotas
 	mode   []string     // "new", Seen or All
 	fresh0 []int64      // stream position at the stage start
@@ -239,7 +241,7 @@ func New(spec Spec) (*Sampler, error) {
 				// a slot back: largest remainder cannot round up a remainder
 				// below δ (the others, each under 1, would sum to less than r).
 				if lo := math.Min(sp.props[i].start, sp.props[i].end); lo*float64(B) < 1-1e-14 {
-					return nil, fail(f+".mixture."+spec.Sources[s].Name, lo,
+					return nil, fail(f+".mixture."+spec.Sources[s].Name, math.Min(sp.given[i].start, sp.given[i].end),
 						"with more than two sources each needs at least one sample per global batch (global_batch_size·p >= 1, here %g); "+
 							"raise global_batch_size or group the small sources", lo*float64(B))
 				}
@@ -300,8 +302,7 @@ func parseMixture(sp *stagePlan, mix map[string]any, index map[string]int, f str
 			return fail(field, name, "unknown source (sources: %s)", strings.Join(known, ", "))
 		}
 		var p proportion
-		switch v := mix[name].(type) {
-		case map[string]any:
+		if v, ok := specfield.AsMap(mix[name]); ok {
 			var lin struct {
 				Start float64 `spec:"start,required"`
 				End   float64 `spec:"end,required"`
@@ -310,7 +311,8 @@ func parseMixture(sp *stagePlan, mix map[string]any, index map[string]int, f str
 				return prefix(err, field)
 			}
 			p = proportion{lin.Start, lin.End}
-		default:
+		} else {
+			v := mix[name]
 			var one struct {
 				P float64 `spec:"p"`
 			}
@@ -351,6 +353,7 @@ func parseMixture(sp *stagePlan, mix map[string]any, index map[string]int, f str
 			raw = append(raw, e.p)
 		}
 	}
+	sp.given = raw
 	sp.exact = newExactMix(raw, sp.steps)
 	return nil
 }
@@ -381,7 +384,9 @@ func parseModes(raw any, def string, index map[string]int, f string) (func(int) 
 		return nil, fail(f+".replay", raw, "must be %q or %q, or a mapping from source to mode", Seen, All)
 	}
 	modes := map[int]string{}
-	for name, val := range m {
+	// In sorted order, so the first bad entry named is the same every time.
+	for _, name := range slices.Sorted(maps.Keys(m)) {
+		val := m[name]
 		s, ok := index[name]
 		if !ok {
 			return nil, fail(f+".replay."+name, name, "unknown source")

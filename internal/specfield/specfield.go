@@ -13,8 +13,10 @@ package specfield
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
 	"reflect"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -400,7 +402,8 @@ func decodeValue(kind, path string, v any, fv reflect.Value) error {
 			return fmt.Errorf("specfield: map field %s must have string keys", path)
 		}
 		out := reflect.MakeMapWithSize(fv.Type(), len(mm))
-		for k, it := range mm {
+		for _, k := range slices.Sorted(maps.Keys(mm)) { // the first bad key named is the same every time
+			it := mm[k]
 			ev := reflect.New(fv.Type().Elem()).Elem()
 			if err := decodeValue(kind, path+"."+k, it, ev); err != nil {
 				return err
@@ -480,7 +483,8 @@ func encodeValue(v reflect.Value) any {
 		out := make(map[string]any, v.Len())
 		iter := v.MapRange()
 		for iter.Next() {
-			out[iter.Key().String()] = encodeValue(iter.Value())
+			// fmt.Sprint: Value.String of an interface key is "<interface {} Value>".
+			out[fmt.Sprint(iter.Key().Interface())] = encodeValue(iter.Value())
 		}
 		return out
 	case reflect.Float32, reflect.Float64:
