@@ -211,7 +211,13 @@ func (d *Dispatcher) pollControl(r *pb.PollControl) (*pb.Response, error) {
 	if e := r.GetControlEpoch(); e != 0 && e != d.ctlEpoch {
 		after = 0 // counted by another sidecar: nothing here was seen yet
 	}
-	if s, ok := d.sessions[r.GetSessionId()]; ok {
+	s, ok := d.sessions[r.GetSessionId()]
+	if !ok && r.GetSessionId() != 0 {
+		// Said, not ignored: a failover client recreates a session the
+		// sidecar reaped, and its job is visible to ctl again.
+		return nil, fail(pb.ErrorCode_ERROR_CODE_NOT_FOUND, "session_id", "no session with id %d", r.GetSessionId())
+	}
+	if ok {
 		s.mu.Lock()
 		if r.GetStep() >= 0 {
 			s.step = r.GetStep()

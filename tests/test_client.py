@@ -703,5 +703,50 @@ def test_a_live_clients_reaped_objects_are_recreated(tmp_path) -> None:
         assert len(other.status().sessions) == 1  # only other's: c's were reaped
         assert c.get_lr(sid, 15, 20) == lrs  # the anneal is replayed too
         assert c.get_batches(smp, 3, 4) == ids
+        # A poll recreates the session too (the sidecar ignored an unknown id,
+        # so the job was invisible to `rewarm ctl` until its next fetch), and
+        # closing a reaped object closes it (it raised and kept the entry).
+        sid2 = c.open_session({**SPEC, "total_steps": 120}, name="job").session_id
+        smp2 = c.open_sampler(spec).sampler_id
+        time.sleep(0.5)
+        other.open_session(SPEC)  # reaps c's orphans again
+        c.poll_controls(0, sid2, 7)
+        assert "job" in {s.name for s in other.status().sessions}
+        time.sleep(0.5)
+        other.open_session(SPEC)
+        c.close_session(smp2)
+        c.close_session(sid2)
+        assert not {sid2, smp2} & set(c.transport._objs)
+        c.close()
+        other.close()
+
+
+def test_a_recreation_the_sidecar_refuses_is_its_error_not_an_outage(tmp_path) -> None:
+    # Recreating a reaped session on a sidecar at its session limit failed
+    # over to in-process, swallowing RESOURCE_EXHAUSTED: the sidecar's own
+    # refusal is what the caller gets, and the client stays on the socket.
+    path = str(tmp_path / "full.sock")
+    with rewarm.Sidecar(path, "--conn-idle-timeout", "100ms", "--orphan-ttl", "100ms") as sc:
+        c = rewarm.connect("socket", socket_path=sc.path)
+        sid = c.open_session(SPEC).session_id
+        time.sleep(0.5)
+        other = rewarm.connect("socket", socket_path=sc.path, failover=False)
+        other.open_session(SPEC)  # reaps c's session
+        t = c.transport
+        raw = t._raw
+
+        def full(side, req):  # type: ignore[no-untyped-def]
+            if req.WhichOneof("body") == "restore_state":  # as a sidecar at its limit answers
+                err = pb.Error(code=pb.ERROR_CODE_RESOURCE_EXHAUSTED, message="too many open sessions")
+                return pb.Response(id=req.id, error=err)
+            return raw(side, req)
+
+        t._raw = full
+        with pytest.raises(rewarm.RewarmError, match="too many open sessions") as refused:
+            c.get_lr(sid, 0, 3)
+        assert refused.value.code == "RESOURCE_EXHAUSTED"
+        assert t._side() is t._socket
+        t._raw = raw
+        assert c.get_lr(sid, 0, 3) == [cosine_ref(n, 1.0, 110, 10, 0.1) for n in range(3)]
         c.close()
         other.close()

@@ -51,6 +51,9 @@ func Load(arg string) (map[string]any, error) {
 	return out, nil
 }
 
+// maxDepth is encoding/json's own nesting limit.
+const maxDepth = 10000
+
 // strictJSON decodes one JSON value as a YAML file would be read: a key
 // repeated within a mapping, or anything after the value, is an error, where
 // encoding/json keeps the last key and stops at the first value. It returns
@@ -58,8 +61,12 @@ func Load(arg string) (map[string]any, error) {
 func strictJSON(data []byte) (map[string]any, error) {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
-	v, err := jsonValue(dec, "")
+	var path []string // joined only to name a repeated key
+	v, err := jsonValue(dec, &path)
 	if err != nil {
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
 		return nil, err
 	}
 	if _, err := dec.Token(); err != io.EOF {
@@ -69,10 +76,16 @@ func strictJSON(data []byte) (map[string]any, error) {
 	return m, nil
 }
 
-func jsonValue(dec *json.Decoder, path string) (any, error) {
+func jsonValue(dec *json.Decoder, path *[]string) (any, error) {
 	tok, err := dec.Token()
 	if err != nil {
 		return nil, err
+	}
+	switch tok {
+	case json.Delim('{'), json.Delim('['):
+		if len(*path) >= maxDepth {
+			return nil, fmt.Errorf("nested deeper than %d levels", maxDepth)
+		}
 	}
 	switch tok {
 	case json.Delim('{'):
@@ -85,21 +98,31 @@ func jsonValue(dec *json.Decoder, path string) (any, error) {
 			k, _ := kt.(string)
 			if _, dup := m[k]; dup {
 				in := ""
-				if path != "" {
-					in = " in " + path
+				if len(*path) > 0 {
+					in = " in " + strings.Join(*path, "")
 				}
 				return nil, fmt.Errorf("duplicate key %q%s", k, in)
 			}
-			if m[k], err = jsonValue(dec, join(path, k)); err != nil {
+			step := "." + k
+			if len(*path) == 0 {
+				step = k
+			}
+			*path = append(*path, step)
+			v, err := jsonValue(dec, path)
+			*path = (*path)[:len(*path)-1]
+			if err != nil {
 				return nil, err
 			}
+			m[k] = v
 		}
 		_, err := dec.Token() // '}'
 		return m, err
 	case json.Delim('['):
 		a := []any{}
 		for dec.More() {
-			v, err := jsonValue(dec, fmt.Sprintf("%s[%d]", path, len(a)))
+			*path = append(*path, fmt.Sprintf("[%d]", len(a)))
+			v, err := jsonValue(dec, path)
+			*path = (*path)[:len(*path)-1]
 			if err != nil {
 				return nil, err
 			}
@@ -109,11 +132,4 @@ func jsonValue(dec *json.Decoder, path string) (any, error) {
 		return a, err
 	}
 	return tok, nil
-}
-
-func join(path, key string) string {
-	if path == "" {
-		return key
-	}
-	return path + "." + key
 }

@@ -71,3 +71,20 @@ func TestJSONFilesAreReadStrictly(t *testing.T) {
 		t.Fatalf("decoded %#v", m)
 	}
 }
+
+// Deep nesting is refused at encoding/json's own depth (each level kept its
+// whole path: 40,000 levels took 1.7 GB), and a file cut short says so
+// rather than a bare EOF.
+func TestJSONDepthAndTruncation(t *testing.T) {
+	dir := t.TempDir()
+	deep := filepath.Join(dir, "deep.json")
+	_ = os.WriteFile(deep, []byte(`{"a": `+strings.Repeat("[", 40000)+strings.Repeat("]", 40000)+`}`), 0o600)
+	if _, err := Load(deep); err == nil || !strings.Contains(err.Error(), "nested deeper than 10000") {
+		t.Fatalf("deep: %v", err)
+	}
+	cut := filepath.Join(dir, "cut.json")
+	_ = os.WriteFile(cut, []byte(`{"kind": "cosine", "peak_lr": 1e-3`), 0o600)
+	if _, err := Load(cut); err == nil || !strings.Contains(err.Error(), "unexpected EOF") {
+		t.Fatalf("truncated: %v", err)
+	}
+}

@@ -198,24 +198,31 @@ class FailoverTransport:
                 code="MALFORMED",
             ) from exc
 
-    def _place(self, side: Any, obj: _Obj) -> None:
-        """Recreate obj on side, if it lives on another generation."""
+    def _place(self, side: Any, obj: _Obj) -> pb.Response | None:
+        """Recreate obj on side, if it lives on another generation. A refusal
+        (a sidecar at its object limit, say) is returned as the side's error
+        reply: the side answered, so it is not down."""
         if obj.gen == self._gen:
-            return
+            return None
         if obj.kind == "session":
             resp = self._raw(side, pb.Request(restore_state=pb.RestoreState(msgpack=obj.blob, name=obj.name)))
+            if resp.WhichOneof("body") == "error":
+                return resp
             obj.remote = resp.session.session_id
             for rec in obj.log:
                 op = rec.WhichOneof("body")
                 getattr(rec, op).session_id = obj.remote
-                if self._raw(side, rec).WhichOneof("body") == "error":
-                    raise TransportError(f"could not replay a {op} on the {side.kind} side")
+                if (r := self._raw(side, rec)).WhichOneof("body") == "error":
+                    return r
         else:
-            req = pb.Request(open_sampler=obj.spec)
-            obj.remote = self._raw(side, req).sampler.sampler_id
+            resp = self._raw(side, pb.Request(open_sampler=obj.spec))
+            if resp.WhichOneof("body") == "error":
+                return resp
+            obj.remote = resp.sampler.sampler_id
         if not obj.remote:
             raise TransportError(f"could not recreate a {obj.kind} on the {side.kind} side")
         obj.gen = self._gen
+        return None
 
     def _refresh(self, side: Any, obj: _Obj) -> None:
         resp = self._raw(side, pb.Request(get_state=pb.GetState(session_id=obj.remote, step=0)))
@@ -264,17 +271,25 @@ class FailoverTransport:
                         ),
                     )
             else:
-                self._place(side, obj)
+                if (refused := self._place(side, obj)) is not None:
+                    refused.id = req.id
+                    return refused
                 setattr(msg, fld, obj.remote)
         if body == "poll_control" and side is not self._socket:
             return pb.Response(id=req.id, controls=pb.Controls())  # controls live in the sidecar
         resp = self._raw(side, out)
         kind = resp.WhichOneof("body")
-        if kind == "error" and obj is not None and body != "close_session" and _gone(resp, fld):
+        if kind == "error" and obj is not None and _gone(resp, fld):
             # Reaped while this client was away (an idle-closed connection
-            # past --orphan-ttl): recreate it from what the client holds, once.
+            # past --orphan-ttl): closing it is done; anything else recreates
+            # it from what the client holds, once.
+            if body == "close_session":
+                del self._objs[req.close_session.session_id]
+                return pb.Response(id=req.id, closed=pb.Closed())
             obj.gen = -1
-            self._place(side, obj)
+            if (refused := self._place(side, obj)) is not None:
+                refused.id = req.id
+                return refused
             setattr(msg, fld, obj.remote)
             resp = self._raw(side, out)
             kind = resp.WhichOneof("body")

@@ -752,13 +752,11 @@ class RewarmOptimizer(Optimizer):
         """Set each group's values for update n+1, run the inner step, count it,
         and show the values of update n+2. Step hooks registered on this
         wrapper run around all of it."""
-        if _is_compiling():
+        if _is_compiling() or _dynamo_callback() is not None:
+            # Traced, or run by a compiled caller after a graph break: only the
+            # inner step may be compiled; the bookkeeping compiled frame by
+            # frame would specialise on the counter and recompile per update.
             return self._traced_step(closure)
-        if _dynamo_callback() is not None:
-            # Run by a compiled caller after a graph break: as under
-            # _traced_step, the bookkeeping must not be compiled frame by frame
-            # (each would specialise on the counter and recompile per update).
-            return self._step_beside_dynamo(closure)
         return self._eager_step(closure)
 
     def _eager_step(self, closure: Callable[[], float] | None) -> Any:
@@ -923,7 +921,6 @@ class RewarmOptimizer(Optimizer):
             i = 0
         self._apply(self.optimizer.param_groups, i)
 
-    _step_beside_dynamo = torch._disable_dynamo(_eager_step)
     _begin_update_eager = torch._disable_dynamo(_begin_update)
     _end_update_eager = torch._disable_dynamo(_end_update)
     _run_pre_hooks_eager = torch._disable_dynamo(_run_pre_hooks)
