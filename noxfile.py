@@ -37,7 +37,7 @@ PY_SOURCES = ["python", "tests", "integration", "bench", "examples", "noxfile.py
 # expires (golang/go#75804, fixed in 1.27) although no input failed.
 FUZZ_TARGETS = {
     "./sched": {"FuzzParseJSON": 120_000},
-    "./dispatch": {"FuzzHandleFrame": 40_000},
+    "./dispatch": {"FuzzHandleFrame": 40_000, "FuzzCheckShape": 100_000},
     "./sidecar": {"FuzzReadFrame": 80_000},
     "./replay": {"FuzzParse": 120_000},
     "./mod": {"FuzzPlanSpec": 200_000},

@@ -1,11 +1,14 @@
 package dispatch
 
 import (
+	"bytes"
+	"hash/crc32"
 	"math"
 	"slices"
 	"strings"
 	"testing"
 
+	"github.com/vmihailenco/msgpack/v5"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -423,4 +426,55 @@ func TestRefusalQuotingALongNonASCIIValueEncodes(t *testing.T) {
 	if e := r.GetError(); e.GetCode() != pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT || e.GetField() != "peak_lr" {
 		t.Fatalf("got %v", &r)
 	}
+}
+
+// A crafted blob is refused, not decoded: msgpack makes a slice of the
+// length a blob declares and recurses per level, so a 60-byte blob (an
+// array of 2^32-1 values) ran the process out of memory and 500,000 nested
+// arrays overflowed its stack, killing the sidecar, or a training process
+// loading a checkpoint in-process, with no error to catch.
+func TestCraftedStateBlobsAreRefused(t *testing.T) {
+	sealRaw := func(payload []byte) []byte {
+		b, err := marshalSorted(&envelope{Format: snapshotFormat, Kind: kindSession, Payload: payload, CRC32: crc32.ChecksumIEEE(payload)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	// {"spec": {"a": array32(0xffffffff)}}
+	huge := append([]byte{0x81, 0xa4, 's', 'p', 'e', 'c', 0x81, 0xa1, 'a', 0xdd}, 0xff, 0xff, 0xff, 0xff)
+	deep := append(append([]byte{0x81, 0xa4, 's', 'p', 'e', 'c'}, bytes.Repeat([]byte{0x91}, 500000)...), 0xc0)
+	c := greeted(t)
+	for name, blob := range map[string][]byte{
+		"a huge array":      sealRaw(huge),
+		"deep nesting":      sealRaw(deep),
+		"a huge envelope":   {0x84, 0xc6, 0xff, 0xff, 0xff, 0xff},
+		"a huge map":        sealRaw([]byte{0xdf, 0x7f, 0xff, 0xff, 0xff}),
+		"a truncated value": sealRaw([]byte{0x81, 0xa4, 's', 'p'}),
+	} {
+		r := c.Handle(&pb.Request{Body: &pb.Request_RestoreState{RestoreState: &pb.RestoreState{Msgpack: blob}}})
+		if e := r.GetError(); e.GetCode() != pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT || e.GetField() != "msgpack" {
+			t.Errorf("%s: %v", name, r)
+		}
+	}
+	// A real session's blob still restores.
+	id := open(t, c, cosineSpec)
+	st := c.Handle(&pb.Request{Body: &pb.Request_GetState{GetState: &pb.GetState{SessionId: id, Step: 3}}}).GetState()
+	if r := c.Handle(&pb.Request{Body: &pb.Request_RestoreState{RestoreState: &pb.RestoreState{Msgpack: st.GetMsgpack()}}}); r.GetSession() == nil {
+		t.Fatalf("a real blob: %v", r)
+	}
+}
+
+func FuzzCheckShape(f *testing.F) {
+	for _, v := range []any{cosineSpec, []any{1, "x", nil, 2.5, true, []byte{1, 2}}, map[string]any{"a": []any{map[string]any{}}}} {
+		b, _ := marshalSorted(v)
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if checkShape(b) != nil {
+			return
+		}
+		var v any
+		_ = msgpack.Unmarshal(b, &v) // must not run away: the shape bounds what it allocates
+	})
 }

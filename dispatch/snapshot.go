@@ -66,6 +66,9 @@ var ErrSnapshot = errors.New("invalid snapshot")
 
 func unseal(kind string, blob []byte, v any) error {
 	var env envelope
+	if err := checkShape(blob); err != nil {
+		return fmt.Errorf("%w: not a rewarm state blob (%v)", ErrSnapshot, err)
+	}
 	if err := msgpack.Unmarshal(blob, &env); err != nil {
 		return fmt.Errorf("%w: not a rewarm state blob (%v)", ErrSnapshot, err)
 	}
@@ -77,6 +80,9 @@ func unseal(kind string, blob []byte, v any) error {
 	}
 	if got := crc32.ChecksumIEEE(env.Payload); got != env.CRC32 {
 		return fmt.Errorf("%w: checksum mismatch (stored %08x, computed %08x): the blob is corrupt", ErrSnapshot, env.CRC32, got)
+	}
+	if err := checkShape(env.Payload); err != nil {
+		return fmt.Errorf("%w: payload: %v", ErrSnapshot, err)
 	}
 	if err := msgpack.Unmarshal(env.Payload, v); err != nil {
 		return fmt.Errorf("%w: payload: %v", ErrSnapshot, err)
