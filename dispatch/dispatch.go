@@ -39,6 +39,9 @@ const (
 	// MaxValues caps count × groups of one GetLR reply, and the ids of one
 	// rank's batch.
 	MaxValues = 1 << 20
+	// MaxName caps a session's name in bytes: a label, quoted in status and
+	// in control refusals.
+	MaxName = 256
 )
 
 // Defaults for Options.
@@ -447,6 +450,9 @@ func (c *Conn) hello(h *pb.Hello) *pb.Response {
 // takes that of the job's orphaned sessions, such as those a restarted
 // sidecar restored, while a fresh job ignores a dead one's.
 func (d *Dispatcher) add(plan *sched.Plan, name string, step int64, owner uint64, resuming bool) (*pb.Response, error) {
+	if len(name) > MaxName {
+		return nil, fail(pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT, "name", "name of %d bytes: at most %d", len(name), MaxName)
+	}
 	canon, err := structpb.NewStruct(plan.Config.Canonical())
 	if err != nil {
 		return nil, fail(pb.ErrorCode_ERROR_CODE_INTERNAL, "", "encode canonical spec: %v", err)

@@ -478,3 +478,26 @@ func FuzzCheckShape(f *testing.F) {
 		_ = msgpack.Unmarshal(b, &v) // must not run away: the shape bounds what it allocates
 	})
 }
+
+// A session name is a label of at most MaxName bytes: 70 sessions named
+// with 15 MiB each made every `rewarm ctl status` reply too large to send,
+// and each control post quoted every name.
+func TestLongSessionNamesAreRefused(t *testing.T) {
+	c := greeted(t)
+	st, _ := structpb.NewStruct(cosineSpec)
+	long := strings.Repeat("n", MaxName+1)
+	r := c.Handle(&pb.Request{Body: &pb.Request_OpenSession{OpenSession: &pb.OpenSession{Schedule: st, Name: long}}})
+	if e := r.GetError(); e.GetCode() != pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT || e.GetField() != "name" {
+		t.Fatalf("open: %v", e)
+	}
+	id := open(t, c, cosineSpec)
+	blob := c.Handle(&pb.Request{Body: &pb.Request_GetState{GetState: &pb.GetState{SessionId: id}}}).GetState().GetMsgpack()
+	r = c.Handle(&pb.Request{Body: &pb.Request_RestoreState{RestoreState: &pb.RestoreState{Msgpack: blob, Name: long}}})
+	if e := r.GetError(); e.GetCode() != pb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT || e.GetField() != "name" {
+		t.Fatalf("restore: %v", e)
+	}
+	ok := strings.Repeat("n", MaxName)
+	if r := c.Handle(&pb.Request{Body: &pb.Request_OpenSession{OpenSession: &pb.OpenSession{Schedule: st, Name: ok}}}); r.GetSession().GetName() != ok {
+		t.Fatalf("a name of %d bytes: %v", MaxName, r.GetError())
+	}
+}
