@@ -757,9 +757,6 @@ class RewarmOptimizer(Optimizer):
             # inner step may be compiled; the bookkeeping compiled frame by
             # frame would specialise on the counter and recompile per update.
             return self._traced_step(closure)
-        return self._eager_step(closure)
-
-    def _eager_step(self, closure: Callable[[], float] | None) -> Any:
         if self._step_pre_hooks or self._step_post_hooks:
             args, kwargs = self._run_pre_hooks(closure)
             loss = self._step(*args[1:], **kwargs)
